@@ -1,0 +1,289 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ferry: register flows, schedule them, run them anywhere.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (API + tick) on this machine, state in FERRY_HOME.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Work queues: where runs wait for agents.
+    #[command(subcommand, name = "work-queue")]
+    WorkQueue(QueueCmd),
+    /// Deployments: build, apply, list, run.
+    #[command(subcommand)]
+    Deployment(DeploymentCmd),
+    /// Flow runs: list, inspect, cancel.
+    #[command(subcommand, name = "flow-run")]
+    FlowRun(FlowRunCmd),
+    /// Schedules: preview fire times locally.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCmd {
+    /// Serve the API under /v1 and run the tick loop.
+    Start(ServerStart),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerStart {
+    /// Address to bind; a non-loopback address requires FERRY_API_TOKEN.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind (0 = any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 4300)]
+    pub port: u16,
+    /// How often the tick runs (e.g. 5s, 1m).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tick_interval: std::time::Duration,
+    /// A waiting run this long past its scheduled time is marked Late.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub late_after: std::time::Duration,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCmd {
+    /// Create a work queue.
+    Create {
+        name: String,
+        /// Most runs Pending/Running at once.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// 1 = highest priority.
+        #[arg(long)]
+        priority: Option<u32>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List work queues.
+    Ls {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show one work queue.
+    Inspect {
+        name: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Stop agents claiming from a queue (runs stay scheduled).
+    Pause { name: String },
+    /// Let agents claim from a queue again.
+    Resume { name: String },
+    /// Limit the runs Pending/Running at once.
+    SetConcurrencyLimit { name: String, limit: u32 },
+    /// Remove the concurrency limit.
+    ClearConcurrencyLimit { name: String },
+    /// Upcoming runs of a queue.
+    Preview {
+        name: String,
+        /// Look-ahead in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Standard 5-field cron expression, or @hourly/@daily/@weekly/@monthly/@yearly.
+    #[arg(long, group = "schedule_kind")]
+    pub cron: Option<String>,
+    /// Interval in seconds.
+    #[arg(long, group = "schedule_kind")]
+    pub interval: Option<u64>,
+    /// Anchor of an interval schedule (RFC 3339), or DTSTART of an RRULE.
+    #[arg(long)]
+    pub anchor_date: Option<String>,
+    /// RFC 5545 recurrence rule, e.g. "FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=9".
+    #[arg(long, group = "schedule_kind")]
+    pub rrule: Option<String>,
+    /// IANA time zone of the schedule (default UTC).
+    #[arg(long)]
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCmd {
+    /// Package a project, upload its bundle and write a deployment manifest (-a: apply it).
+    Build(Box<BuildArgs>),
+    /// Create or update deployments from manifest files.
+    Apply {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List deployments.
+    Ls {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show a deployment.
+    Inspect {
+        /// FLOW/NAME
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Stop scheduling a deployment (its future scheduled runs are removed).
+    Pause { id: String },
+    /// Resume scheduling a deployment.
+    Resume { id: String },
+    /// Delete a deployment and its waiting runs.
+    Delete { id: String },
+    /// Create an ad-hoc run; prints its id.
+    Run {
+        /// FLOW/NAME
+        id: String,
+        /// Parameter override KEY=VALUE (VALUE parsed as JSON if it is JSON, else a string).
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        /// Parameter overrides as one JSON object (or @FILE to read it from a file).
+        #[arg(long)]
+        params_json: Option<String>,
+        /// Start after this long (e.g. 10m, 1h 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        start_in: Option<std::time::Duration>,
+        /// A repeated call with the same key returns the same run.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// `path/file.py:function` or a path to an executable, relative to --path.
+    pub entrypoint: String,
+    /// Deployment name.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Flow name (default: the function name, or the executable's file stem).
+    #[arg(long)]
+    pub flow: Option<String>,
+    /// Work queue.
+    #[arg(short = 'q', long = "work-queue", default_value = "default")]
+    pub work_queue: String,
+    /// Tag (repeatable).
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Version, e.g. a git SHA.
+    #[arg(short = 'v', long)]
+    pub version: Option<String>,
+    /// Description.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Project directory to package.
+    #[arg(long, default_value = ".")]
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    /// Default parameter KEY=VALUE (VALUE parsed as JSON if it is JSON, else a string).
+    #[arg(long = "param", short = 'p')]
+    pub params: Vec<String>,
+    /// Default parameters as one JSON object (or @FILE to read it from a file).
+    #[arg(long)]
+    pub params_json: Option<String>,
+    /// Environment variable KEY=VALUE for the flow process.
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Retries after a failed attempt.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Seconds between a failed attempt and its retry.
+    #[arg(long, default_value_t = 0)]
+    pub retry_delay: u64,
+    /// Seconds a run may take.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Most runs of this deployment at once.
+    #[arg(long)]
+    pub concurrency_limit: Option<u32>,
+    /// Missed-run policy: skip, latest, all, all:N.
+    #[arg(long, default_value = "skip")]
+    pub catchup: String,
+    /// Python interpreter for `file.py:function` entrypoints.
+    #[arg(long)]
+    pub python: Option<String>,
+    /// Manifest to write (default `<name>-deployment.yaml`).
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Apply the manifest after writing it.
+    #[arg(short = 'a', long)]
+    pub apply: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowRunCmd {
+    /// List flow runs, newest first.
+    Ls {
+        /// Only this deployment (FLOW/NAME).
+        #[arg(long)]
+        deployment: Option<String>,
+        /// Only these states (comma-separated, e.g. scheduled,late).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this work queue.
+        #[arg(long = "work-queue", short = 'q')]
+        work_queue: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show a run with its state history.
+    Inspect {
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Cancel a run.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCmd {
+    /// Print the next fire times of a schedule (computed locally, no server needed).
+    Preview {
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// Start after this instant (RFC 3339; default now).
+        #[arg(long)]
+        after: Option<String>,
+        /// How many fire times.
+        #[arg(short = 'n', long = "count", default_value_t = 10)]
+        count: usize,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,27 @@
+//! The `ferry` CLI: a clap dispatcher that routes to the client commands (over the HTTP API),
+//! the embedded server and local tools. Business logic lives in the library crates.
+
+mod args;
+mod client;
+mod commands;
+mod manifest;
+mod output;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::Cli;
+
+/// Runs the CLI; errors are printed with their cause chain and exit non-zero.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,364 @@
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferry_app::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
+use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ports::RunFilter;
+use ferry_core::{Deployment, DeploymentSpec, FlowRun, StateType, WorkQueue};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::json::JsonBody;
+use crate::{ApiDoc, ApiError, ApiState, ErrorBody};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn deployment_id(flow: &str, name: &str) -> ApiResult<DeploymentId> {
+    DeploymentId::new(flow, name).map_err(|e| ApiError::App(e.into()))
+}
+
+fn run_id(id: &str) -> ApiResult<RunId> {
+    id.parse()
+        .map_err(|e: ferry_core::ValidationError| ApiError::App(e.into()))
+}
+
+/// Health of the API.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the API answers.
+    pub status: String,
+    /// Ferry version.
+    pub version: String,
+    /// `embedded` or `aws`.
+    pub backend: String,
+}
+
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health)))]
+pub(crate) async fn health(State(s): State<ApiState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        backend: s.backend.into(),
+    })
+}
+
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::App(ferry_app::AppError::NotFound {
+        kind: "route",
+        id: "see GET /v1/openapi.json".into(),
+    })
+}
+
+// ------------------------------------------------------------------ work queues
+
+/// Body of `POST /v1/work-queues`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQueue {
+    /// Queue name.
+    pub name: String,
+    /// Concurrency limit.
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
+    /// Priority (1 = highest).
+    #[serde(default)]
+    pub priority: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/work-queues", responses((status = 200, body = Vec<WorkQueue>)))]
+pub(crate) async fn list_queues(State(s): State<ApiState>) -> ApiResult<Json<Vec<WorkQueue>>> {
+    Ok(Json(s.ferry.list_queues().await?))
+}
+
+#[utoipa::path(post, path = "/v1/work-queues", request_body = CreateQueue,
+    responses((status = 201, body = WorkQueue), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_queue(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<CreateQueue>,
+) -> ApiResult<(StatusCode, Json<WorkQueue>)> {
+    let q = s
+        .ferry
+        .create_queue(&req.name, req.concurrency_limit, req.priority)
+        .await?;
+    Ok((StatusCode::CREATED, Json(q)))
+}
+
+#[utoipa::path(get, path = "/v1/work-queues/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = WorkQueue), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_queue(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<WorkQueue>> {
+    Ok(Json(s.ferry.get_queue(&name).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/work-queues/{name}", params(("name" = String, Path)), request_body = QueuePatch,
+    responses((status = 200, body = WorkQueue), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn update_queue(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    JsonBody(patch): JsonBody<QueuePatch>,
+) -> ApiResult<Json<WorkQueue>> {
+    Ok(Json(s.ferry.update_queue(&name, patch).await?))
+}
+
+/// Query of the queue preview.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PreviewQuery {
+    /// Look-ahead in hours (default 24, at most 2400).
+    pub hours: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/work-queues/{name}/preview", params(("name" = String, Path), PreviewQuery),
+    responses((status = 200, body = Vec<PreviewItem>), (status = 404, body = ErrorBody)))]
+pub(crate) async fn preview_queue(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<PreviewQuery>,
+) -> ApiResult<Json<Vec<PreviewItem>>> {
+    let hours = q.hours.unwrap_or(24);
+    if hours == 0 || hours > 2400 {
+        return Err(ApiError::BadRequest {
+            field: "hours".into(),
+            message: "hours: must be between 1 and 2400".into(),
+        });
+    }
+    Ok(Json(s.ferry.preview_queue(&name, hours).await?))
+}
+
+// ------------------------------------------------------------------ deployments
+
+#[utoipa::path(put, path = "/v1/deployments", request_body = DeploymentSpec,
+    responses((status = 200, body = ApplyOutcome, description = "updated or unchanged"),
+              (status = 201, body = ApplyOutcome, description = "created"),
+              (status = 400, body = ErrorBody)))]
+pub(crate) async fn apply_deployment(
+    State(s): State<ApiState>,
+    JsonBody(spec): JsonBody<DeploymentSpec>,
+) -> ApiResult<(StatusCode, Json<ApplyOutcome>)> {
+    let out = s.ferry.apply_deployment(spec).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)))
+}
+
+#[utoipa::path(get, path = "/v1/deployments", responses((status = 200, body = Vec<Deployment>)))]
+pub(crate) async fn list_deployments(
+    State(s): State<ApiState>,
+) -> ApiResult<Json<Vec<Deployment>>> {
+    Ok(Json(s.ferry.list_deployments().await?))
+}
+
+#[utoipa::path(get, path = "/v1/deployments/{flow}/{name}",
+    params(("flow" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Deployment), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_deployment(
+    State(s): State<ApiState>,
+    Path((flow, name)): Path<(String, String)>,
+) -> ApiResult<Json<Deployment>> {
+    Ok(Json(
+        s.ferry
+            .get_deployment(&deployment_id(&flow, &name)?)
+            .await?,
+    ))
+}
+
+/// Result of deleting a deployment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    /// Waiting runs removed with it.
+    pub removed_runs: usize,
+}
+
+#[utoipa::path(delete, path = "/v1/deployments/{flow}/{name}",
+    params(("flow" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_deployment(
+    State(s): State<ApiState>,
+    Path((flow, name)): Path<(String, String)>,
+) -> ApiResult<Json<Deleted>> {
+    let removed_runs = s
+        .ferry
+        .delete_deployment(&deployment_id(&flow, &name)?)
+        .await?;
+    Ok(Json(Deleted { removed_runs }))
+}
+
+#[utoipa::path(post, path = "/v1/deployments/{flow}/{name}/pause",
+    params(("flow" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = ApplyOutcome), (status = 404, body = ErrorBody)))]
+pub(crate) async fn pause_deployment(
+    State(s): State<ApiState>,
+    Path((flow, name)): Path<(String, String)>,
+) -> ApiResult<Json<ApplyOutcome>> {
+    let id = deployment_id(&flow, &name)?;
+    Ok(Json(s.ferry.set_deployment_paused(&id, true).await?))
+}
+
+#[utoipa::path(post, path = "/v1/deployments/{flow}/{name}/resume",
+    params(("flow" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = ApplyOutcome), (status = 404, body = ErrorBody)))]
+pub(crate) async fn resume_deployment(
+    State(s): State<ApiState>,
+    Path((flow, name)): Path<(String, String)>,
+) -> ApiResult<Json<ApplyOutcome>> {
+    let id = deployment_id(&flow, &name)?;
+    Ok(Json(s.ferry.set_deployment_paused(&id, false).await?))
+}
+
+#[utoipa::path(post, path = "/v1/deployments/{flow}/{name}/runs",
+    params(("flow" = String, Path), ("name" = String, Path)), request_body = RunRequest,
+    responses((status = 201, body = FlowRun, description = "created"),
+              (status = 200, body = FlowRun, description = "existing run with the same idempotency key"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn create_run(
+    State(s): State<ApiState>,
+    Path((flow, name)): Path<(String, String)>,
+    JsonBody(req): JsonBody<RunRequest>,
+) -> ApiResult<(StatusCode, Json<FlowRun>)> {
+    let id = deployment_id(&flow, &name)?;
+    let (run, created) = s.ferry.create_run(&id, req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(run)))
+}
+
+// ------------------------------------------------------------------ flow runs
+
+/// Query of the run list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RunsQuery {
+    /// `flow/name`.
+    pub deployment: Option<String>,
+    /// Comma-separated states.
+    pub state: Option<String>,
+    /// Queue name.
+    pub work_queue: Option<String>,
+    /// At most this many (default 50, at most 10000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/flow-runs", params(RunsQuery),
+    responses((status = 200, body = Vec<FlowRun>), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_runs(
+    State(s): State<ApiState>,
+    Query(q): Query<RunsQuery>,
+) -> ApiResult<Json<Vec<FlowRun>>> {
+    let deployment = q
+        .deployment
+        .as_deref()
+        .map(str::parse::<DeploymentId>)
+        .transpose()
+        .map_err(|e| ApiError::App(e.into()))?;
+    let mut states = Vec::new();
+    for part in q
+        .state
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|p| !p.is_empty())
+    {
+        states.push(
+            part.parse::<StateType>()
+                .map_err(|m| ApiError::BadRequest {
+                    field: "state".into(),
+                    message: format!("state: {m}"),
+                })?,
+        );
+    }
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::BadRequest {
+            field: "limit".into(),
+            message: "limit: must be between 1 and 10000".into(),
+        });
+    }
+    let filter = RunFilter {
+        deployment,
+        states,
+        work_queue: q.work_queue,
+        limit,
+    };
+    Ok(Json(s.ferry.list_runs(&filter).await?))
+}
+
+#[utoipa::path(get, path = "/v1/flow-runs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = FlowRun), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_run(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FlowRun>> {
+    Ok(Json(s.ferry.get_run(run_id(&id)?).await?))
+}
+
+#[utoipa::path(post, path = "/v1/flow-runs/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 200, body = FlowRun), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel_run(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FlowRun>> {
+    Ok(Json(s.ferry.cancel_run(run_id(&id)?).await?))
+}
+
+// ------------------------------------------------------------------ bundles
+
+/// Result of a bundle upload.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BundleStored {
+    /// Digest.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+#[utoipa::path(put, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/gzip"),
+    responses((status = 201, body = BundleStored), (status = 400, body = ErrorBody)))]
+pub(crate) async fn put_bundle(
+    State(s): State<ApiState>,
+    Path(sha256): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<BundleStored>)> {
+    s.ferry.put_bundle(&sha256, &body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BundleStored {
+            sha256,
+            size: body.len() as u64,
+        }),
+    ))
+}
+
+#[utoipa::path(head, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path)),
+    responses((status = 200), (status = 404)))]
+pub(crate) async fn head_bundle(
+    State(s): State<ApiState>,
+    Path(sha256): Path<String>,
+) -> ApiResult<StatusCode> {
+    Ok(if s.ferry.has_bundle(&sha256).await? {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+#[utoipa::path(get, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path)),
+    responses((status = 200, content_type = "application/gzip"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_bundle(
+    State(s): State<ApiState>,
+    Path(sha256): Path<String>,
+) -> ApiResult<Response> {
+    let bytes = s.ferry.get_bundle(&sha256).await?;
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
+}

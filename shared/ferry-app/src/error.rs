@@ -1,0 +1,39 @@
+use ferry_core::ports::{CodeStoreError, StoreError};
+use ferry_core::ValidationError;
+
+/// Errors of the use cases; the API maps each kind to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad input; nothing was written. (400)
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The named thing does not exist. (404)
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// What was looked up.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed (503 when retryable, else 500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Code store failed.
+    #[error(transparent)]
+    Code(#[from] CodeStoreError),
+}
+
+impl AppError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::Invalid(ValidationError::new(field, message))
+    }
+    pub(crate) fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        AppError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}

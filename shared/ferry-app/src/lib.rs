@@ -1,0 +1,13 @@
+//! Ferry's application layer: the use cases behind the API, the tick and (later) the agent.
+//! It orchestrates the ports of `ferry-core` and knows no adapter: the same code runs on the
+//! embedded store and on DynamoDB/S3.
+
+mod error;
+mod service;
+mod tick;
+
+pub use error::AppError;
+pub use service::{
+    ApplyOutcome, Ferry, PreviewItem, QueuePatch, RunRequest, Settings, SystemClock,
+};
+pub use tick::TickReport;

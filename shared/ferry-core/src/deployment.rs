@@ -1,0 +1,343 @@
+//! Deployments: a flow's entrypoint + code bundle + schedules + run settings, upserted by
+//! `flow/name`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ValidationError;
+use crate::ids::DeploymentId;
+use crate::schedule::ScheduleSpec;
+
+/// A content-addressed code bundle (gzip'd tar of the project directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRef {
+    /// Lowercase hex sha256 of the tar.gz bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// How the agent runs the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Infrastructure {
+    /// A child process on the agent's machine.
+    Process {
+        /// Python interpreter for `file.py:function` entrypoints (else `FERRY_PYTHON`, else `python3`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        python: Option<String>,
+    },
+    /// An ECS Fargate task per run.
+    Ecs {
+        /// vCPU units (256 = 0.25 vCPU).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu: Option<u32>,
+        /// Memory in MiB.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory: Option<u32>,
+        /// Container image override.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
+        /// Extra container environment.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
+}
+
+impl Default for Infrastructure {
+    fn default() -> Self {
+        Infrastructure::Process { python: None }
+    }
+}
+
+/// What the tick does with fire times missed while nothing ticked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CatchUp {
+    /// Drop missed runs (default).
+    #[default]
+    Skip,
+    /// Run only the most recent missed one.
+    Latest,
+    /// Run the most recent `max` missed ones.
+    All {
+        /// Cap on missed runs created in one go.
+        max: u32,
+    },
+}
+
+impl fmt::Display for CatchUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatchUp::Skip => f.write_str("skip"),
+            CatchUp::Latest => f.write_str("latest"),
+            CatchUp::All { max } => write!(f, "all:{max}"),
+        }
+    }
+}
+
+impl FromStr for CatchUp {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            ValidationError::new(
+                "catchup",
+                format!("{s:?} is not a catch-up policy: use \"skip\", \"latest\", \"all\" or \"all:N\" (N from 1 to 1000)"),
+            )
+        };
+        match s.trim() {
+            "skip" => Ok(CatchUp::Skip),
+            "latest" => Ok(CatchUp::Latest),
+            "all" => Ok(CatchUp::All { max: 100 }),
+            other => {
+                let n = other.strip_prefix("all:").ok_or_else(bad)?;
+                let max: u32 = n.parse().map_err(|_| bad())?;
+                if !(1..=1000).contains(&max) {
+                    return Err(bad());
+                }
+                Ok(CatchUp::All { max })
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for CatchUp {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<CatchUp> for String {
+    fn from(c: CatchUp) -> Self {
+        c.to_string()
+    }
+}
+
+/// Parsed entrypoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entrypoint {
+    /// `path/file.py:function`: the agent's Python shim imports the file and calls the function.
+    Python {
+        /// Path of the .py file relative to the bundle root.
+        path: String,
+        /// Function name.
+        function: String,
+    },
+    /// A path to an executable relative to the bundle root.
+    Executable {
+        /// Path relative to the bundle root.
+        path: String,
+    },
+}
+
+impl Entrypoint {
+    /// Parses and validates an entrypoint string.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let err = |m: String| ValidationError::new("entrypoint", m);
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(err(
+                "is empty: give `path/file.py:function` or a path to an executable".into(),
+            ));
+        }
+        let (path, function) = match s.rsplit_once(':') {
+            Some((p, f)) => (p, Some(f)),
+            None => (s, None),
+        };
+        if path.starts_with('/') || path.split('/').any(|c| c == "..") || path.contains('\\') {
+            return Err(err(format!(
+                "{s:?}: the path must be relative to the project directory (--path), without '..'"
+            )));
+        }
+        match function {
+            Some(f) => {
+                let ident = !f.is_empty()
+                    && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !f.starts_with(|c: char| c.is_ascii_digit());
+                if !path.ends_with(".py") || !ident {
+                    return Err(err(format!(
+                        "{s:?}: expected `path/file.py:function` with a Python identifier after ':'"
+                    )));
+                }
+                Ok(Entrypoint::Python {
+                    path: path.to_owned(),
+                    function: f.to_owned(),
+                })
+            }
+            None => Ok(Entrypoint::Executable {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    /// The flow name an entrypoint implies: the Python function (`_` → `-`), or the
+    /// executable's file stem.
+    pub fn default_flow_name(&self) -> String {
+        match self {
+            Entrypoint::Python { function, .. } => function.replace('_', "-"),
+            Entrypoint::Executable { path } => {
+                let file = path.rsplit('/').next().unwrap_or(path);
+                let stem = file.split('.').next().unwrap_or(file);
+                stem.to_owned()
+            }
+        }
+    }
+}
+
+fn default_queue() -> String {
+    crate::queue::DEFAULT_QUEUE.to_owned()
+}
+
+/// A deployment as the user declares it: the manifest (`ferry deployment build -o x.yaml`) and
+/// the body of `PUT /v1/deployments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    /// Flow name (first half of the id).
+    pub flow: String,
+    /// Deployment name (second half of the id).
+    pub name: String,
+    /// Free-form version, e.g. a git SHA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Free-form description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Work queue runs are due in.
+    #[serde(default = "default_queue")]
+    pub work_queue: String,
+    /// `path/file.py:function` or a path to an executable, relative to the bundle root.
+    pub entrypoint: String,
+    /// The code bundle; without one the agent runs the entrypoint from its working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
+    /// Default parameters (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    /// Schedules; fire times of all active ones are merged.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleSpec>,
+    /// Environment variables for the flow process.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// How to run it.
+    #[serde(default)]
+    pub infrastructure: Infrastructure,
+    /// Retries after a failed or crashed attempt.
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds between a failed attempt and its retry.
+    #[serde(default)]
+    pub retry_delay_seconds: u64,
+    /// Seconds a run may take before it is killed and Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Most runs of this deployment Pending/Running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u32>,
+    /// A paused deployment schedules nothing.
+    #[serde(default)]
+    pub paused: bool,
+    /// What to do with fire times missed while nothing ticked.
+    #[serde(default)]
+    #[schema(value_type = String, example = "skip")]
+    pub catchup: CatchUp,
+}
+
+/// A stored deployment: the spec plus what the server keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Deployment {
+    /// `flow/name`.
+    #[schema(value_type = String)]
+    pub id: DeploymentId,
+    /// What the user declared.
+    pub spec: DeploymentSpec,
+    /// Optimistic-concurrency revision, +1 on every stored change.
+    pub revision: u64,
+    /// Digest of the active schedules; runs carry the digest that produced them.
+    pub schedule_digest: String,
+    /// Every fire time up to this instant has been written as a run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_until: Option<DateTime<Utc>>,
+    /// When the tick must next extend the horizon; `None` = nothing to schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_tick_at: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Deployment {
+    /// The concurrency-slot key of this deployment.
+    pub fn slot_key(&self) -> String {
+        deployment_slot_key(&self.id)
+    }
+}
+
+/// The concurrency-slot key of deployment `id`.
+pub fn deployment_slot_key(id: &DeploymentId) -> String {
+    format!("D#{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entrypoints_parse() {
+        assert_eq!(
+            Entrypoint::parse("flows/etl.py:main").unwrap(),
+            Entrypoint::Python {
+                path: "flows/etl.py".into(),
+                function: "main".into()
+            }
+        );
+        assert_eq!(
+            Entrypoint::parse("bin/run.sh").unwrap().default_flow_name(),
+            "run"
+        );
+        assert_eq!(
+            Entrypoint::parse("a.py:load_data")
+                .unwrap()
+                .default_flow_name(),
+            "load-data"
+        );
+        for bad in [
+            "",
+            "/abs.py:main",
+            "../x.py:main",
+            "x.py:",
+            "x.txt:main",
+            "x.py:1a",
+        ] {
+            assert_eq!(
+                Entrypoint::parse(bad).unwrap_err().field,
+                "entrypoint",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn catchup_round_trips() {
+        for s in ["skip", "latest", "all:5"] {
+            assert_eq!(s.parse::<CatchUp>().unwrap().to_string(), s);
+        }
+        assert_eq!("all".parse::<CatchUp>().unwrap(), CatchUp::All { max: 100 });
+        assert!("all:0".parse::<CatchUp>().is_err());
+        assert!("sometimes".parse::<CatchUp>().is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! Identifiers: `flow/name` deployment ids and time-ordered run ids.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ValidationError;
+
+/// Checks a flow, deployment or queue name: 1–100 chars of `[A-Za-z0-9_.-]`, starting with a
+/// letter or digit.
+pub fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {
+    let ok_first = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if value.is_empty() || value.len() > 100 || !ok_first || !ok_rest {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{value:?} is not a valid name: use 1-100 letters, digits, '-', '_' or '.', starting with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A deployment's unique id, `flow/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeploymentId {
+    flow: String,
+    name: String,
+}
+
+impl DeploymentId {
+    /// Builds and validates an id from its parts.
+    pub fn new(flow: &str, name: &str) -> Result<Self, ValidationError> {
+        check_name("flow", flow)?;
+        check_name("name", name)?;
+        Ok(Self {
+            flow: flow.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+    /// The flow part.
+    pub fn flow(&self) -> &str {
+        &self.flow
+    }
+    /// The deployment name part.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.flow, self.name)
+    }
+}
+
+impl FromStr for DeploymentId {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (flow, name) = s.split_once('/').ok_or_else(|| {
+            ValidationError::new(
+                "deployment",
+                format!("{s:?} is not FLOW/NAME (e.g. \"etl/nightly\")"),
+            )
+        })?;
+        Self::new(flow, name)
+    }
+}
+
+impl TryFrom<String> for DeploymentId {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<DeploymentId> for String {
+    fn from(id: DeploymentId) -> Self {
+        id.to_string()
+    }
+}
+
+/// A flow run id: a UUID whose first 48 bits are a millisecond timestamp, so ids sort by time.
+///
+/// Scheduled runs get a *deterministic* id from deployment + scheduled time (UUIDv8 layout), so
+/// two ticks racing to schedule the same slot write the same row once. Ad-hoc runs get a UUIDv7
+/// from the creation time and caller-supplied randomness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(Uuid);
+
+impl RunId {
+    /// The deterministic id of the run `deployment` has scheduled at `at`.
+    pub fn scheduled(deployment: &DeploymentId, at: DateTime<Utc>) -> Self {
+        Self::derived(
+            at,
+            &format!("schedule\0{deployment}\0{}", at.timestamp_millis()),
+        )
+    }
+
+    /// The deterministic id of attempt `attempt` retrying `of`, due at `at`.
+    pub fn retry(of: RunId, attempt: u32, at: DateTime<Utc>) -> Self {
+        Self::derived(at, &format!("retry\0{of}\0{attempt}"))
+    }
+
+    /// A fresh id for an ad-hoc run created at `now`; `random` is caller-supplied entropy.
+    pub fn adhoc(now: DateTime<Utc>, random: [u8; 10]) -> Self {
+        let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        Self(uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid())
+    }
+
+    fn derived(at: DateTime<Utc>, key: &str) -> Self {
+        let digest = Sha256::digest(key.as_bytes());
+        let mut bytes = [0u8; 16];
+        let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        bytes[6..].copy_from_slice(&digest[..10]);
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self).map_err(|_| {
+            ValidationError::new("run_id", format!("{s:?} is not a flow run id (a UUID)"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn scheduled_ids_are_deterministic_and_time_ordered() {
+        let d = DeploymentId::new("etl", "nightly").unwrap();
+        let t1 = Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).unwrap();
+        let t2 = Utc.with_ymd_and_hms(2026, 1, 2, 2, 0, 0).unwrap();
+        assert_eq!(RunId::scheduled(&d, t1), RunId::scheduled(&d, t1));
+        assert!(RunId::scheduled(&d, t1) < RunId::scheduled(&d, t2));
+        let other = DeploymentId::new("etl", "hourly").unwrap();
+        assert_ne!(RunId::scheduled(&d, t1), RunId::scheduled(&other, t1));
+        let id = RunId::scheduled(&d, t1);
+        assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(DeploymentId::new("etl", "nightly").is_ok());
+        assert!("etl/nightly".parse::<DeploymentId>().is_ok());
+        let err = "etl".parse::<DeploymentId>().unwrap_err();
+        assert_eq!(err.field, "deployment");
+        assert_eq!(DeploymentId::new("", "x").unwrap_err().field, "flow");
+        assert_eq!(DeploymentId::new("a", "b c").unwrap_err().field, "name");
+        assert!(check_name("queue", "-x").is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! Ferry's domain: deployments, work queues, flow runs, the run state machine, schedule math,
+//! validation, and the ports (traits) that adapters implement.
+//!
+//! This crate is pure: no I/O, no SDK types, no clock reads. Time reaches it through
+//! [`clock::Clock`] or as arguments.
+
+pub mod clock;
+pub mod deployment;
+pub mod error;
+pub mod horizon;
+pub mod ids;
+pub mod limits;
+pub mod ports;
+pub mod queue;
+pub mod run;
+pub mod schedule;
+pub mod state;
+pub mod validate;
+
+pub use deployment::{CatchUp, Deployment, DeploymentSpec, Entrypoint, Infrastructure};
+pub use error::ValidationError;
+pub use ids::{DeploymentId, RunId};
+pub use queue::WorkQueue;
+pub use run::{FlowRun, Origin, RunLease, StateRecord};
+pub use state::{RunEvent, StateType, TransitionError};

@@ -1,0 +1,221 @@
+//! Ports: the traits adapters implement (embedded SQLite/files, DynamoDB/S3).
+//!
+//! They are shaped after DynamoDB's semantics so that every adapter can keep them: single-item
+//! conditional writes (`expected_version`/`expected_revision`), small all-or-nothing
+//! transactions (claim + slot takes), and index reads that are only hints — the conditional
+//! write decides. Every adapter passes the one conformance suite in `ferry-app`'s tests.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::deployment::Deployment;
+use crate::ids::{DeploymentId, RunId};
+use crate::queue::WorkQueue;
+use crate::run::FlowRun;
+use crate::state::StateType;
+
+/// Errors of the storage ports.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: the item changed (or exists, or is gone) since it was read.
+    /// Not a failure: the caller re-reads or moves on.
+    #[error("conditional write lost: {0}")]
+    Conflict(String),
+    /// The backend refused for now (throttling, timeouts, 5xx); retrying later may succeed.
+    #[error("storage temporarily unavailable: {source}")]
+    Unavailable {
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Anything else from the backend.
+    #[error("storage failure: {source}")]
+    Backend {
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored item could not be decoded.
+    #[error("corrupt item {key}: {message}")]
+    Corrupt {
+        /// Item key.
+        key: String,
+        /// Decoder message.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend {
+            source: Box::new(e),
+        }
+    }
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// Result of the storage ports.
+pub type StoreResult<T, E = StoreError> = Result<T, E>;
+
+/// Outcome of inserting a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    /// Written.
+    Inserted,
+    /// A run with the same id, or the same deployment + idempotency key, already exists; it is
+    /// returned unchanged.
+    Exists(Box<FlowRun>),
+}
+
+/// A concurrency slot to take with a claim: at most `limit` holders of `key` at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotTake {
+    /// `Q#queue` or `D#flow/name`.
+    pub key: String,
+    /// The limit in force.
+    pub limit: u32,
+}
+
+/// Outcome of a claim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The run is ours (the stored, claimed run).
+    Claimed(Box<FlowRun>),
+    /// Someone else changed the run first.
+    Lost,
+    /// A concurrency slot is full (its key).
+    SlotFull(String),
+}
+
+/// Filter of `list_runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this deployment's runs.
+    pub deployment: Option<DeploymentId>,
+    /// Only runs in these states (empty = all).
+    pub states: Vec<StateType>,
+    /// Only this queue.
+    pub work_queue: Option<String>,
+    /// At most this many (newest scheduled first).
+    pub limit: usize,
+}
+
+/// Work queues.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Writes `queue` if no queue of that name exists; `Conflict` otherwise.
+    async fn create_queue(&self, queue: &WorkQueue) -> StoreResult<()>;
+    /// Replaces `queue` if its stored version is `expected_version` (the stored copy gets
+    /// `expected_version + 1`); `Conflict` otherwise.
+    async fn update_queue(&self, queue: &WorkQueue, expected_version: u64) -> StoreResult<()>;
+    /// The queue named `name`.
+    async fn get_queue(&self, name: &str) -> StoreResult<Option<WorkQueue>>;
+    /// All queues, by name.
+    async fn list_queues(&self) -> StoreResult<Vec<WorkQueue>>;
+    /// Deletes the queue.
+    async fn delete_queue(&self, name: &str) -> StoreResult<()>;
+}
+
+/// Deployments, and the schedule-horizon index.
+#[async_trait]
+pub trait DeploymentStore: Send + Sync {
+    /// The deployment `id`.
+    async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>>;
+    /// All deployments, by id.
+    async fn list_deployments(&self) -> StoreResult<Vec<Deployment>>;
+    /// Writes `deployment`. `expected_revision` `None`: it must not exist yet; `Some(r)`: the
+    /// stored revision must be `r`. `Conflict` otherwise. The caller sets the new revision.
+    async fn put_deployment(
+        &self,
+        deployment: &Deployment,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<()>;
+    /// Deletes `id` if its revision is `expected_revision`.
+    async fn delete_deployment(&self, id: &DeploymentId, expected_revision: u64)
+        -> StoreResult<()>;
+    /// Deployments whose `next_tick_at` is at or before `now`, earliest first, at most `limit`
+    /// (the schedule-horizon index; a hint, re-checked by the conditional write).
+    async fn deployments_due_for_tick(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>>;
+}
+
+/// Flow runs, the due-runs index, leases and concurrency slots.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Writes `run` unless a run with its id — or the same deployment and idempotency key —
+    /// exists (`attribute_not_exists`), in which case the existing run is returned.
+    async fn insert_run(&self, run: &FlowRun) -> StoreResult<InsertOutcome>;
+    /// The run `id`.
+    async fn get_run(&self, id: RunId) -> StoreResult<Option<FlowRun>>;
+    /// Replaces `run` if the stored version is `expected_version`; `Conflict` otherwise.
+    /// Releases the slots that the stored copy holds and `run` does not.
+    async fn update_run(&self, run: &FlowRun, expected_version: u64) -> StoreResult<()>;
+    /// Deletes `id` if its version is `expected_version` (used to drop stale scheduled runs).
+    async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()>;
+    /// Runs matching `filter`, newest scheduled time first.
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>>;
+    /// Waiting (Scheduled/Late) runs of `queue` due at or before `before`, earliest first (the
+    /// due-runs index; a hint).
+    async fn due_runs(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>>;
+    /// Waiting runs of `deployment` (Scheduled or Late), any time.
+    async fn waiting_runs_of(&self, deployment: &DeploymentId) -> StoreResult<Vec<FlowRun>>;
+    /// Held runs (Pending/Running/Cancelling) whose lease expired before `now` (the lease index).
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<FlowRun>>;
+    /// Atomically: replace `claimed` (stored version must be `expected_version`) and take one
+    /// holder of every slot in `slots` (each must be under its limit). All or nothing.
+    async fn claim_run(
+        &self,
+        claimed: &FlowRun,
+        expected_version: u64,
+        slots: &[SlotTake],
+    ) -> StoreResult<ClaimOutcome>;
+    /// Current holders of a concurrency slot.
+    async fn slot_holders(&self, key: &str) -> StoreResult<u32>;
+}
+
+/// The whole store.
+pub trait Store: QueueStore + DeploymentStore + RunStore {}
+impl<T: QueueStore + DeploymentStore + RunStore> Store for T {}
+
+/// Errors of the code store.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeStoreError {
+    /// The bytes do not hash to the digest they were stored or asked for under.
+    #[error("bundle digest mismatch: expected sha256 {expected}, got {actual}")]
+    DigestMismatch {
+        /// Digest claimed.
+        expected: String,
+        /// Digest of the bytes.
+        actual: String,
+    },
+    /// Backend failure.
+    #[error("code store failure: {source}")]
+    Backend {
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Content-addressed code bundles.
+#[async_trait]
+pub trait CodeStore: Send + Sync {
+    /// Stores `bytes` under `sha256` after verifying the digest; storing twice is a no-op.
+    async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), CodeStoreError>;
+    /// The bundle's bytes, digest-verified; `None` if absent.
+    async fn get_bundle(&self, sha256: &str) -> Result<Option<Vec<u8>>, CodeStoreError>;
+    /// Whether the bundle is stored.
+    async fn has_bundle(&self, sha256: &str) -> Result<bool, CodeStoreError>;
+}

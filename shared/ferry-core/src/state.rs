@@ -1,0 +1,428 @@
+//! The run state machine: one pure function, [`transition`], decides every state change.
+//!
+//! ```text
+//! Scheduled ─▶ Late ─▶ Pending ─▶ Running ─▶ Completed | Failed | Crashed
+//!     │         │        │  ▲        │
+//!     │         │        │  └release─┘(Pending only)
+//!     └─────────┴────────┴──▶ Cancelled      Running ─▶ Cancelling ─▶ Cancelled
+//! ```
+//! Terminal states (Completed, Failed, Crashed, Cancelled) are final. A retry is a *new* run
+//! (origin `retry`, attempt + 1), never a transition out of a terminal state.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::limits::MAX_HISTORY;
+use crate::run::{FlowRun, RunLease, StateRecord};
+
+/// A run's state. `Display`/`FromStr` use the stable lowercase names shown in the CLI and API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateType {
+    /// Waiting for its scheduled time / an agent.
+    Scheduled,
+    /// Scheduled, and past its time by more than the late threshold; still claimable.
+    Late,
+    /// Claimed by an agent, process not started yet.
+    Pending,
+    /// The flow process runs.
+    Running,
+    /// Cancel requested while running; the agent is stopping the process.
+    Cancelling,
+    /// Exit code 0.
+    Completed,
+    /// Non-zero exit, signal, timeout, or a bundle that could not be used.
+    Failed,
+    /// The agent vanished (lease expired) or could not report.
+    Crashed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl StateType {
+    /// All states, in lifecycle order.
+    pub const ALL: [StateType; 9] = [
+        StateType::Scheduled,
+        StateType::Late,
+        StateType::Pending,
+        StateType::Running,
+        StateType::Cancelling,
+        StateType::Completed,
+        StateType::Failed,
+        StateType::Crashed,
+        StateType::Cancelled,
+    ];
+
+    /// Final states: nothing leaves them.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StateType::Completed | StateType::Failed | StateType::Crashed | StateType::Cancelled
+        )
+    }
+    /// Waiting in a queue (Scheduled or Late).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, StateType::Scheduled | StateType::Late)
+    }
+    /// Held by an agent (Pending, Running, Cancelling).
+    pub fn is_held(self) -> bool {
+        matches!(
+            self,
+            StateType::Pending | StateType::Running | StateType::Cancelling
+        )
+    }
+    /// The stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateType::Scheduled => "scheduled",
+            StateType::Late => "late",
+            StateType::Pending => "pending",
+            StateType::Running => "running",
+            StateType::Cancelling => "cancelling",
+            StateType::Completed => "completed",
+            StateType::Failed => "failed",
+            StateType::Crashed => "crashed",
+            StateType::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for StateType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StateType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StateType::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = StateType::ALL.iter().map(|t| t.as_str()).collect();
+                format!("unknown state {s:?}: expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Something that happens to a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEvent {
+    /// The tick saw it past due + late threshold.
+    MarkLate,
+    /// An agent claimed it; `slots` are the concurrency slots taken with the claim.
+    Claim {
+        /// Agent and lease expiry.
+        lease: RunLease,
+        /// Slot keys taken atomically with the claim.
+        slots: Vec<String>,
+    },
+    /// The agent gave a claimed run back before starting it (shutdown, prefetch abandoned).
+    Release,
+    /// The flow process started.
+    Start {
+        /// Where logs go.
+        log_location: Option<String>,
+    },
+    /// The agent renewed its lease.
+    Heartbeat {
+        /// New expiry.
+        expires_at: DateTime<Utc>,
+    },
+    /// The process exited 0.
+    Complete,
+    /// The process failed.
+    Fail {
+        /// Exit code if it exited.
+        exit_code: Option<i32>,
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// The agent's lease expired or the agent could not carry on.
+    Crash {
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// A user asked to cancel.
+    Cancel {
+        /// Who/why.
+        reason: String,
+    },
+    /// The agent stopped a Cancelling run's process.
+    ConfirmCancelled,
+}
+
+impl RunEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            RunEvent::MarkLate => "mark_late",
+            RunEvent::Claim { .. } => "claim",
+            RunEvent::Release => "release",
+            RunEvent::Start { .. } => "start",
+            RunEvent::Heartbeat { .. } => "heartbeat",
+            RunEvent::Complete => "complete",
+            RunEvent::Fail { .. } => "fail",
+            RunEvent::Crash { .. } => "crash",
+            RunEvent::Cancel { .. } => "cancel",
+            RunEvent::ConfirmCancelled => "confirm_cancelled",
+        }
+    }
+}
+
+/// An event that is not allowed in the run's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {state} run cannot {event}")]
+pub struct TransitionError {
+    /// State the run was in.
+    pub state: StateType,
+    /// The refused event.
+    pub event: &'static str,
+}
+
+/// The target state of `event` from `from`, or `None` if the event is illegal there.
+/// `Heartbeat` keeps the state.
+pub fn next_state(from: StateType, event: &RunEvent) -> Option<StateType> {
+    use StateType::*;
+    match (from, event) {
+        (Scheduled, RunEvent::MarkLate) => Some(Late),
+        (Scheduled | Late, RunEvent::Claim { .. }) => Some(Pending),
+        (Pending, RunEvent::Release) => Some(Scheduled),
+        (Pending, RunEvent::Start { .. }) => Some(Running),
+        (Pending | Running | Cancelling, RunEvent::Heartbeat { .. }) => Some(from),
+        (Running | Cancelling, RunEvent::Complete) => Some(Completed),
+        (Pending | Running | Cancelling, RunEvent::Fail { .. }) => Some(Failed),
+        (Pending | Running | Cancelling, RunEvent::Crash { .. }) => Some(Crashed),
+        (Scheduled | Late | Pending, RunEvent::Cancel { .. }) => Some(Cancelled),
+        (Running, RunEvent::Cancel { .. }) => Some(Cancelling),
+        (Cancelling, RunEvent::ConfirmCancelled) => Some(Cancelled),
+        _ => None,
+    }
+}
+
+/// Applies `event` to `run` at `now`, returning the new run (version + 1, history appended).
+/// The only way a run's state changes anywhere in Ferry.
+pub fn transition(
+    run: &FlowRun,
+    event: RunEvent,
+    now: DateTime<Utc>,
+) -> Result<FlowRun, TransitionError> {
+    let to = next_state(run.state, &event).ok_or(TransitionError {
+        state: run.state,
+        event: event.name(),
+    })?;
+    let mut next = run.clone();
+    next.version += 1;
+    let mut message = None;
+    match event {
+        RunEvent::MarkLate => {}
+        RunEvent::Claim { lease, slots } => {
+            next.lease = Some(lease);
+            next.slots = slots;
+        }
+        RunEvent::Release => {
+            next.lease = None;
+            next.slots.clear();
+        }
+        RunEvent::Start { log_location } => {
+            next.started_at = Some(now);
+            next.log_location = log_location;
+        }
+        RunEvent::Heartbeat { expires_at } => {
+            if let Some(lease) = next.lease.as_mut() {
+                lease.expires_at = expires_at;
+            }
+            return Ok(next);
+        }
+        RunEvent::Complete => next.exit_code = Some(0),
+        RunEvent::Fail { exit_code, reason } => {
+            next.exit_code = exit_code;
+            message = Some(reason);
+        }
+        RunEvent::Crash { reason } | RunEvent::Cancel { reason } => message = Some(reason),
+        RunEvent::ConfirmCancelled => message = next.state_message.clone(),
+    }
+    if to.is_terminal() {
+        next.ended_at = Some(now);
+        next.lease = None;
+        next.slots.clear();
+    }
+    next.state = to;
+    next.state_message = message.clone();
+    next.history.push(StateRecord {
+        state: to,
+        at: now,
+        message,
+    });
+    if next.history.len() > MAX_HISTORY {
+        let excess = next.history.len() - MAX_HISTORY;
+        next.history.drain(1..=excess);
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{DeploymentId, RunId};
+    use crate::run::Origin;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn run() -> FlowRun {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let d = DeploymentId::new("f", "d").unwrap();
+        FlowRun::new_scheduled(
+            RunId::scheduled(&d, t),
+            d,
+            "default".into(),
+            Default::default(),
+            t,
+            Origin::Schedule,
+            1,
+            t,
+        )
+    }
+
+    fn lease() -> RunLease {
+        RunLease {
+            agent_id: "a".into(),
+            expires_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 1, 0).unwrap(),
+        }
+    }
+
+    fn arb_event() -> impl Strategy<Value = RunEvent> {
+        prop_oneof![
+            Just(RunEvent::MarkLate),
+            Just(RunEvent::Claim {
+                lease: lease(),
+                slots: vec!["Q#default".into()]
+            }),
+            Just(RunEvent::Release),
+            Just(RunEvent::Start { log_location: None }),
+            Just(RunEvent::Heartbeat {
+                expires_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 2, 0).unwrap()
+            }),
+            Just(RunEvent::Complete),
+            Just(RunEvent::Fail {
+                exit_code: Some(1),
+                reason: "exit 1".into()
+            }),
+            Just(RunEvent::Crash {
+                reason: "lease expired".into()
+            }),
+            Just(RunEvent::Cancel {
+                reason: "user".into()
+            }),
+            Just(RunEvent::ConfirmCancelled),
+        ]
+    }
+
+    /// The allowed edges, written independently of `next_state` as a table.
+    fn allowed(from: StateType, to: StateType) -> bool {
+        use StateType::*;
+        matches!(
+            (from, to),
+            (Scheduled, Late | Pending | Cancelled)
+                | (Late, Pending | Cancelled)
+                | (
+                    Pending,
+                    Scheduled | Running | Failed | Crashed | Cancelled | Pending
+                )
+                | (Running, Completed | Failed | Crashed | Cancelling | Running)
+                | (
+                    Cancelling,
+                    Cancelled | Completed | Failed | Crashed | Cancelling
+                )
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn no_illegal_transition_is_ever_produced(events in proptest::collection::vec(arb_event(), 0..40)) {
+            let mut r = run();
+            let t0 = r.created_at;
+            for (i, e) in events.into_iter().enumerate() {
+                let now = t0 + chrono::Duration::seconds(i as i64);
+                match transition(&r, e, now) {
+                    Ok(next) => {
+                        prop_assert!(allowed(r.state, next.state), "{} -> {}", r.state, next.state);
+                        prop_assert!(!r.state.is_terminal(), "left terminal state {}", r.state);
+                        prop_assert_eq!(next.version, r.version + 1);
+                        if next.state.is_terminal() {
+                            prop_assert!(next.lease.is_none());
+                            prop_assert!(next.slots.is_empty());
+                            prop_assert_eq!(next.ended_at, Some(now));
+                        }
+                        if next.state != r.state {
+                            prop_assert_eq!(next.history.last().map(|h| h.state), Some(next.state));
+                        }
+                        prop_assert!(next.history.len() <= MAX_HISTORY);
+                        r = next;
+                    }
+                    Err(err) => prop_assert_eq!(err.state, r.state),
+                }
+            }
+        }
+
+        #[test]
+        fn terminal_states_are_final(e in arb_event()) {
+            for s in StateType::ALL.into_iter().filter(|s| s.is_terminal()) {
+                let mut r = run();
+                r.state = s;
+                prop_assert!(transition(&r, e.clone(), r.created_at).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn cancel_of_running_goes_through_cancelling() {
+        let t = run().created_at;
+        let r = transition(
+            &run(),
+            RunEvent::Claim {
+                lease: lease(),
+                slots: vec![],
+            },
+            t,
+        )
+        .unwrap();
+        let r = transition(&r, RunEvent::Start { log_location: None }, t).unwrap();
+        let r = transition(
+            &r,
+            RunEvent::Cancel {
+                reason: "user".into(),
+            },
+            t,
+        )
+        .unwrap();
+        assert_eq!(r.state, StateType::Cancelling);
+        let r = transition(&r, RunEvent::ConfirmCancelled, t).unwrap();
+        assert_eq!(r.state, StateType::Cancelled);
+        assert_eq!(
+            r.history.iter().map(|h| h.state).collect::<Vec<_>>(),
+            vec![
+                StateType::Scheduled,
+                StateType::Pending,
+                StateType::Running,
+                StateType::Cancelling,
+                StateType::Cancelled
+            ]
+        );
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in StateType::ALL {
+            assert_eq!(s.to_string().parse::<StateType>().unwrap(), s);
+        }
+        assert!("bogus"
+            .parse::<StateType>()
+            .unwrap_err()
+            .contains("scheduled"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Validation of user input: everything is checked before anything is written.
+
+use crate::deployment::{DeploymentSpec, Entrypoint, Infrastructure};
+use crate::error::ValidationError;
+use crate::ids::{check_name, DeploymentId};
+use crate::limits::*;
+use crate::schedule::Schedule;
+
+/// A spec that passed validation, with its parsed parts.
+#[derive(Debug, Clone)]
+pub struct ValidSpec {
+    /// `flow/name`.
+    pub id: DeploymentId,
+    /// The parsed entrypoint.
+    pub entrypoint: Entrypoint,
+    /// Parsed schedules, in spec order.
+    pub schedules: Vec<Schedule>,
+}
+
+/// Checks a parameters object against the size cap.
+pub fn check_parameters(
+    field: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ValidationError> {
+    let size = serde_json::to_vec(params)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_PARAMETERS_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{size} bytes of JSON exceeds the {MAX_PARAMETERS_BYTES}-byte limit: pass large data by reference (an S3 key, a path) instead"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `value` as a JSON object of parameters.
+pub fn parse_parameters(
+    field: &str,
+    value: &serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, ValidationError> {
+    match value {
+        serde_json::Value::Object(m) => {
+            check_parameters(field, m)?;
+            Ok(m.clone())
+        }
+        other => Err(ValidationError::new(
+            field,
+            format!(
+                "must be a JSON object like {{\"key\": 1}}, got {}",
+                json_kind(other)
+            ),
+        )),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn check_env_key(field: &str, key: &str) -> Result<(), ValidationError> {
+    let ok = !key.is_empty()
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !key.starts_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        return Err(ValidationError::new(
+            field,
+            format!("{key:?} is not a valid environment variable name (letters, digits, '_', not starting with a digit)"),
+        ));
+    }
+    if key.starts_with("FERRY_") {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{key:?}: names starting with FERRY_ are reserved for the variables the agent sets"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a deployment spec completely (everything but the existence of its work queue,
+/// which needs the store).
+pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError> {
+    let id = DeploymentId::new(&spec.flow, &spec.name)?;
+    check_name("work_queue", &spec.work_queue)?;
+    let entrypoint = Entrypoint::parse(&spec.entrypoint)?;
+    if let Some(v) = &spec.version {
+        if v.len() > 200 {
+            return Err(ValidationError::new(
+                "version",
+                "longer than 200 characters",
+            ));
+        }
+    }
+    if spec.tags.len() > MAX_TAGS {
+        return Err(ValidationError::new(
+            "tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    for (i, t) in spec.tags.iter().enumerate() {
+        if t.is_empty() || t.len() > 100 || t.chars().any(|c| c.is_control() || c == ',') {
+            return Err(ValidationError::new(
+                format!("tags[{i}]"),
+                format!("{t:?}: a tag is 1-100 printable characters without ','"),
+            ));
+        }
+    }
+    if let Some(b) = &spec.bundle {
+        let ok = b.sha256.len() == 64
+            && b.sha256
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        if !ok {
+            return Err(ValidationError::new(
+                "bundle.sha256",
+                format!(
+                    "{:?} is not a lowercase hex sha256 (64 characters)",
+                    b.sha256
+                ),
+            ));
+        }
+    }
+    check_parameters("parameters", &spec.parameters)?;
+    let env_size: usize = spec.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if env_size > MAX_ENV_BYTES {
+        return Err(ValidationError::new(
+            "env",
+            format!("{env_size} bytes exceeds the {MAX_ENV_BYTES}-byte limit"),
+        ));
+    }
+    for k in spec.env.keys() {
+        check_env_key("env", k)?;
+    }
+    if let Infrastructure::Ecs {
+        cpu, memory, env, ..
+    } = &spec.infrastructure
+    {
+        for k in env.keys() {
+            check_env_key("infrastructure.env", k)?;
+        }
+        if let Some(c) = cpu {
+            if ![256, 512, 1024, 2048, 4096, 8192, 16384].contains(c) {
+                return Err(ValidationError::new(
+                    "infrastructure.cpu",
+                    format!("{c} is not a Fargate CPU size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"),
+                ));
+            }
+        }
+        if let Some(m) = memory {
+            if !(512..=122_880).contains(m) {
+                return Err(ValidationError::new(
+                    "infrastructure.memory",
+                    format!("{m} MiB is outside Fargate's 512-122880 MiB range"),
+                ));
+            }
+        }
+    }
+    if spec.retries > 100 {
+        return Err(ValidationError::new("retries", "at most 100"));
+    }
+    if spec.retry_delay_seconds > 7 * 86_400 {
+        return Err(ValidationError::new(
+            "retry_delay_seconds",
+            "at most 604800 (7 days)",
+        ));
+    }
+    if spec.timeout_seconds == Some(0) {
+        return Err(ValidationError::new(
+            "timeout_seconds",
+            "must be at least 1 (omit it for no timeout)",
+        ));
+    }
+    if spec.concurrency_limit == Some(0) {
+        return Err(ValidationError::new(
+            "concurrency_limit",
+            "must be at least 1 (pause the deployment to stop its runs)",
+        ));
+    }
+    if spec.schedules.len() > MAX_SCHEDULES {
+        return Err(ValidationError::new(
+            "schedules",
+            format!("at most {MAX_SCHEDULES} schedules"),
+        ));
+    }
+    let mut schedules = Vec::with_capacity(spec.schedules.len());
+    for (i, s) in spec.schedules.iter().enumerate() {
+        let parsed = Schedule::parse(s)
+            .map_err(|e| ValidationError::new(format!("schedules[{i}].{}", e.field), e.message))?;
+        schedules.push(parsed);
+    }
+    let size = serde_json::to_vec(spec)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_DEPLOYMENT_BYTES {
+        return Err(ValidationError::new(
+            "deployment",
+            format!("{size} bytes exceeds the {MAX_DEPLOYMENT_BYTES}-byte limit"),
+        ));
+    }
+    Ok(ValidSpec {
+        id,
+        entrypoint,
+        schedules,
+    })
+}
+
+/// Digest of the schedules that matter for scheduling (the active ones, in order). Runs written
+/// from an older digest are stale when the digest changes.
+pub fn schedule_digest(spec: &DeploymentSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let active: Vec<_> = spec.schedules.iter().filter(|s| s.active).collect();
+    let json = serde_json::to_vec(&active).unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..8])
+}

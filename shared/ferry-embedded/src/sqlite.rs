@@ -1,0 +1,644 @@
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ports::{
+    ClaimOutcome, DeploymentStore, InsertOutcome, QueueStore, RunFilter, RunStore, SlotTake,
+    StoreError, StoreResult,
+};
+use ferry_core::{Deployment, FlowRun, WorkQueue};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+const SCHEMA: &str = r#"
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    next_tick_at INTEGER,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_horizon ON deployments(next_tick_at)
+    WHERE next_tick_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    deployment TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    state TEXT NOT NULL,
+    scheduled_time INTEGER NOT NULL,
+    idempotency_key TEXT,
+    lease_expires INTEGER,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(deployment, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_due ON runs(queue, scheduled_time)
+    WHERE state IN ('scheduled', 'late');
+CREATE INDEX IF NOT EXISTS runs_lease ON runs(lease_expires) WHERE lease_expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_by_deployment ON runs(deployment, scheduled_time);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs(scheduled_time);
+CREATE TABLE IF NOT EXISTS slots (
+    key TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (key, run_id)
+);
+"#;
+
+/// The embedded store: one SQLite file in WAL mode. Every port call is one transaction
+/// (`BEGIN IMMEDIATE` for writes), run on the blocking pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) {
+            return StoreError::Unavailable {
+                source: Box::new(e),
+            };
+        }
+    }
+    StoreError::backend(e)
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, body: &str) -> StoreResult<T> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(StoreError::backend)
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
+        }
+        let conn = Connection::open(path).map_err(db_err)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn init(conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(StoreError::backend)?
+    }
+}
+
+fn runs_where(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<FlowRun>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, body) = row.map_err(db_err)?;
+        out.push(decode(&id, &body)?);
+    }
+    Ok(out)
+}
+
+fn write_run(tx: &Connection, run: &FlowRun, expected_version: u64) -> StoreResult<()> {
+    let body = encode(run)?;
+    let changed = tx
+        .execute(
+            "UPDATE runs SET state = ?2, scheduled_time = ?3, lease_expires = ?4, version = ?5,
+                 queue = ?6, body = ?7
+             WHERE id = ?1 AND version = ?8",
+            params![
+                run.id.to_string(),
+                run.state.as_str(),
+                ms(run.scheduled_time),
+                run.lease.as_ref().map(|l| ms(l.expires_at)),
+                run.version as i64,
+                run.work_queue,
+                body,
+                expected_version as i64
+            ],
+        )
+        .map_err(db_err)?;
+    if changed != 1 {
+        return Err(StoreError::Conflict(format!(
+            "run {} is not at version {expected_version}",
+            run.id
+        )));
+    }
+    // Slots the stored copy held and the new one does not are released.
+    let held: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached("SELECT key FROM slots WHERE run_id = ?1")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([run.id.to_string()], |r| r.get(0))
+            .map_err(db_err)?;
+        rows.collect::<Result<_, _>>().map_err(db_err)?
+    };
+    for key in held.iter().filter(|k| !run.slots.contains(k)) {
+        tx.execute(
+            "DELETE FROM slots WHERE key = ?1 AND run_id = ?2",
+            params![key, run.id.to_string()],
+        )
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn create_queue(&self, queue: &WorkQueue) -> StoreResult<()> {
+        let body = encode(queue)?;
+        let (name, version) = (queue.name.clone(), queue.version as i64);
+        self.with(move |c| {
+            match c.execute(
+                "INSERT INTO queues (name, version, body) VALUES (?1, ?2, ?3)",
+                params![name, version, body],
+            ) {
+                Ok(_) => Ok(()),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(StoreError::Conflict(format!("work queue {name} exists")))
+                }
+                Err(e) => Err(db_err(e)),
+            }
+        })
+        .await
+    }
+
+    async fn update_queue(&self, queue: &WorkQueue, expected_version: u64) -> StoreResult<()> {
+        let mut stored = queue.clone();
+        stored.version = expected_version + 1;
+        let body = encode(&stored)?;
+        let name = queue.name.clone();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE queues SET version = ?2, body = ?3 WHERE name = ?1 AND version = ?4",
+                    params![
+                        name,
+                        (expected_version + 1) as i64,
+                        body,
+                        expected_version as i64
+                    ],
+                )
+                .map_err(db_err)?;
+            if n != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "work queue {name} changed or is gone"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_queue(&self, name: &str) -> StoreResult<Option<WorkQueue>> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row("SELECT body FROM queues WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            body.map(|b| decode(&name, &b)).transpose()
+        })
+        .await
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<WorkQueue>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT name, body FROM queues ORDER BY name")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, b) = row.map_err(db_err)?;
+                out.push(decode(&k, &b)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_queue(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.execute("DELETE FROM queues WHERE name = ?1", [&name])
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeploymentStore for SqliteStore {
+    async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row("SELECT body FROM deployments WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            body.map(|b| decode(&id, &b)).transpose()
+        })
+        .await
+    }
+
+    async fn list_deployments(&self) -> StoreResult<Vec<Deployment>> {
+        self.with(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT id, body FROM deployments ORDER BY id")
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, b) = row.map_err(db_err)?;
+                out.push(decode(&k, &b)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_deployment(
+        &self,
+        deployment: &Deployment,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<()> {
+        let body = encode(deployment)?;
+        let id = deployment.id.to_string();
+        let rev = deployment.revision as i64;
+        let next = deployment.next_tick_at.map(ms);
+        self.with(move |c| {
+            let result = match expected_revision {
+                None => c.execute(
+                    "INSERT INTO deployments (id, revision, next_tick_at, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, rev, next, body],
+                ),
+                Some(expected) => c.execute(
+                    "UPDATE deployments SET revision = ?2, next_tick_at = ?3, body = ?4
+                     WHERE id = ?1 AND revision = ?5",
+                    params![id, rev, next, body, expected as i64],
+                ),
+            };
+            match result {
+                Ok(1) => Ok(()),
+                Ok(_) => Err(StoreError::Conflict(format!("deployment {id} changed or is gone"))),
+                Err(e) if is_unique_violation(&e) => {
+                    Err(StoreError::Conflict(format!("deployment {id} exists")))
+                }
+                Err(e) => Err(db_err(e)),
+            }
+        })
+        .await
+    }
+
+    async fn delete_deployment(
+        &self,
+        id: &DeploymentId,
+        expected_revision: u64,
+    ) -> StoreResult<()> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM deployments WHERE id = ?1 AND revision = ?2",
+                    params![id, expected_revision as i64],
+                )
+                .map_err(db_err)?;
+            if n != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "deployment {id} changed or is gone"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deployments_due_for_tick(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, body FROM deployments WHERE next_tick_at IS NOT NULL
+                     AND next_tick_at <= ?1 ORDER BY next_tick_at LIMIT ?2",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![ms(now), limit as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (k, b) = row.map_err(db_err)?;
+                out.push(decode(&k, &b)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn insert_run(&self, run: &FlowRun) -> StoreResult<InsertOutcome> {
+        let run = run.clone();
+        let body = encode(&run)?;
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let existing = if let Some(key) = &run.idempotency_key {
+                runs_where(
+                    &tx,
+                    "SELECT id, body FROM runs WHERE id = ?1 OR (deployment = ?2 AND idempotency_key = ?3)",
+                    &[&run.id.to_string(), &run.deployment.to_string(), key],
+                )?
+            } else {
+                runs_where(
+                    &tx,
+                    "SELECT id, body FROM runs WHERE id = ?1",
+                    &[&run.id.to_string()],
+                )?
+            };
+            if let Some(found) = existing.into_iter().next() {
+                return Ok(InsertOutcome::Exists(Box::new(found)));
+            }
+            tx.execute(
+                "INSERT INTO runs (id, deployment, queue, state, scheduled_time, idempotency_key,
+                     lease_expires, version, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run.id.to_string(),
+                    run.deployment.to_string(),
+                    run.work_queue,
+                    run.state.as_str(),
+                    ms(run.scheduled_time),
+                    run.idempotency_key,
+                    run.lease.as_ref().map(|l| ms(l.expires_at)),
+                    run.version as i64,
+                    body
+                ],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(InsertOutcome::Inserted)
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: RunId) -> StoreResult<Option<FlowRun>> {
+        self.with(move |c| {
+            Ok(runs_where(
+                c,
+                "SELECT id, body FROM runs WHERE id = ?1",
+                &[&id.to_string()],
+            )?
+            .into_iter()
+            .next())
+        })
+        .await
+    }
+
+    async fn update_run(&self, run: &FlowRun, expected_version: u64) -> StoreResult<()> {
+        let run = run.clone();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            write_run(&tx, &run, expected_version)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()> {
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM runs WHERE id = ?1 AND version = ?2",
+                    params![id.to_string(), expected_version as i64],
+                )
+                .map_err(db_err)?;
+            if n != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "run {id} is not at version {expected_version}"
+                )));
+            }
+            tx.execute("DELETE FROM slots WHERE run_id = ?1", [id.to_string()])
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let mut sql = String::from("SELECT id, body FROM runs WHERE 1 = 1");
+            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            if let Some(d) = &filter.deployment {
+                args.push(Box::new(d.to_string()));
+                sql.push_str(&format!(" AND deployment = ?{}", args.len()));
+            }
+            if let Some(q) = &filter.work_queue {
+                args.push(Box::new(q.clone()));
+                sql.push_str(&format!(" AND queue = ?{}", args.len()));
+            }
+            if !filter.states.is_empty() {
+                let mut marks = Vec::new();
+                for s in &filter.states {
+                    args.push(Box::new(s.as_str().to_owned()));
+                    marks.push(format!("?{}", args.len()));
+                }
+                sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+            }
+            let limit = if filter.limit == 0 {
+                -1
+            } else {
+                filter.limit as i64
+            };
+            args.push(Box::new(limit));
+            sql.push_str(&format!(
+                " ORDER BY scheduled_time DESC, id DESC LIMIT ?{}",
+                args.len()
+            ));
+            let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            runs_where(c, &sql, &refs)
+        })
+        .await
+    }
+
+    async fn due_runs(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let queue = queue.to_owned();
+        self.with(move |c| {
+            runs_where(
+                c,
+                "SELECT id, body FROM runs WHERE queue = ?1 AND state IN ('scheduled', 'late')
+                 AND scheduled_time <= ?2 ORDER BY scheduled_time, id LIMIT ?3",
+                &[&queue, &ms(before), &(limit as i64)],
+            )
+        })
+        .await
+    }
+
+    async fn waiting_runs_of(&self, deployment: &DeploymentId) -> StoreResult<Vec<FlowRun>> {
+        let d = deployment.to_string();
+        self.with(move |c| {
+            runs_where(
+                c,
+                "SELECT id, body FROM runs WHERE deployment = ?1 AND state IN ('scheduled', 'late')
+                 ORDER BY scheduled_time",
+                &[&d],
+            )
+        })
+        .await
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<FlowRun>> {
+        self.with(move |c| {
+            runs_where(
+                c,
+                "SELECT id, body FROM runs WHERE lease_expires IS NOT NULL AND lease_expires < ?1
+                 AND state IN ('pending', 'running', 'cancelling') ORDER BY lease_expires LIMIT ?2",
+                &[&ms(now), &(limit as i64)],
+            )
+        })
+        .await
+    }
+
+    async fn claim_run(
+        &self,
+        claimed: &FlowRun,
+        expected_version: u64,
+        slots: &[SlotTake],
+    ) -> StoreResult<ClaimOutcome> {
+        let run = claimed.clone();
+        let slots = slots.to_vec();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM runs WHERE id = ?1",
+                    [run.id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if current != Some(expected_version as i64) {
+                return Ok(ClaimOutcome::Lost);
+            }
+            for slot in &slots {
+                let holders: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM slots WHERE key = ?1",
+                        [&slot.key],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
+                if holders >= i64::from(slot.limit) {
+                    return Ok(ClaimOutcome::SlotFull(slot.key.clone()));
+                }
+                tx.execute(
+                    "INSERT OR IGNORE INTO slots (key, run_id) VALUES (?1, ?2)",
+                    params![slot.key, run.id.to_string()],
+                )
+                .map_err(db_err)?;
+            }
+            write_run(&tx, &run, expected_version)?;
+            tx.commit().map_err(db_err)?;
+            Ok(ClaimOutcome::Claimed(Box::new(run)))
+        })
+        .await
+    }
+
+    async fn slot_holders(&self, key: &str) -> StoreResult<u32> {
+        let key = key.to_owned();
+        self.with(move |c| {
+            let n: i64 = c
+                .query_row("SELECT COUNT(*) FROM slots WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            Ok(n as u32)
+        })
+        .await
+    }
+}

@@ -1,0 +1,195 @@
+//! Harness of the end-to-end tests: builds the real `ferry` binary once, starts
+//! `ferry server start --port 0` in a fresh `FERRY_HOME` per test, and runs CLI commands
+//! against it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of the `ferry` binary, built once per test process (`FERRY_BIN` overrides).
+pub fn ferry_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("FERRY_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "ferry-cli", "--bin", "ferry"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build of ferry failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("ferry")
+    })
+    .clone()
+}
+
+/// A running `ferry server` with its own FERRY_HOME.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// FERRY_HOME of this server.
+    pub home: tempfile::TempDir,
+    /// A scratch directory for projects and manifests.
+    pub work: tempfile::TempDir,
+    token: Option<String>,
+}
+
+impl Server {
+    /// Starts a server on 127.0.0.1:0 with a fast tick.
+    pub fn start() -> Self {
+        Self::start_with(&["--tick-interval", "200ms", "--late-after", "2s"], &[])
+    }
+
+    /// Starts a server with extra arguments and environment.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(ferry_bin());
+        cmd.args(["server", "start", "--port", "0"])
+            .args(args)
+            .env("FERRY_HOME", home.path())
+            .env("FERRY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut token = None;
+        for (k, v) in env {
+            cmd.env(k, v);
+            if *k == "FERRY_API_TOKEN" {
+                token = Some(v.to_string());
+            }
+        }
+        let mut child = cmd.spawn().expect("spawning ferry server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server printed no listening line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("listening line has a URL")
+            .to_owned();
+        let url = url.replace("0.0.0.0", "127.0.0.1");
+        Self {
+            child,
+            url,
+            home,
+            work,
+            token,
+        }
+    }
+
+    /// Runs `ferry ARGS` against this server (in the scratch directory).
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(ferry_bin());
+        cmd.args(args)
+            .current_dir(self.work.path())
+            .env("FERRY_API_URL", &self.url)
+            .env("FERRY_HOME", self.home.path())
+            .env("FERRY_LOG", "warn");
+        if let Some(t) = &self.token {
+            cmd.env("FERRY_API_TOKEN", t);
+        }
+        cmd.output().expect("running ferry")
+    }
+
+    /// Runs `ferry ARGS`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ferry(args);
+        assert!(
+            out.status.success(),
+            "ferry {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `ferry ARGS`, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.ferry(args);
+        assert!(
+            !out.status.success(),
+            "ferry {args:?} should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Runs `ferry ARGS --json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// A path in the scratch directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.work.path().join(rel)
+    }
+
+    /// An HTTP agent that reports every status instead of erroring on 4xx/5xx.
+    pub fn http(&self) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    /// Waits until `check` returns `Some`, or panics after `timeout`.
+    pub fn wait_for<T>(&self, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "condition not met within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `files` (path, content) under `dir`; `.sh` files are made executable.
+pub fn write_project(dir: &Path, files: &[(&str, &str)]) {
+    for (rel, content) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        #[cfg(unix)]
+        if rel.ends_with(".sh") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}

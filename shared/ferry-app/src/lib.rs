@@ -2,6 +2,8 @@
 //! It orchestrates the ports of `ferry-core` and knows no adapter: the same code runs on the
 //! embedded store and on DynamoDB/S3.
 
+#[cfg(feature = "testkit")]
+pub mod conformance;
 mod error;
 mod service;
 mod tick;

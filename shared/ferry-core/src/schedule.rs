@@ -638,7 +638,11 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
         let (lo, hi) = if range == "*" {
             (spec.min, spec.max)
         } else if let Some((a, b)) = range.split_once('-') {
-            let (a, b) = (parse_value(a, spec)?, parse_value(b, spec)?);
+            let (a, mut b) = (parse_value(a, spec)?, parse_value(b, spec)?);
+            // `FRI-SUN` ends on Sunday = 7.
+            if b == 0 && spec.max == 7 {
+                b = 7;
+            }
             if a > b {
                 return Err(format!(
                     "range {range:?} runs backwards; write it low-high (wrap-around ranges are not supported, use a list)"
@@ -683,9 +687,13 @@ fn parse_value(s: &str, spec: &FieldSpec) -> Result<u32, String> {
     if s.is_empty() {
         return Err("missing value".to_string());
     }
-    if s.chars()
-        .any(|c| matches!(c.to_ascii_uppercase(), 'L' | 'W' | '#' | '?'))
-        && s.len() <= 4
+    let quartz_suffix = s.len() > 1
+        && s.ends_with(['L', 'l', 'W', 'w'])
+        && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit());
+    if s.contains(['#', '?'])
+        || s.eq_ignore_ascii_case("L")
+        || s.eq_ignore_ascii_case("LW")
+        || quartz_suffix
     {
         return Err(format!(
             "{s:?} uses a non-standard extension (L, W, #, ?), which is not supported"
@@ -1026,4 +1034,807 @@ fn parse_ical_value(value: &str, property: &str, tz: Tz) -> Result<NaiveDateTime
     } else {
         wall
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, Timelike};
+    use proptest::prelude::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .unwrap_or_else(|e| panic!("bad test time {s:?}: {e}"))
+            .with_timezone(&Utc)
+    }
+
+    fn spec(json: serde_json::Value) -> ScheduleSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn parse(json: serde_json::Value) -> Schedule {
+        let spec = spec(json);
+        Schedule::parse(&spec).unwrap_or_else(|e| panic!("{spec:?} rejected: {e}"))
+    }
+
+    fn cron_in(expr: &str, tz: &str) -> Schedule {
+        parse(serde_json::json!({ "cron": expr, "timezone": tz }))
+    }
+
+    fn parse_err(json: serde_json::Value) -> ScheduleError {
+        match Schedule::parse(&spec(json.clone())) {
+            Ok(s) => panic!("{json} was accepted: {s:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Asserts the first fire times strictly after `after` (instants written with offsets).
+    fn assert_fires(schedule: &Schedule, after: &str, expected: &[&str]) {
+        let got: Vec<_> = schedule
+            .iter_after(at(after))
+            .take(expected.len())
+            .collect();
+        let want: Vec<_> = expected.iter().map(|s| at(s)).collect();
+        assert_eq!(
+            got,
+            want,
+            "{:?} after {after}\n got: {:?}",
+            schedule.spec(),
+            got.iter()
+                .map(|t| t.with_timezone(&schedule.timezone()).to_rfc3339())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(schedule.next_after(at(after)), want.first().copied());
+    }
+
+    // ---- cron: standard semantics, checked against hand-derived calendars --------------------
+    // Calendar facts used below: 2026-01-01 is a Thursday, so 2026-06-01 is a Monday
+    // (31+28+31+30+31 = 151 days later, 151 = 21*7 + 4), 2026-07-01 a Wednesday,
+    // 2026-08-01 a Saturday, 2027-01-01 a Friday. 2028 is the next leap year.
+
+    #[test]
+    fn cron_table() {
+        let table: &[(&str, &str, &[&str])] = &[
+            // dom AND dow both restricted: either matches. Mon 06-01 (both), Mondays, then
+            // Wed 07-01 (only the 1st), then Mondays again.
+            ("0 12 1 * MON", "2026-06-01T00:00:00Z", &[
+                "2026-06-01T12:00:00Z", "2026-06-08T12:00:00Z", "2026-06-15T12:00:00Z",
+                "2026-06-22T12:00:00Z", "2026-06-29T12:00:00Z", "2026-07-01T12:00:00Z",
+                "2026-07-06T12:00:00Z",
+            ]),
+            // 1st, 15th or Friday: Fri 5, Fri 12, Mon 15, Fri 19, Fri 26, Wed Jul 1, Fri Jul 3.
+            ("0 0 1,15 * 5", "2026-06-01T00:00:00Z", &[
+                "2026-06-05T00:00:00Z", "2026-06-12T00:00:00Z", "2026-06-15T00:00:00Z",
+                "2026-06-19T00:00:00Z", "2026-06-26T00:00:00Z", "2026-07-01T00:00:00Z",
+                "2026-07-03T00:00:00Z",
+            ]),
+            // Vixie: dom starts with `*`, so both must match: days 1/11/21/31 that are Mondays.
+            // Jun 1 is `after` itself; Jul 1 Wed, 11 Sat, 21 Tue, 31 Fri; Aug 1 Sat, 11 Tue,
+            // 21 Fri, 31 Mon; Sep 1 Tue, 11 Fri, 21 Mon.
+            ("0 0 */10 * MON", "2026-06-01T00:00:00Z", &[
+                "2026-08-31T00:00:00Z", "2026-09-21T00:00:00Z",
+            ]),
+            // Weekdays only, starting on Friday 06-05 after 09:00: Mon..Fri, then Mon.
+            ("0 9 * * 1-5", "2026-06-05T10:00:00Z", &[
+                "2026-06-08T09:00:00Z", "2026-06-09T09:00:00Z", "2026-06-10T09:00:00Z",
+                "2026-06-11T09:00:00Z", "2026-06-12T09:00:00Z", "2026-06-15T09:00:00Z",
+            ]),
+            ("0 9 * * mon-FRI", "2026-06-05T10:00:00Z", &[
+                "2026-06-08T09:00:00Z", "2026-06-09T09:00:00Z",
+            ]),
+            // Sunday as 0, 7, SUN and @weekly: Sundays 06-07 and 06-14.
+            ("0 0 * * 0", "2026-06-01T00:00:00Z", &["2026-06-07T00:00:00Z", "2026-06-14T00:00:00Z"]),
+            ("0 0 * * 7", "2026-06-01T00:00:00Z", &["2026-06-07T00:00:00Z", "2026-06-14T00:00:00Z"]),
+            ("0 0 * * SUN", "2026-06-01T00:00:00Z", &["2026-06-07T00:00:00Z", "2026-06-14T00:00:00Z"]),
+            ("@weekly", "2026-06-01T00:00:00Z", &["2026-06-07T00:00:00Z", "2026-06-14T00:00:00Z"]),
+            // 5-7 = Fri, Sat, Sun; SAT-SUN = Sat, Sun.
+            ("0 0 * * 5-7", "2026-06-01T00:00:00Z", &[
+                "2026-06-05T00:00:00Z", "2026-06-06T00:00:00Z", "2026-06-07T00:00:00Z",
+                "2026-06-12T00:00:00Z",
+            ]),
+            ("0 0 * * SAT-SUN", "2026-06-01T00:00:00Z", &[
+                "2026-06-06T00:00:00Z", "2026-06-07T00:00:00Z", "2026-06-13T00:00:00Z",
+            ]),
+            ("*/15 * * * *", "2026-06-01T10:07:00Z", &[
+                "2026-06-01T10:15:00Z", "2026-06-01T10:30:00Z", "2026-06-01T10:45:00Z",
+                "2026-06-01T11:00:00Z",
+            ]),
+            // Strictly after, also with sub-second instants.
+            ("* * * * *", "2026-06-01T10:00:00Z", &["2026-06-01T10:01:00Z"]),
+            ("* * * * *", "2026-06-01T10:00:00.500Z", &["2026-06-01T10:01:00Z"]),
+            ("5,10-12 3 * * *", "2026-06-01T00:00:00Z", &[
+                "2026-06-01T03:05:00Z", "2026-06-01T03:10:00Z", "2026-06-01T03:11:00Z",
+                "2026-06-01T03:12:00Z", "2026-06-02T03:05:00Z",
+            ]),
+            ("0 8-18/5 * * *", "2026-06-01T00:00:00Z", &[
+                "2026-06-01T08:00:00Z", "2026-06-01T13:00:00Z", "2026-06-01T18:00:00Z",
+                "2026-06-02T08:00:00Z",
+            ]),
+            // Leap day: next one is 2028, then 2032.
+            ("0 0 29 2 *", "2026-03-01T00:00:00Z", &["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"]),
+            // The 31st skips 30-day months.
+            ("0 0 31 * *", "2026-06-01T00:00:00Z", &[
+                "2026-07-31T00:00:00Z", "2026-08-31T00:00:00Z", "2026-10-31T00:00:00Z",
+                "2026-12-31T00:00:00Z",
+            ]),
+            // Names; dom is `*`, so Sundays in January and July: Jul 5 (Jul 1 is a Wed),
+            // 12, 19, 26, then 2027-01-03 (Jan 1 2027 is a Friday).
+            ("30 6 * JAN,jul SUN", "2026-06-01T00:00:00Z", &[
+                "2026-07-05T06:30:00Z", "2026-07-12T06:30:00Z", "2026-07-19T06:30:00Z",
+                "2026-07-26T06:30:00Z", "2027-01-03T06:30:00Z",
+            ]),
+            ("0 0 1 jan *", "2026-06-01T00:00:00Z", &["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"]),
+            ("@yearly", "2026-06-01T00:00:00Z", &["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"]),
+            ("@annually", "2026-06-01T00:00:00Z", &["2027-01-01T00:00:00Z"]),
+            ("@monthly", "2026-06-15T00:00:00Z", &["2026-07-01T00:00:00Z", "2026-08-01T00:00:00Z"]),
+            ("@daily", "2026-06-15T10:00:00Z", &["2026-06-16T00:00:00Z", "2026-06-17T00:00:00Z"]),
+            ("@midnight", "2026-06-15T10:00:00Z", &["2026-06-16T00:00:00Z"]),
+            ("@hourly", "2026-06-15T10:00:00Z", &["2026-06-15T11:00:00Z", "2026-06-15T12:00:00Z"]),
+            ("  59 23 31 12 *  ", "2026-06-01T00:00:00Z", &["2026-12-31T23:59:00Z", "2027-12-31T23:59:00Z"]),
+        ];
+        for (expr, after, expected) in table {
+            assert_fires(&cron_in(expr, "UTC"), after, expected);
+        }
+    }
+
+    #[test]
+    fn cron_follows_the_wall_clock_of_its_time_zone() {
+        // 09:00 in Kolkata (+05:30, no DST) is 03:30Z.
+        assert_fires(&cron_in("0 9 * * *", "Asia/Kolkata"), "2026-06-01T00:00:00Z", &[
+            "2026-06-01T09:00:00+05:30", "2026-06-02T09:00:00+05:30",
+        ]);
+        // 09:00 in New York is 14:00Z in winter and 13:00Z in summer.
+        assert_fires(&cron_in("0 9 * * *", "America/New_York"), "2026-03-07T00:00:00Z", &[
+            "2026-03-07T09:00:00-05:00", "2026-03-08T09:00:00-04:00",
+        ]);
+    }
+
+    // ---- DST -----------------------------------------------------------------------------------
+    // Europe/Berlin 2026: 03-29 02:00 CET -> 03:00 CEST (01:00Z); 10-25 03:00 CEST -> 02:00 CET
+    // (01:00Z). America/New_York 2026: 03-08 02:00 EST -> 03:00 EDT (07:00Z); 11-01 02:00 EDT
+    // -> 01:00 EST (06:00Z).
+
+    #[test]
+    fn skipped_wall_time_fires_at_the_end_of_the_gap() {
+        let s = cron_in("30 2 * * *", "Europe/Berlin");
+        assert_fires(&s, "2026-03-27T12:00:00Z", &[
+            "2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00",
+        ]);
+        let s = cron_in("30 2 * * *", "America/New_York");
+        assert_fires(&s, "2026-03-07T12:00:00Z", &[
+            "2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00",
+        ]);
+        // A multi-hour expression (which croner alone would skip in the gap) too.
+        let s = cron_in("30 2,14 * * *", "Europe/Berlin");
+        assert_fires(&s, "2026-03-28T12:00:00Z", &[
+            "2026-03-28T14:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T14:30:00+02:00",
+        ]);
+    }
+
+    #[test]
+    fn repeated_wall_time_fires_once_at_its_first_occurrence() {
+        let s = cron_in("30 2 * * *", "Europe/Berlin");
+        assert_fires(&s, "2026-10-23T12:00:00Z", &[
+            "2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00",
+        ]);
+        // From just after the first 02:30, and from inside the second (CET) 02:xx hour.
+        assert_fires(&s, "2026-10-25T02:45:00+02:00", &["2026-10-26T02:30:00+01:00"]);
+        assert_fires(&s, "2026-10-25T02:10:00+01:00", &["2026-10-26T02:30:00+01:00"]);
+        let s = cron_in("30 1 * * *", "America/New_York");
+        assert_fires(&s, "2026-10-31T12:00:00Z", &[
+            "2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00",
+        ]);
+    }
+
+    #[test]
+    fn daily_cron_fires_once_per_local_day_in_both_transition_weeks() {
+        for (tz, expr) in [("Europe/Berlin", "30 2 * * *"), ("America/New_York", "30 1 * * *"),
+                           ("America/New_York", "30 2 * * *")] {
+            let s = cron_in(expr, tz);
+            for (from, to) in [("2026-03-01T00:00:00Z", "2026-04-15T00:00:00Z"),
+                               ("2026-10-10T00:00:00Z", "2026-11-20T00:00:00Z")] {
+                let fires: Vec<_> = s.iter_after(at(from)).take_while(|t| *t < at(to)).collect();
+                let mut dates: Vec<NaiveDate> = fires
+                    .iter()
+                    .map(|t| t.with_timezone(&s.timezone()).date_naive())
+                    .collect();
+                let n = dates.len();
+                dates.dedup();
+                assert_eq!(dates.len(), n, "{tz} {expr}: a local date fired twice");
+                let days = (dates[n - 1] - dates[0]).num_days() + 1;
+                assert_eq!(days as usize, n, "{tz} {expr}: a local date was missed");
+            }
+        }
+    }
+
+    #[test]
+    fn hourly_cron_runs_the_repeated_hour_once_and_merges_the_skipped_one() {
+        let s = cron_in("0 * * * *", "Europe/Berlin");
+        // Fall back: 02:00 CEST fires, 02:00 CET (01:00Z) does not, 03:00 CET does.
+        assert_fires(&s, "2026-10-24T22:30:00Z", &[
+            "2026-10-25T01:00:00+02:00", "2026-10-25T02:00:00+02:00", "2026-10-25T03:00:00+01:00",
+            "2026-10-25T04:00:00+01:00",
+        ]);
+        // Spring forward: the skipped 02:00 becomes 03:00 CEST, which fires once.
+        assert_fires(&s, "2026-03-28T23:30:00Z", &[
+            "2026-03-29T01:00:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T04:00:00+02:00",
+        ]);
+        // Every quarter hour: the four skipped quarters collapse into one 03:00 fire.
+        let s = cron_in("*/15 * * * *", "Europe/Berlin");
+        assert_fires(&s, "2026-03-29T01:50:00+01:00", &[
+            "2026-03-29T03:00:00+02:00", "2026-03-29T03:15:00+02:00",
+        ]);
+        // ... and the repeated quarters run once.
+        assert_fires(&s, "2026-10-25T02:40:00+02:00", &[
+            "2026-10-25T02:45:00+02:00", "2026-10-25T03:00:00+01:00",
+        ]);
+    }
+
+    #[test]
+    fn half_hour_dst_of_lord_howe() {
+        // Australia/Lord_Howe: 2026-04-05 02:00 (+11) -> 01:30 (+10:30); 2026-10-04
+        // 02:00 (+10:30) -> 02:30 (+11).
+        let s = cron_in("45 1 * * *", "Australia/Lord_Howe");
+        assert_fires(&s, "2026-04-04T00:00:00Z", &[
+            "2026-04-05T01:45:00+11:00", "2026-04-06T01:45:00+10:30",
+        ]);
+        let s = cron_in("15 2 * * *", "Australia/Lord_Howe");
+        assert_fires(&s, "2026-10-03T00:00:00Z", &[
+            "2026-10-04T02:30:00+11:00", "2026-10-05T02:15:00+11:00",
+        ]);
+    }
+
+    // ---- interval -----------------------------------------------------------------------------
+
+    #[test]
+    fn sub_day_interval_steps_from_its_anchor_in_both_directions() {
+        let s = parse(serde_json::json!({ "interval": 3600, "anchor_date": "2026-01-01T00:10:00Z" }));
+        assert_fires(&s, "2026-05-04T10:20:00Z", &[
+            "2026-05-04T11:10:00Z", "2026-05-04T12:10:00Z", "2026-05-04T13:10:00Z",
+        ]);
+        assert_fires(&s, "2026-05-04T11:10:00Z", &["2026-05-04T12:10:00Z"]);
+        // Before the anchor: the anchor is a phase, not a start.
+        assert_fires(&s, "2025-12-31T22:30:00Z", &["2025-12-31T23:10:00Z", "2026-01-01T00:10:00Z"]);
+        // Far later: computed, not walked (would be ~10^5 steps).
+        assert_fires(&s, "2040-07-01T05:59:59.999Z", &["2040-07-01T06:10:00Z"]);
+    }
+
+    #[test]
+    fn sub_day_interval_steps_in_absolute_time_across_dst() {
+        // 90 minutes from Berlin midnight 2026-03-29 (23:00Z): 00:30Z, 02:00Z, 03:30Z, which
+        // is 01:30 CET, 04:00 CEST, 05:30 CEST.
+        let s = parse(serde_json::json!({
+            "interval": 5400, "anchor_date": "2026-03-29T00:00:00+01:00", "timezone": "Europe/Berlin"
+        }));
+        assert_fires(&s, "2026-03-28T23:00:00Z", &[
+            "2026-03-29T01:30:00+01:00", "2026-03-29T04:00:00+02:00", "2026-03-29T05:30:00+02:00",
+        ]);
+        // 25 hours is not a whole number of days: absolute too.
+        let s = parse(serde_json::json!({
+            "interval": 90000, "anchor_date": "2026-03-28T00:00:00+01:00", "timezone": "Europe/Berlin"
+        }));
+        assert_fires(&s, "2026-03-27T23:00:00Z", &["2026-03-29T00:00:00Z", "2026-03-30T01:00:00Z"]);
+    }
+
+    #[test]
+    fn whole_day_interval_keeps_the_local_time_across_dst() {
+        let s = parse(serde_json::json!({
+            "interval": 86400, "anchor_date": "2026-03-27T09:00:00+01:00", "timezone": "Europe/Berlin"
+        }));
+        assert_fires(&s, "2026-03-27T09:00:00+01:00", &[
+            "2026-03-28T09:00:00+01:00", "2026-03-29T09:00:00+02:00", "2026-03-30T09:00:00+02:00",
+        ]);
+        assert_fires(&s, "2026-03-20T00:00:00Z", &["2026-03-20T09:00:00+01:00"]);
+        assert_fires(&s, "2026-10-24T12:00:00Z", &[
+            "2026-10-25T09:00:00+01:00", "2026-10-26T09:00:00+01:00",
+        ]);
+        // An anchor at 02:30 follows the gap/fold policy.
+        let s = parse(serde_json::json!({
+            "interval": 86400, "anchor_date": "2026-03-27T02:30:00+01:00", "timezone": "Europe/Berlin"
+        }));
+        assert_fires(&s, "2026-03-28T12:00:00Z", &[
+            "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00",
+        ]);
+        assert_fires(&s, "2026-10-24T12:00:00Z", &[
+            "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00",
+        ]);
+        // Weekly, anchored on Monday 2026-03-02 09:00 in New York.
+        let s = parse(serde_json::json!({
+            "interval": 604800, "anchor_date": "2026-03-02T09:00:00-05:00", "timezone": "America/New_York"
+        }));
+        assert_fires(&s, "2026-03-03T00:00:00Z", &[
+            "2026-03-09T09:00:00-04:00", "2026-03-16T09:00:00-04:00",
+        ]);
+        // Every two days, exactly on a fire time: strictly after.
+        let s = parse(serde_json::json!({ "interval": 172800, "anchor_date": "2026-01-01T06:00:00Z" }));
+        assert_fires(&s, "2026-01-03T06:00:00Z", &["2026-01-05T06:00:00Z"]);
+        assert_fires(&s, "2026-01-04T06:00:00Z", &["2026-01-05T06:00:00Z"]);
+    }
+
+    #[test]
+    fn interval_default_anchor_is_2020_midnight_in_the_time_zone() {
+        // 2020-01-01T00:00+05:30 is 18:30Z, so hourly fires at :30 UTC.
+        let s = parse(serde_json::json!({ "interval": 3600, "timezone": "Asia/Kolkata" }));
+        assert_fires(&s, "2026-06-01T10:00:00Z", &["2026-06-01T10:30:00Z", "2026-06-01T11:30:00Z"]);
+        // Daily at local midnight.
+        let s = parse(serde_json::json!({ "interval": 86400, "timezone": "America/New_York" }));
+        assert_fires(&s, "2026-03-07T12:00:00Z", &[
+            "2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00",
+        ]);
+    }
+
+    // ---- rrule --------------------------------------------------------------------------------
+
+    fn rrule_in(rule: &str, tz: &str) -> Schedule {
+        parse(serde_json::json!({ "rrule": rule, "timezone": tz }))
+    }
+
+    #[test]
+    fn rrule_weekly_by_day() {
+        // Mondays and Wednesdays at 09:00: Mon 06-01, Wed 06-03, Mon 06-08, Wed 06-10.
+        let expected = &[
+            "2026-06-01T09:00:00Z", "2026-06-03T09:00:00Z", "2026-06-08T09:00:00Z",
+            "2026-06-10T09:00:00Z",
+        ];
+        for rule in [
+            "FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=9;BYMINUTE=0",
+            "RRULE:FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=9;BYMINUTE=0",
+            "rrule:freq=weekly;byday=mo,we;byhour=9;byminute=0",
+            "DTSTART:20260101T090000Z\nRRULE:FREQ=WEEKLY;BYDAY=MO,WE",
+        ] {
+            assert_fires(&rrule_in(rule, "UTC"), "2026-06-01T00:00:00Z", expected);
+        }
+    }
+
+    #[test]
+    fn rrule_daily_follows_the_dst_policy() {
+        let s = rrule_in("FREQ=DAILY;BYHOUR=2;BYMINUTE=30", "Europe/Berlin");
+        // The crate alone would give 03:30 CEST on 03-29 (midnight + 2h30 of elapsed time).
+        assert_fires(&s, "2026-03-27T12:00:00Z", &[
+            "2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00",
+        ]);
+        assert_fires(&s, "2026-10-23T12:00:00Z", &[
+            "2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00",
+        ]);
+        // Daily at 08:30 Berlin, however the start is given.
+        let expected = &[
+            "2026-03-28T08:30:00+01:00", "2026-03-29T08:30:00+02:00", "2026-03-30T08:30:00+02:00",
+        ];
+        for rule in [
+            "DTSTART;TZID=Europe/Berlin:20260301T083000\nRRULE:FREQ=DAILY",
+            "DTSTART:20260301T083000\nRRULE:FREQ=DAILY",
+            "DTSTART:20260301T073000Z RRULE:FREQ=DAILY",
+        ] {
+            assert_fires(&rrule_in(rule, "Europe/Berlin"), "2026-03-28T00:00:00Z", expected);
+        }
+        let s = parse(serde_json::json!({
+            "rrule": "FREQ=DAILY", "anchor_date": "2026-03-01T08:30:00+01:00", "timezone": "Europe/Berlin"
+        }));
+        assert_fires(&s, "2026-03-28T00:00:00Z", expected);
+    }
+
+    #[test]
+    fn rrule_count_until_rdate_exdate() {
+        let all = |s: &Schedule, after: &str| s.iter_after(at(after)).collect::<Vec<_>>();
+        let s = rrule_in("DTSTART:20260101T090000Z\nRRULE:FREQ=DAILY;COUNT=3", "UTC");
+        assert_eq!(all(&s, "2025-06-01T00:00:00Z"), [
+            at("2026-01-01T09:00:00Z"), at("2026-01-02T09:00:00Z"), at("2026-01-03T09:00:00Z"),
+        ]);
+        assert_eq!(all(&s, "2026-01-02T09:00:00Z"), [at("2026-01-03T09:00:00Z")]);
+        let s = rrule_in("DTSTART:20260101T090000Z\nRRULE:FREQ=DAILY;UNTIL=20260103T090000Z", "UTC");
+        assert_eq!(all(&s, "2025-06-01T00:00:00Z"), [
+            at("2026-01-01T09:00:00Z"), at("2026-01-02T09:00:00Z"), at("2026-01-03T09:00:00Z"),
+        ]);
+        assert_eq!(s.next_after(at("2026-01-03T09:00:00Z")), None);
+        // A floating UNTIL is wall time in the schedule's zone (09:00 CET = 08:00Z).
+        let s = rrule_in(
+            "DTSTART;TZID=Europe/Berlin:20260101T090000\nRRULE:FREQ=DAILY;UNTIL=20260102T090000",
+            "Europe/Berlin",
+        );
+        assert_eq!(all(&s, "2025-06-01T00:00:00Z"), [
+            at("2026-01-01T08:00:00Z"), at("2026-01-02T08:00:00Z"),
+        ]);
+        // Mondays, minus 01-12, plus Wednesday 01-14 at noon.
+        let s = rrule_in(
+            "DTSTART:20260105T090000Z\nRRULE:FREQ=WEEKLY;BYDAY=MO\nEXDATE:20260112T090000Z\nRDATE:20260114T120000Z",
+            "UTC",
+        );
+        assert_fires(&s, "2026-01-01T00:00:00Z", &[
+            "2026-01-05T09:00:00Z", "2026-01-14T12:00:00Z", "2026-01-19T09:00:00Z",
+            "2026-01-26T09:00:00Z",
+        ]);
+        // Two rules merge; a shared time fires once. Daily 09:00 and Mondays 09:00/17:00.
+        let s = rrule_in(
+            "DTSTART:20260601T090000Z\nRRULE:FREQ=DAILY\nRRULE:FREQ=WEEKLY;BYDAY=MO;BYHOUR=9,17",
+            "UTC",
+        );
+        assert_fires(&s, "2026-06-01T00:00:00Z", &[
+            "2026-06-01T09:00:00Z", "2026-06-01T17:00:00Z", "2026-06-02T09:00:00Z",
+        ]);
+    }
+
+    #[test]
+    fn rrule_far_after_its_start_keeps_its_phase() {
+        // Default start 2020-01-01T00:00Z (a Wednesday). 2020-01-01 to 2030-01-01 is 3653
+        // days = 87672 hours; 87672 = 5*17534 + 2, so every-5-hours fires at hour 87675.
+        assert_fires(&rrule_in("FREQ=HOURLY;INTERVAL=5", "UTC"), "2030-01-01T00:00:00Z", &[
+            "2030-01-01T03:00:00Z", "2030-01-01T08:00:00Z",
+        ]);
+        // 87672*60 = 5260320 minutes = 7*751474 + 2: every 7 minutes fires at +5 min.
+        assert_fires(&rrule_in("FREQ=MINUTELY;INTERVAL=7", "UTC"), "2030-01-01T00:00:00Z", &[
+            "2030-01-01T00:05:00Z", "2030-01-01T00:12:00Z",
+        ]);
+        // (The crate alone walks ~5 million minutes here: seconds in a debug build.)
+        assert_fires(&rrule_in("FREQ=MINUTELY", "UTC"), "2030-01-01T00:00:30Z", &[
+            "2030-01-01T00:01:00Z", "2030-01-01T00:02:00Z",
+        ]);
+        // 2020-01-01 to 2026-06-01 is 2343 days; 2343 = 14*167 + 5, so every other Wednesday
+        // falls on day 2352 (2026-06-10) and 2366 (06-24).
+        assert_fires(&rrule_in("FREQ=WEEKLY;INTERVAL=2", "UTC"), "2026-06-01T00:00:00Z", &[
+            "2026-06-10T00:00:00Z", "2026-06-24T00:00:00Z",
+        ]);
+        assert_fires(
+            &rrule_in("FREQ=MONTHLY;BYMONTHDAY=-1;BYHOUR=18;BYMINUTE=0", "UTC"),
+            "2026-02-01T00:00:00Z",
+            &["2026-02-28T18:00:00Z", "2026-03-31T18:00:00Z"],
+        );
+        // Fast-forward in a DST zone keeps the wall-clock time.
+        assert_fires(
+            &rrule_in("FREQ=DAILY;INTERVAL=3;BYHOUR=2;BYMINUTE=30", "Europe/Berlin"),
+            "2026-03-27T00:00:00Z",
+            // Day 2020-01-01 + 3k: 2026-03-27 is day 2277 = 3*759, so 03-27, 03-30 (gap
+            // day 03-29 is not one of them), 04-02.
+            &["2026-03-27T02:30:00+01:00", "2026-03-30T02:30:00+02:00", "2026-04-02T02:30:00+02:00"],
+        );
+    }
+
+    // ---- errors -------------------------------------------------------------------------------
+
+    #[test]
+    fn errors_name_their_field_and_say_how_to_fix_it() {
+        use serde_json::json;
+        let e = parse_err(json!({ "cron": "0 0 2 * * *" }));
+        assert_eq!(e.field, "cron");
+        assert!(e.to_string().starts_with(
+            "cron: expected 5 fields (minute hour day-of-month month day-of-week) or \
+             @hourly/@daily/@weekly/@monthly/@yearly, got 6 fields in \"0 0 2 * * *\""
+        ), "{e}");
+        let cases: &[(serde_json::Value, &str, &str)] = &[
+            (json!({}), "schedule", "got none"),
+            (json!({ "cron": "* * * * *", "interval": 60 }), "schedule", "cron and interval"),
+            (json!({ "interval": 60, "rrule": "FREQ=DAILY" }), "schedule", "interval and rrule"),
+            (json!({ "cron": "0 0 1 1 * 2030" }), "cron", "got 6 fields"),
+            (json!({ "cron": "0 0 0 1 1 * 2030" }), "cron", "got 7 fields"),
+            (json!({ "cron": "" }), "cron", "got 0 fields"),
+            (json!({ "cron": "@reboot" }), "cron", "not supported"),
+            (json!({ "cron": "@every 5m" }), "cron", "unknown nickname"),
+            (json!({ "cron": "60 * * * *" }), "cron", "minute field"),
+            (json!({ "cron": "* 24 * * *" }), "cron", "hour field"),
+            (json!({ "cron": "* * 0 * *" }), "cron", "day-of-month field"),
+            (json!({ "cron": "* * * 13 *" }), "cron", "month field"),
+            (json!({ "cron": "* * * * 8" }), "cron", "day-of-week field"),
+            (json!({ "cron": "*/0 * * * *" }), "cron", "at least 1"),
+            (json!({ "cron": "5/15 * * * *" }), "cron", "5-59/n"),
+            (json!({ "cron": "10-5 * * * *" }), "cron", "backwards"),
+            (json!({ "cron": "1,,2 * * * *" }), "cron", "empty list element"),
+            (json!({ "cron": "0 0 L * *" }), "cron", "non-standard"),
+            (json!({ "cron": "0 0 ? * *" }), "cron", "non-standard"),
+            (json!({ "cron": "0 0 * * 5L" }), "cron", "non-standard"),
+            (json!({ "cron": "0 0 * * MON#2" }), "cron", "non-standard"),
+            (json!({ "cron": "0 0 * * FOO" }), "cron", "not a number or name"),
+            (json!({ "cron": "0 0 * MON *" }), "cron", "month field"),
+            (json!({ "cron": "0 0 30 2 *" }), "cron", "never fires"),
+            (json!({ "cron": "0 0 31 4,6,9,11 *" }), "cron", "never fires"),
+            (json!({ "cron": "* * * * *", "timezone": "Mars/Olympus" }), "timezone", "unknown IANA time zone \"Mars/Olympus\""),
+            (json!({ "cron": "* * * * *", "anchor_date": "2026-01-01T00:00:00Z" }), "anchor_date", "only used with interval or rrule"),
+            (json!({ "interval": 0 }), "interval", "must be at least 1 second"),
+            (json!({ "interval": 315_360_001_u64 }), "interval", "at most 315360000"),
+            (json!({ "rrule": "FREQ=FORTNIGHTLY" }), "rrule", "FORTNIGHTLY"),
+            (json!({ "rrule": "FREQ=SECONDLY" }), "rrule", "interval schedule"),
+            (json!({ "rrule": "FREQ=DAILY;INTERVAL=0" }), "rrule", "INTERVAL"),
+            (json!({ "rrule": "FREQ=DAILY;BYHOUR=25" }), "rrule", "BYHOUR"),
+            (json!({ "rrule": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30" }), "rrule", "never produces"),
+            (json!({ "rrule": "DTSTART:20260101T000000Z" }), "rrule", "no rule found"),
+            (json!({ "rrule": "EXRULE:FREQ=DAILY\nRRULE:FREQ=DAILY" }), "rrule", "EXRULE"),
+            (json!({ "rrule": "DTSTART:2026-01-01\nRRULE:FREQ=DAILY" }), "rrule", "YYYYMMDD"),
+            (json!({ "rrule": "DTSTART;TZID=Europe/Berlin:20260101T000000\nRRULE:FREQ=DAILY" }), "rrule", "set timezone: \"Europe/Berlin\""),
+            (json!({ "rrule": "DTSTART:20260101T000000Z\nRRULE:FREQ=DAILY", "anchor_date": "2026-01-01T00:00:00Z" }), "anchor_date", "DTSTART"),
+        ];
+        for (json, field, needle) in cases {
+            let e = parse_err(json.clone());
+            assert_eq!(e.field, *field, "{json}: {e}");
+            assert!(e.message.contains(needle), "{json}: {e:?} lacks {needle:?}");
+            assert_eq!(e.to_string(), format!("{}: {}", e.field, e.message));
+        }
+        let e = parse_err(json!({ "cron": "* * * * *", "timezone": "Europe/Berln" }));
+        assert_eq!(e.field, "timezone");
+        assert!(e.message.contains("did you mean \"Europe/Berlin\""), "{e}");
+        let e = parse_err(json!({ "cron": "* * * * *", "timezone": "america/new_york" }));
+        assert!(e.message.contains("\"America/New_York\""), "{e}");
+    }
+
+    // ---- fire_times, spec, serde --------------------------------------------------------------
+
+    #[test]
+    fn fire_times_merges_active_schedules() {
+        let hourly = cron_in("0 * * * *", "UTC");
+        let half = parse(serde_json::json!({ "interval": 1800, "anchor_date": "2026-01-01T00:00:00Z" }));
+        let off = parse(serde_json::json!({ "cron": "*/5 * * * *", "active": false }));
+        let all = [hourly, half, off];
+        let (after, until) = (at("2026-06-01T10:00:00Z"), at("2026-06-01T12:00:00Z"));
+        let want = [
+            at("2026-06-01T10:30:00Z"), at("2026-06-01T11:00:00Z"), at("2026-06-01T11:30:00Z"),
+            at("2026-06-01T12:00:00Z"),
+        ];
+        assert_eq!(fire_times(&all, after, until, 100), want);
+        assert_eq!(fire_times(&all, after, until, 2), want[..2]);
+        assert!(fire_times(&all, after, until, 0).is_empty());
+        assert!(fire_times(&all, until, after, 100).is_empty());
+        assert!(fire_times(&[], after, until, 100).is_empty());
+    }
+
+    #[test]
+    fn spec_defaults_accessors_and_round_trip() {
+        let s = spec(serde_json::json!({ "cron": "0 9 * * 1-5" }));
+        assert_eq!(s.timezone, "UTC");
+        assert!(s.active);
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::json!({ "cron": "0 9 * * 1-5", "timezone": "UTC", "active": true })
+        );
+        let parsed = Schedule::parse(&s).unwrap();
+        assert_eq!(parsed.spec(), &s);
+        assert_eq!(parsed.timezone(), chrono_tz::UTC);
+        let s = spec(serde_json::json!({
+            "interval": 600, "anchor_date": "2026-01-01T00:00:00+01:00", "timezone": "Europe/Berlin",
+            "active": false
+        }));
+        let back: ScheduleSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(Schedule::parse(&s).unwrap().timezone(), chrono_tz::Europe::Berlin);
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Schedule>();
+    }
+
+    // ---- property tests -----------------------------------------------------------------------
+
+    /// One comma-separated element of a cron field.
+    #[derive(Debug, Clone)]
+    enum Part {
+        Star,
+        StarStep(u32),
+        Val(u32),
+        Range(u32, u32),
+        RangeStep(u32, u32, u32),
+    }
+
+    /// A random cron field, with the set it denotes computed independently of the parser.
+    #[derive(Debug, Clone)]
+    struct Field {
+        text: String,
+        set: Vec<bool>,
+    }
+
+    fn field(min: u32, max: u32, names: &'static [&'static str]) -> impl Strategy<Value = Field> {
+        let part = prop_oneof![
+            3 => Just(Part::Star),
+            1 => (1..=max.max(2) / 2).prop_map(Part::StarStep),
+            3 => (min..=max).prop_map(Part::Val),
+            1 => (min..=max, min..=max).prop_map(|(a, b)| Part::Range(a.min(b), a.max(b))),
+            1 => (min..=max, min..=max, 1..=7_u32)
+                .prop_map(|(a, b, n)| Part::RangeStep(a.min(b), a.max(b), n)),
+        ];
+        (prop::collection::vec(part, 1..=3), any::<bool>()).prop_map(move |(parts, use_names)| {
+            let name = |v: u32| match names.get((v - min) as usize) {
+                Some(n) if use_names => n.to_string(),
+                _ => v.to_string(),
+            };
+            let mut set = vec![false; max as usize + 1];
+            let mut texts = Vec::new();
+            for p in &parts {
+                let (lo, hi, step, text) = match *p {
+                    Part::Star => (min, max, 1, "*".to_string()),
+                    Part::StarStep(n) => (min, max, n, format!("*/{n}")),
+                    Part::Val(v) => (v, v, 1, name(v)),
+                    Part::Range(a, b) => (a, b, 1, format!("{}-{}", name(a), name(b))),
+                    Part::RangeStep(a, b, n) => (a, b, n, format!("{}-{}/{n}", name(a), name(b))),
+                };
+                let mut v = lo;
+                while v <= hi {
+                    set[v as usize] = true;
+                    v += step;
+                }
+                texts.push(text);
+            }
+            Field { text: texts.join(","), set }
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    struct Expr {
+        minute: Field,
+        hour: Field,
+        dom: Field,
+        month: Field,
+        dow: Field,
+    }
+
+    impl Expr {
+        fn text(&self) -> String {
+            format!(
+                "{} {} {} {} {}",
+                self.minute.text, self.hour.text, self.dom.text, self.month.text, self.dow.text
+            )
+        }
+
+        /// Vixie cron's day rule, written from its description.
+        fn day_matches(&self, d: NaiveDate) -> bool {
+            let dom = self.dom.set[d.day() as usize];
+            let w = d.weekday().num_days_from_sunday() as usize;
+            let dow = self.dow.set[w] || (w == 0 && self.dow.set[7]);
+            let month = self.month.set[d.month() as usize];
+            let day = if self.dom.text.starts_with('*') || self.dow.text.starts_with('*') {
+                dom && dow
+            } else {
+                dom || dow
+            };
+            month && day
+        }
+
+        fn matches(&self, t: NaiveDateTime) -> bool {
+            t.second() == 0
+                && self.minute.set[t.minute() as usize]
+                && self.hour.set[t.hour() as usize]
+                && self.day_matches(t.date())
+        }
+
+        /// The next matching wall time strictly after `after`, searching 30 years.
+        fn oracle_next(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
+            let floor = after.date().and_hms_opt(after.hour(), after.minute(), 0)?;
+            let first = floor + TimeDelta::minutes(1);
+            (0..366 * 30)
+                .map(|i| first.date() + TimeDelta::days(i))
+                .filter(|d| self.day_matches(*d))
+                .find_map(|d| {
+                    (0..24)
+                        .filter(|h| self.hour.set[*h as usize])
+                        .flat_map(|h| {
+                            (0..60)
+                                .filter(|m| self.minute.set[*m as usize])
+                                .map(move |m| d.and_hms_opt(h, m, 0))
+                        })
+                        .flatten()
+                        .find(|t| *t >= first)
+                })
+        }
+    }
+
+    fn expr() -> impl Strategy<Value = Expr> {
+        (
+            field(0, 59, &[]),
+            field(0, 23, &[]),
+            field(1, 31, &[]),
+            field(1, 12, &MONTH_NAMES),
+            field(0, 7, &DOW_NAMES),
+        )
+            .prop_map(|(minute, hour, dom, month, dow)| Expr { minute, hour, dom, month, dow })
+    }
+
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        // 2000-01-01 .. 2040-01-01, to the millisecond.
+        (946_684_800_000_i64..2_208_988_800_000_i64)
+            .prop_map(|ms| DateTime::from_timestamp_millis(ms).unwrap())
+    }
+
+    const ZONES: [Tz; 5] = [
+        chrono_tz::UTC,
+        chrono_tz::Europe::Berlin,
+        chrono_tz::America::New_York,
+        chrono_tz::Asia::Kolkata,
+        chrono_tz::Australia::Lord_Howe,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(192))]
+
+        /// In UTC (no DST) the schedule agrees with a brute-force calendar search.
+        #[test]
+        fn cron_agrees_with_a_calendar_search(e in expr(), after in instant()) {
+            let text = e.text();
+            let spec = ScheduleSpec {
+                cron: Some(text.clone()), interval: None, anchor_date: None, rrule: None,
+                timezone: "UTC".into(), active: true,
+            };
+            let expected = e.oracle_next(after.naive_utc());
+            match Schedule::parse(&spec) {
+                Err(err) => prop_assert!(
+                    expected.is_none() && err.message.contains("never fires"),
+                    "{text:?} rejected ({err}) but fires at {expected:?}"
+                ),
+                Ok(s) => {
+                    let mut cursor = after;
+                    let mut want = expected;
+                    for got in s.iter_after(after).take(4) {
+                        prop_assert_eq!(Some(got.naive_utc()), want, "{} after {}", text, cursor);
+                        cursor = got;
+                        want = e.oracle_next(got.naive_utc());
+                    }
+                }
+            }
+        }
+
+        /// In any zone: strictly increasing, after `after`, and every fire is either the first
+        /// occurrence of a matching wall time or the end of a DST gap.
+        #[test]
+        fn cron_fires_ascend_and_match_their_wall_clock(
+            e in expr(), after in instant(), zone in 0..ZONES.len()
+        ) {
+            let tz = ZONES[zone];
+            let text = e.text();
+            let spec = ScheduleSpec {
+                cron: Some(text.clone()), interval: None, anchor_date: None, rrule: None,
+                timezone: tz.name().into(), active: true,
+            };
+            if let Ok(s) = Schedule::parse(&spec) {
+                let mut last = after;
+                for t in s.iter_after(after).take(40) {
+                    prop_assert!(t > last, "{} in {}: {} after {}", text, tz, t, last);
+                    last = t;
+                    let wall = t.with_timezone(&tz).naive_local();
+                    let first_occurrence =
+                        tz.from_local_datetime(&wall).earliest() == Some(t.with_timezone(&tz));
+                    let gap_end = tz
+                        .from_local_datetime(&(wall - TimeDelta::seconds(1)))
+                        .single()
+                        .is_none()
+                        && tz.from_local_datetime(&(wall - TimeDelta::seconds(1))).earliest().is_none();
+                    prop_assert!(
+                        (e.matches(wall) && first_occurrence) || gap_end,
+                        "{} in {}: {} (wall {}) does not match", text, tz, t, wall
+                    );
+                }
+            }
+        }
+
+        /// A daily `M H * * *` fires exactly once on each local calendar date.
+        #[test]
+        fn daily_cron_fires_once_per_local_date(
+            m in 0..60_u32, h in 0..24_u32, start in instant(), zone in 0..ZONES.len()
+        ) {
+            let tz = ZONES[zone];
+            let s = cron_in(&format!("{m} {h} * * *"), tz.name());
+            let first_date = start.with_timezone(&tz).date_naive();
+            let end = start + TimeDelta::days(400);
+            let mut counts = std::collections::BTreeMap::new();
+            for t in s.iter_after(start).take_while(|t| *t < end) {
+                *counts.entry(t.with_timezone(&tz).date_naive()).or_insert(0) += 1;
+            }
+            // Dates wholly inside the window.
+            for i in 1..399 {
+                let d = first_date + TimeDelta::days(i);
+                prop_assert_eq!(counts.get(&d).copied(), Some(1), "{} {} * * * in {} on {}", m, h, tz, d);
+            }
+            prop_assert!(counts.values().all(|c| *c == 1));
+        }
+
+        /// Interval fire times are anchor + k * interval, ascending, the first one right
+        /// after `after`.
+        #[test]
+        fn sub_day_intervals_are_arithmetic(
+            interval in 1..200_000_u64, anchor in instant(), after in instant(), zone in 0..ZONES.len()
+        ) {
+            prop_assume!(interval % 86_400 != 0);
+            let spec = ScheduleSpec {
+                cron: None, interval: Some(interval), anchor_date: Some(anchor.fixed_offset()),
+                rrule: None, timezone: ZONES[zone].name().into(), active: true,
+            };
+            let s = Schedule::parse(&spec).unwrap();
+            let fires: Vec<_> = s.iter_after(after).take(3).collect();
+            let step = TimeDelta::seconds(interval as i64);
+            prop_assert!(fires[0] > after && fires[0] - step <= after);
+            prop_assert_eq!((fires[0] - anchor).num_milliseconds() % step.num_milliseconds(), 0);
+            prop_assert_eq!(fires[1] - fires[0], step);
+            prop_assert_eq!(fires[2] - fires[1], step);
+        }
+    }
 }

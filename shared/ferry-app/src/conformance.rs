@@ -1,0 +1,307 @@
+//! The one conformance suite every adapter of the storage ports must pass (embedded and AWS
+//! alike). Each check takes a fresh, empty store.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ferry_core::deployment::Deployment;
+use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ports::{ClaimOutcome, InsertOutcome, RunFilter, SlotTake, Store, StoreError};
+use ferry_core::run::{FlowRun, Origin, RunLease};
+use ferry_core::state::{transition, RunEvent, StateType};
+use ferry_core::{DeploymentSpec, WorkQueue};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn dep_id() -> DeploymentId {
+    DeploymentId::new("etl", "nightly").unwrap()
+}
+
+fn run_at(offset_s: i64, queue: &str) -> FlowRun {
+    let at = t0() + Duration::seconds(offset_s);
+    FlowRun::new_scheduled(
+        RunId::scheduled(&dep_id(), at),
+        dep_id(),
+        queue.into(),
+        Default::default(),
+        at,
+        Origin::Schedule,
+        1,
+        t0(),
+    )
+}
+
+fn deployment(next_tick_s: Option<i64>) -> Deployment {
+    let spec: DeploymentSpec = serde_json::from_value(serde_json::json!({
+        "flow": "etl", "name": "nightly", "entrypoint": "run.sh"
+    }))
+    .unwrap();
+    Deployment {
+        id: dep_id(),
+        spec,
+        revision: 1,
+        schedule_digest: "d".into(),
+        scheduled_until: Some(t0()),
+        next_tick_at: next_tick_s.map(|s| t0() + Duration::seconds(s)),
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+fn claimed(run: &FlowRun, agent: &str, slots: Vec<String>) -> FlowRun {
+    transition(
+        run,
+        RunEvent::Claim {
+            lease: RunLease {
+                agent_id: agent.into(),
+                expires_at: t0() + Duration::seconds(60),
+            },
+            slots,
+        },
+        t0(),
+    )
+    .unwrap()
+}
+
+/// Runs every check; `make` returns a fresh, empty store each call.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    insert_is_attribute_not_exists(make().await).await;
+    idempotency_key_returns_the_first_run(make().await).await;
+    update_is_version_conditional(make().await).await;
+    concurrent_claims_of_one_run_have_one_winner(make().await).await;
+    slot_limits_hold_under_concurrent_claims(make().await).await;
+    finishing_a_run_releases_its_slots(make().await).await;
+    due_runs_are_waiting_runs_of_the_queue_in_time_order(make().await).await;
+    expired_leases_are_found(make().await).await;
+    deployments_are_revision_conditional_and_indexed_by_horizon(make().await).await;
+    queues_are_created_once_and_updated_by_version(make().await).await;
+    list_runs_filters(make().await).await;
+}
+
+/// A second insert of the same id reports the existing run and changes nothing.
+pub async fn insert_is_attribute_not_exists(s: Arc<dyn Store>) {
+    let r = run_at(0, "default");
+    assert_eq!(s.insert_run(&r).await.unwrap(), InsertOutcome::Inserted);
+    let mut other = r.clone();
+    other.parameters.insert("x".into(), 1.into());
+    match s.insert_run(&other).await.unwrap() {
+        InsertOutcome::Exists(existing) => assert_eq!(*existing, r),
+        InsertOutcome::Inserted => panic!("duplicate insert succeeded"),
+    }
+    assert_eq!(s.get_run(r.id).await.unwrap().unwrap(), r);
+}
+
+/// Two runs with the same deployment + idempotency key: the second returns the first.
+pub async fn idempotency_key_returns_the_first_run(s: Arc<dyn Store>) {
+    let mut a = run_at(0, "default");
+    a.id = RunId::adhoc(t0(), [1; 10]);
+    a.idempotency_key = Some("k".into());
+    let mut b = a.clone();
+    b.id = RunId::adhoc(t0(), [2; 10]);
+    assert_eq!(s.insert_run(&a).await.unwrap(), InsertOutcome::Inserted);
+    match s.insert_run(&b).await.unwrap() {
+        InsertOutcome::Exists(existing) => assert_eq!(existing.id, a.id),
+        InsertOutcome::Inserted => panic!("idempotency key ignored"),
+    }
+    assert!(s.get_run(b.id).await.unwrap().is_none());
+}
+
+/// A write against a stale version loses with `Conflict`.
+pub async fn update_is_version_conditional(s: Arc<dyn Store>) {
+    let r = run_at(0, "default");
+    s.insert_run(&r).await.unwrap();
+    let late = transition(&r, RunEvent::MarkLate, t0()).unwrap();
+    s.update_run(&late, r.version).await.unwrap();
+    let again = transition(&r, RunEvent::MarkLate, t0()).unwrap();
+    assert!(matches!(
+        s.update_run(&again, r.version).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.delete_run(r.id, r.version).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_run(r.id).await.unwrap().unwrap().state, StateType::Late);
+}
+
+/// Eight agents claim the same run at once: exactly one wins.
+pub async fn concurrent_claims_of_one_run_have_one_winner(s: Arc<dyn Store>) {
+    let r = run_at(0, "default");
+    s.insert_run(&r).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let c = claimed(&r, &format!("agent-{i}"), vec![]);
+        tasks.push(tokio::spawn(async move {
+            s.claim_run(&c, 0, &[]).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if let ClaimOutcome::Claimed(_) = t.await.unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(s.get_run(r.id).await.unwrap().unwrap().state, StateType::Pending);
+}
+
+/// With a limit of 2, six runs claimed at once: two win, the rest see the slot full.
+pub async fn slot_limits_hold_under_concurrent_claims(s: Arc<dyn Store>) {
+    let runs: Vec<_> = (0..6).map(|i| run_at(i, "limited")).collect();
+    for r in &runs {
+        s.insert_run(r).await.unwrap();
+    }
+    let slot = SlotTake {
+        key: "Q#limited".into(),
+        limit: 2,
+    };
+    let mut tasks = Vec::new();
+    for r in &runs {
+        let s = s.clone();
+        let c = claimed(r, "a", vec![slot.key.clone()]);
+        let slot = slot.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_run(&c, 0, &[slot]).await.unwrap()
+        }));
+    }
+    let mut claimed_n = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            ClaimOutcome::Claimed(_) => claimed_n += 1,
+            ClaimOutcome::SlotFull(k) => assert_eq!(k, "Q#limited"),
+            ClaimOutcome::Lost => panic!("no one else touched these runs"),
+        }
+    }
+    assert_eq!(claimed_n, 2);
+    assert_eq!(s.slot_holders("Q#limited").await.unwrap(), 2);
+}
+
+/// A terminal state drops the slots; the next claim gets one.
+pub async fn finishing_a_run_releases_its_slots(s: Arc<dyn Store>) {
+    let a = run_at(0, "one");
+    let b = run_at(1, "one");
+    s.insert_run(&a).await.unwrap();
+    s.insert_run(&b).await.unwrap();
+    let slot = [SlotTake {
+        key: "D#etl/nightly".into(),
+        limit: 1,
+    }];
+    let ca = claimed(&a, "x", vec![slot[0].key.clone()]);
+    assert!(matches!(s.claim_run(&ca, 0, &slot).await.unwrap(), ClaimOutcome::Claimed(_)));
+    let cb = claimed(&b, "x", vec![slot[0].key.clone()]);
+    assert!(matches!(s.claim_run(&cb, 0, &slot).await.unwrap(), ClaimOutcome::SlotFull(_)));
+    let started = transition(&ca, RunEvent::Start { log_location: None }, t0()).unwrap();
+    s.update_run(&started, ca.version).await.unwrap();
+    assert_eq!(s.slot_holders("D#etl/nightly").await.unwrap(), 1);
+    let done = transition(&started, RunEvent::Complete, t0()).unwrap();
+    s.update_run(&done, started.version).await.unwrap();
+    assert_eq!(s.slot_holders("D#etl/nightly").await.unwrap(), 0);
+    assert!(matches!(s.claim_run(&cb, 0, &slot).await.unwrap(), ClaimOutcome::Claimed(_)));
+}
+
+/// The due index holds only Scheduled/Late runs of the queue, earliest first.
+pub async fn due_runs_are_waiting_runs_of_the_queue_in_time_order(s: Arc<dyn Store>) {
+    let later = run_at(120, "q");
+    let sooner = run_at(60, "q");
+    let other_queue = run_at(30, "other");
+    let future = run_at(3600, "q");
+    for r in [&later, &sooner, &other_queue, &future] {
+        s.insert_run(r).await.unwrap();
+    }
+    let due = s.due_runs("q", t0() + Duration::seconds(600), 10).await.unwrap();
+    let ids: Vec<_> = due.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![sooner.id, later.id]);
+    let c = claimed(&sooner, "a", vec![]);
+    s.claim_run(&c, 0, &[]).await.unwrap();
+    let due = s.due_runs("q", t0() + Duration::seconds(600), 10).await.unwrap();
+    assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), vec![later.id]);
+    assert_eq!(s.waiting_runs_of(&dep_id()).await.unwrap().len(), 3);
+}
+
+/// Held runs whose lease expired are found; others are not.
+pub async fn expired_leases_are_found(s: Arc<dyn Store>) {
+    let r = run_at(0, "default");
+    s.insert_run(&r).await.unwrap();
+    let c = claimed(&r, "a", vec![]);
+    s.claim_run(&c, 0, &[]).await.unwrap();
+    assert!(s.expired_leases(t0() + Duration::seconds(30), 10).await.unwrap().is_empty());
+    let found = s.expired_leases(t0() + Duration::seconds(61), 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, r.id);
+}
+
+/// Deployments: create-if-absent, revision-conditional update, horizon index.
+pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<dyn Store>) {
+    let d = deployment(Some(10));
+    s.put_deployment(&d, None).await.unwrap();
+    assert!(matches!(s.put_deployment(&d, None).await, Err(StoreError::Conflict(_))));
+    assert!(s.deployments_due_for_tick(t0(), 10).await.unwrap().is_empty());
+    assert_eq!(s.deployments_due_for_tick(t0() + Duration::seconds(10), 10).await.unwrap().len(), 1);
+    let mut parked = d.clone();
+    parked.revision = 2;
+    parked.next_tick_at = None;
+    s.put_deployment(&parked, Some(1)).await.unwrap();
+    assert!(matches!(s.put_deployment(&parked, Some(1)).await, Err(StoreError::Conflict(_))));
+    assert!(s.deployments_due_for_tick(t0() + Duration::days(365), 10).await.unwrap().is_empty());
+    assert_eq!(s.get_deployment(&dep_id()).await.unwrap().unwrap().revision, 2);
+    assert!(matches!(s.delete_deployment(&dep_id(), 1).await, Err(StoreError::Conflict(_))));
+    s.delete_deployment(&dep_id(), 2).await.unwrap();
+    assert!(s.list_deployments().await.unwrap().is_empty());
+}
+
+/// Queues: created once, updated by version.
+pub async fn queues_are_created_once_and_updated_by_version(s: Arc<dyn Store>) {
+    let q = WorkQueue::new("prio1", t0());
+    s.create_queue(&q).await.unwrap();
+    assert!(matches!(s.create_queue(&q).await, Err(StoreError::Conflict(_))));
+    let mut p = q.clone();
+    p.paused = true;
+    s.update_queue(&p, 0).await.unwrap();
+    assert!(matches!(s.update_queue(&p, 0).await, Err(StoreError::Conflict(_))));
+    let stored = s.get_queue("prio1").await.unwrap().unwrap();
+    assert!(stored.paused);
+    assert_eq!(stored.version, 1);
+    assert_eq!(s.list_queues().await.unwrap().len(), 1);
+}
+
+/// Listing filters by deployment and state, newest first, with a limit.
+pub async fn list_runs_filters(s: Arc<dyn Store>) {
+    for i in 0..5 {
+        s.insert_run(&run_at(i * 60, "default")).await.unwrap();
+    }
+    let all = s
+        .list_runs(&RunFilter {
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[0].scheduled_time > all[1].scheduled_time);
+    let late = s
+        .list_runs(&RunFilter {
+            states: vec![StateType::Late],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(late.is_empty());
+    let mine = s
+        .list_runs(&RunFilter {
+            deployment: Some(dep_id()),
+            states: vec![StateType::Scheduled],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 5);
+}

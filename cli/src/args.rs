@@ -27,12 +27,79 @@ pub enum Command {
     /// Schedules: preview fire times locally.
     #[command(subcommand)]
     Schedule(ScheduleCmd),
+    /// Agents: claim and run flow runs.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Everything on this machine in one process: API, tick and an agent (Ctrl-C stops all).
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Poll work queues and run their flow runs until stopped (SIGTERM/Ctrl-C: graceful).
+    Start(AgentArgs),
+}
+
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{v} is outside 0-86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// Work queue to serve (repeatable); served in queue priority order.
+    #[arg(short = 'q', long = "work-queue", default_value = "default")]
+    pub queues: Vec<String>,
+    /// Most runs held at once.
+    #[arg(long, default_value_t = 8)]
+    pub limit: usize,
+    /// Seconds between polls when idle.
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    pub poll_interval: std::time::Duration,
+    /// Claim runs due within this many seconds; they still start at their scheduled time.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub prefetch: std::time::Duration,
+    /// Agent name shown in leases (default: host-pid).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds a claim lasts without a heartbeat (heartbeats every sixth of it).
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    pub lease: std::time::Duration,
+    /// Seconds between SIGTERM and SIGKILL when a run is cancelled or times out.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub kill_grace: std::time::Duration,
+    /// On shutdown, seconds running runs may go on before they are killed.
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Port of the API (0 = any free port).
+    #[arg(long, default_value_t = 4300)]
+    pub port: u16,
+    /// How often the tick runs.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub tick_interval: std::time::Duration,
+    #[command(flatten)]
+    pub agent: AgentArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ServerCmd {
     /// Serve the API under /v1 and run the tick loop.
     Start(ServerStart),
+    /// Run one tick against FERRY_HOME now and print what it did (operations, benchmarks).
+    Tick {
+        /// A waiting run this long past its scheduled time is marked Late.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        late_after: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +233,9 @@ pub enum DeploymentCmd {
         /// A repeated call with the same key returns the same run.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Stream state changes and log lines until the run ends; exit 0 only if it completed.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         out: JsonFlag,
     },
@@ -260,6 +330,13 @@ pub enum FlowRunCmd {
     },
     /// Cancel a run.
     Cancel { id: String },
+    /// Print a run's log (-f: follow until the run ends).
+    Logs {
+        id: String,
+        /// Follow the log until the run ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,3 +41,8 @@ pub fn time(t: DateTime<Utc>) -> String {
 pub fn opt_time(t: Option<DateTime<Utc>>) -> String {
     t.map(time).unwrap_or_else(|| "-".into())
 }
+
+/// RFC 3339 in UTC, millisecond precision.
+pub fn time_ms(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}

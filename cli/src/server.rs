@@ -5,9 +5,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use ferry_api::ApiState;
 use ferry_app::{Ferry, SystemClock};
-use ferry_embedded::{FsCodeStore, SqliteStore};
+use ferry_embedded::{FsCodeStore, FsLogSink, SqliteStore};
 
-use crate::args::ServerStart;
+use crate::args::{DevArgs, ServerStart};
+use ferry_agent::{Agent, AgentConfig};
+use tokio_util::sync::CancellationToken;
 
 /// `FERRY_HOME`, default `~/.ferry`.
 pub fn ferry_home() -> Result<PathBuf> {
@@ -29,6 +31,7 @@ pub fn embedded_ferry() -> Result<Ferry> {
     Ok(Ferry::new(
         Arc::new(store),
         Arc::new(code),
+        Arc::new(FsLogSink::new(home.join("logs"))),
         Arc::new(SystemClock),
     ))
 }
@@ -51,26 +54,88 @@ pub async fn start(args: ServerStart) -> Result<()> {
     let mut ferry = embedded_ferry()?;
     ferry.settings.late_after =
         chrono::Duration::from_std(args.late_after).context("--late-after is too large")?;
+    serve(
+        ferry,
+        SocketAddr::new(ip, args.port),
+        token,
+        args.tick_interval,
+        None,
+    )
+    .await
+}
+
+/// `ferry dev`: API on loopback, tick and an agent, in one process.
+pub async fn dev(args: DevArgs) -> Result<()> {
+    init_tracing();
+    let cfg = crate::commands::agent_config(&args.agent)?;
+    let ferry = crate::commands::with_lease(embedded_ferry()?, &args.agent)?;
+    let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);
+    serve(ferry, addr, None, args.tick_interval, Some(cfg)).await
+}
+
+async fn serve(
+    mut ferry: Ferry,
+    addr: SocketAddr,
+    token: Option<String>,
+    tick_every: std::time::Duration,
+    agent: Option<AgentConfig>,
+) -> Result<()> {
     ferry.ensure_default_queue().await?;
+    let shutdown = CancellationToken::new();
+    let agent_task = match agent {
+        Some(cfg) => {
+            let a = Agent::new(ferry.clone(), cfg);
+            let wake = a.waker();
+            // Runs created through this process's API wake the agent at once.
+            ferry.on_run_created = Some(Arc::new(move || wake.notify_one()));
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move { a.run(stop).await }))
+        }
+        None => None,
+    };
     let state = ApiState {
         ferry: ferry.clone(),
         token: token.map(Arc::from),
         backend: "embedded",
     };
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, args.port))
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot bind {ip}:{}", args.port))?;
-    let addr = listener.local_addr()?;
+        .with_context(|| format!("cannot bind {addr}"))?;
+    let local = listener.local_addr()?;
     println!(
-        "Ferry API listening on http://{addr} (FERRY_HOME={})",
+        "Ferry API listening on http://{local} (FERRY_HOME={})",
         ferry_home()?.display()
     );
-    let tick = tokio::spawn(tick_loop(ferry, args.tick_interval));
+    let tick = tokio::spawn(tick_loop(ferry, tick_every));
+    let stop = shutdown.clone();
     axum::serve(listener, ferry_api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
         .await
         .context("serving the API")?;
+    shutdown.cancel();
+    if let Some(a) = agent_task {
+        let report = a.await?;
+        println!(
+            "Agent stopped: {} runs claimed, {} finished",
+            report.claimed, report.finished
+        );
+    }
     tick.abort();
+    Ok(())
+}
+
+/// `ferry server tick`: one tick, its report and duration as JSON.
+pub async fn tick_once(late_after: std::time::Duration) -> Result<()> {
+    let mut ferry = embedded_ferry()?;
+    ferry.settings.late_after = chrono::Duration::from_std(late_after)?;
+    let started = std::time::Instant::now();
+    let report = ferry.tick().await?;
+    let mut v = serde_json::to_value(&report)?;
+    v["elapsed_ms"] = serde_json::json!(started.elapsed().as_secs_f64() * 1000.0);
+    println!("{}", serde_json::to_string(&v)?);
     Ok(())
 }
 

@@ -173,6 +173,118 @@ impl Server {
     }
 }
 
+/// A running `ferry agent start` sharing a server's FERRY_HOME.
+pub struct AgentProc {
+    /// The child process.
+    pub child: Child,
+}
+
+impl AgentProc {
+    /// Sends SIGKILL (the agent gets no chance to clean up).
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    /// Sends SIGTERM and waits for the agent to exit; returns its stdout.
+    pub fn sigterm_and_wait(mut self, timeout: Duration) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "agent did not stop within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            use std::io::Read;
+            let _ = o.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `ferry agent start ARGS` on this server's FERRY_HOME (fast polling, short lease).
+    pub fn agent(&self, args: &[&str]) -> AgentProc {
+        let child = Command::new(ferry_bin())
+            .args([
+                "agent",
+                "start",
+                "--poll-interval",
+                "0.1",
+                "--lease",
+                "3",
+                "--kill-grace",
+                "1",
+            ])
+            .args(args)
+            .current_dir(self.work.path())
+            .env("FERRY_HOME", self.home.path())
+            .env("FERRY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning ferry agent");
+        AgentProc { child }
+    }
+
+    /// `POST /v1/deployments/{id}/runs` with `body`; returns the run id.
+    pub fn create_run(&self, deployment: &str, body: serde_json::Value) -> String {
+        let mut r = self
+            .http()
+            .post(format!("{}/v1/deployments/{deployment}/runs", self.url))
+            .send_json(body)
+            .unwrap();
+        assert!(r.status().is_success(), "create run: {}", r.status());
+        let v: serde_json::Value = r.body_mut().read_json().unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET /v1/flow-runs/{id}`.
+    pub fn run(&self, id: &str) -> serde_json::Value {
+        let mut r = self
+            .http()
+            .get(format!("{}/v1/flow-runs/{id}", self.url))
+            .call()
+            .unwrap();
+        r.body_mut().read_json().unwrap()
+    }
+
+    /// Waits until run `id` is in `state`.
+    pub fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> serde_json::Value {
+        self.wait_for(timeout, || {
+            let r = self.run(id);
+            (r["state"] == state).then_some(r)
+        })
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .map(|rest| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -289,6 +289,7 @@ pub async fn run(cmd: DeploymentCmd) -> Result<()> {
             params_json,
             start_in,
             idempotency_key,
+            watch,
             out,
         } => {
             let req = RunRequest {
@@ -296,13 +297,32 @@ pub async fn run(cmd: DeploymentCmd) -> Result<()> {
                 start_in_seconds: start_in.map(|d| d.as_secs() as i64),
                 idempotency_key,
             };
-            let (_, run): (_, FlowRun) = Client::from_env()?
+            let client = Client::from_env()?;
+            let (_, run): (_, FlowRun) = client
                 .send_json(Method::POST, &format!("{}/runs", id_path(&id)?), &req)
                 .await?;
-            if out.json {
-                return output::json(&run);
+            if !watch {
+                if out.json {
+                    return output::json(&run);
+                }
+                println!("{}", run.id);
+                return Ok(());
             }
-            println!("{}", run.id);
+            println!("Flow run {} of {}", run.id, run.deployment);
+            let done = super::watch::follow(&client, &run.id.to_string(), true, true).await?;
+            if out.json {
+                output::json(&done)?;
+            }
+            if done.state != ferry_core::StateType::Completed {
+                anyhow::bail!(
+                    "flow run {} ended {}{}",
+                    done.id,
+                    done.state,
+                    done.state_message
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                );
+            }
             Ok(())
         }
     }

@@ -105,6 +105,9 @@ pub async fn run(cmd: FlowRunCmd) -> Result<()> {
                     .collect(),
             );
         }
+        FlowRunCmd::Logs { id, follow } => {
+            super::watch::follow(&client, &enc(&id), follow, false).await?;
+        }
         FlowRunCmd::Cancel { id } => {
             let (_, r): (_, FlowRun) = client
                 .send_json(

@@ -1,19 +1,28 @@
+mod agent;
 mod deployment;
 mod flow_run;
 mod queue;
 mod schedule;
+mod watch;
 
 use anyhow::Result;
+
+pub(crate) use agent::{config as agent_config, with_lease};
 
 use crate::args::{Cli, Command, ServerCmd};
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server(ServerCmd::Start(args)) => crate::server::start(args).await,
+        Command::Server(ServerCmd::Tick { late_after }) => {
+            crate::server::tick_once(late_after).await
+        }
         Command::WorkQueue(cmd) => queue::run(cmd).await,
         Command::Deployment(cmd) => deployment::run(cmd).await,
         Command::FlowRun(cmd) => flow_run::run(cmd).await,
         Command::Schedule(cmd) => schedule::run(cmd),
+        Command::Agent(cmd) => agent::run(cmd).await,
+        Command::Dev(args) => crate::server::dev(args).await,
     }
 }
 

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ferry_app::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
 use ferry_core::ids::{DeploymentId, RunId};
-use ferry_core::ports::RunFilter;
+use ferry_core::ports::{LogPage, RunFilter};
 use ferry_core::{Deployment, DeploymentSpec, FlowRun, StateType, WorkQueue};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -309,6 +309,30 @@ pub(crate) async fn cancel_run(
     Path(id): Path<String>,
 ) -> ApiResult<Json<FlowRun>> {
     Ok(Json(s.ferry.cancel_run(run_id(&id)?).await?))
+}
+
+/// Query of the log endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// First line number to return (0-based).
+    pub offset: Option<u64>,
+    /// At most this many lines (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/flow-runs/{id}/logs", params(("id" = String, Path), LogsQuery),
+    responses((status = 200, body = LogPage), (status = 404, body = ErrorBody)))]
+pub(crate) async fn run_logs(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Json<LogPage>> {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    Ok(Json(
+        s.ferry
+            .run_logs(run_id(&id)?, q.offset.unwrap_or(0), limit)
+            .await?,
+    ))
 }
 
 // ------------------------------------------------------------------ bundles

@@ -51,6 +51,7 @@ pub struct ApiState {
         handlers::list_runs,
         handlers::get_run,
         handlers::cancel_run,
+        handlers::run_logs,
         handlers::put_bundle,
         handlers::head_bundle,
         handlers::get_bundle,
@@ -79,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/flow-runs", get(list_runs))
         .route("/flow-runs/{id}", get(get_run))
         .route("/flow-runs/{id}/cancel", post(cancel_run))
+        .route("/flow-runs/{id}/logs", get(run_logs))
         .route(
             "/bundles/{sha256}",
             put(put_bundle).head(head_bundle).get(get_bundle),

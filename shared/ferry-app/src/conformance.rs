@@ -127,7 +127,10 @@ pub async fn update_is_version_conditional(s: Arc<dyn Store>) {
         s.delete_run(r.id, r.version).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.get_run(r.id).await.unwrap().unwrap().state, StateType::Late);
+    assert_eq!(
+        s.get_run(r.id).await.unwrap().unwrap().state,
+        StateType::Late
+    );
 }
 
 /// Eight agents claim the same run at once: exactly one wins.
@@ -149,7 +152,10 @@ pub async fn concurrent_claims_of_one_run_have_one_winner(s: Arc<dyn Store>) {
         }
     }
     assert_eq!(winners, 1);
-    assert_eq!(s.get_run(r.id).await.unwrap().unwrap().state, StateType::Pending);
+    assert_eq!(
+        s.get_run(r.id).await.unwrap().unwrap().state,
+        StateType::Pending
+    );
 }
 
 /// With a limit of 2, six runs claimed at once: two win, the rest see the slot full.
@@ -194,16 +200,25 @@ pub async fn finishing_a_run_releases_its_slots(s: Arc<dyn Store>) {
         limit: 1,
     }];
     let ca = claimed(&a, "x", vec![slot[0].key.clone()]);
-    assert!(matches!(s.claim_run(&ca, 0, &slot).await.unwrap(), ClaimOutcome::Claimed(_)));
+    assert!(matches!(
+        s.claim_run(&ca, 0, &slot).await.unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
     let cb = claimed(&b, "x", vec![slot[0].key.clone()]);
-    assert!(matches!(s.claim_run(&cb, 0, &slot).await.unwrap(), ClaimOutcome::SlotFull(_)));
+    assert!(matches!(
+        s.claim_run(&cb, 0, &slot).await.unwrap(),
+        ClaimOutcome::SlotFull(_)
+    ));
     let started = transition(&ca, RunEvent::Start { log_location: None }, t0()).unwrap();
     s.update_run(&started, ca.version).await.unwrap();
     assert_eq!(s.slot_holders("D#etl/nightly").await.unwrap(), 1);
     let done = transition(&started, RunEvent::Complete, t0()).unwrap();
     s.update_run(&done, started.version).await.unwrap();
     assert_eq!(s.slot_holders("D#etl/nightly").await.unwrap(), 0);
-    assert!(matches!(s.claim_run(&cb, 0, &slot).await.unwrap(), ClaimOutcome::Claimed(_)));
+    assert!(matches!(
+        s.claim_run(&cb, 0, &slot).await.unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
 }
 
 /// The due index holds only Scheduled/Late runs of the queue, earliest first.
@@ -215,12 +230,18 @@ pub async fn due_runs_are_waiting_runs_of_the_queue_in_time_order(s: Arc<dyn Sto
     for r in [&later, &sooner, &other_queue, &future] {
         s.insert_run(r).await.unwrap();
     }
-    let due = s.due_runs("q", t0() + Duration::seconds(600), 10).await.unwrap();
+    let due = s
+        .due_runs("q", t0() + Duration::seconds(600), 10)
+        .await
+        .unwrap();
     let ids: Vec<_> = due.iter().map(|r| r.id).collect();
     assert_eq!(ids, vec![sooner.id, later.id]);
     let c = claimed(&sooner, "a", vec![]);
     s.claim_run(&c, 0, &[]).await.unwrap();
-    let due = s.due_runs("q", t0() + Duration::seconds(600), 10).await.unwrap();
+    let due = s
+        .due_runs("q", t0() + Duration::seconds(600), 10)
+        .await
+        .unwrap();
     assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), vec![later.id]);
     assert_eq!(s.waiting_runs_of(&dep_id()).await.unwrap().len(), 3);
 }
@@ -231,8 +252,15 @@ pub async fn expired_leases_are_found(s: Arc<dyn Store>) {
     s.insert_run(&r).await.unwrap();
     let c = claimed(&r, "a", vec![]);
     s.claim_run(&c, 0, &[]).await.unwrap();
-    assert!(s.expired_leases(t0() + Duration::seconds(30), 10).await.unwrap().is_empty());
-    let found = s.expired_leases(t0() + Duration::seconds(61), 10).await.unwrap();
+    assert!(s
+        .expired_leases(t0() + Duration::seconds(30), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let found = s
+        .expired_leases(t0() + Duration::seconds(61), 10)
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].id, r.id);
 }
@@ -241,17 +269,43 @@ pub async fn expired_leases_are_found(s: Arc<dyn Store>) {
 pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<dyn Store>) {
     let d = deployment(Some(10));
     s.put_deployment(&d, None).await.unwrap();
-    assert!(matches!(s.put_deployment(&d, None).await, Err(StoreError::Conflict(_))));
-    assert!(s.deployments_due_for_tick(t0(), 10).await.unwrap().is_empty());
-    assert_eq!(s.deployments_due_for_tick(t0() + Duration::seconds(10), 10).await.unwrap().len(), 1);
+    assert!(matches!(
+        s.put_deployment(&d, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s
+        .deployments_due_for_tick(t0(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.deployments_due_for_tick(t0() + Duration::seconds(10), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let mut parked = d.clone();
     parked.revision = 2;
     parked.next_tick_at = None;
     s.put_deployment(&parked, Some(1)).await.unwrap();
-    assert!(matches!(s.put_deployment(&parked, Some(1)).await, Err(StoreError::Conflict(_))));
-    assert!(s.deployments_due_for_tick(t0() + Duration::days(365), 10).await.unwrap().is_empty());
-    assert_eq!(s.get_deployment(&dep_id()).await.unwrap().unwrap().revision, 2);
-    assert!(matches!(s.delete_deployment(&dep_id(), 1).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.put_deployment(&parked, Some(1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s
+        .deployments_due_for_tick(t0() + Duration::days(365), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.get_deployment(&dep_id()).await.unwrap().unwrap().revision,
+        2
+    );
+    assert!(matches!(
+        s.delete_deployment(&dep_id(), 1).await,
+        Err(StoreError::Conflict(_))
+    ));
     s.delete_deployment(&dep_id(), 2).await.unwrap();
     assert!(s.list_deployments().await.unwrap().is_empty());
 }
@@ -260,11 +314,17 @@ pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<
 pub async fn queues_are_created_once_and_updated_by_version(s: Arc<dyn Store>) {
     let q = WorkQueue::new("prio1", t0());
     s.create_queue(&q).await.unwrap();
-    assert!(matches!(s.create_queue(&q).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.create_queue(&q).await,
+        Err(StoreError::Conflict(_))
+    ));
     let mut p = q.clone();
     p.paused = true;
     s.update_queue(&p, 0).await.unwrap();
-    assert!(matches!(s.update_queue(&p, 0).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.update_queue(&p, 0).await,
+        Err(StoreError::Conflict(_))
+    ));
     let stored = s.get_queue("prio1").await.unwrap().unwrap();
     assert!(stored.paused);
     assert_eq!(stored.version, 1);

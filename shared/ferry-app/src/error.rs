@@ -24,6 +24,9 @@ pub enum AppError {
     /// Code store failed.
     #[error(transparent)]
     Code(#[from] CodeStoreError),
+    /// Log sink failed.
+    #[error(transparent)]
+    Logs(Box<ferry_core::ports::LogError>),
 }
 
 impl AppError {

@@ -5,10 +5,12 @@
 #[cfg(feature = "testkit")]
 pub mod conformance;
 mod error;
+mod runs;
 mod service;
 mod tick;
 
 pub use error::AppError;
+pub use runs::{Claim, Heartbeat};
 pub use service::{
     ApplyOutcome, Ferry, PreviewItem, QueuePatch, RunRequest, Settings, SystemClock,
 };

@@ -4,7 +4,9 @@ use chrono::{DateTime, Duration, Utc};
 use ferry_core::clock::Clock;
 use ferry_core::deployment::Deployment;
 use ferry_core::ids::{check_name, DeploymentId, RunId};
-use ferry_core::ports::{CodeStore, CodeStoreError, InsertOutcome, RunFilter, Store, StoreError};
+use ferry_core::ports::{
+    CodeStore, CodeStoreError, InsertOutcome, LogPage, LogSink, RunFilter, Store, StoreError,
+};
 use ferry_core::queue::{WorkQueue, DEFAULT_QUEUE};
 use ferry_core::run::{FlowRun, Origin};
 use ferry_core::schedule::fire_times;
@@ -35,6 +37,9 @@ pub struct Settings {
     pub late_after: Duration,
     /// Most deployments one tick extends (the rest wait for the next tick).
     pub tick_batch: usize,
+    /// How long an agent's claim lasts without a heartbeat; the reaper crashes (or retries)
+    /// runs whose lease expired.
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -42,6 +47,7 @@ impl Default for Settings {
         Self {
             late_after: Duration::seconds(30),
             tick_batch: 1000,
+            lease: Duration::seconds(30),
         }
     }
 }
@@ -53,10 +59,14 @@ pub struct Ferry {
     pub store: Arc<dyn Store>,
     /// Code bundles.
     pub code: Arc<dyn CodeStore>,
+    /// Run logs.
+    pub logs: Arc<dyn LogSink>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Tunables.
     pub settings: Settings,
+    /// Called after a run is created (an in-process agent wakes up at once).
+    pub on_run_created: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Result of `apply_deployment`.
@@ -121,12 +131,19 @@ pub struct PreviewItem {
 
 impl Ferry {
     /// Builds the use cases over the given ports.
-    pub fn new(store: Arc<dyn Store>, code: Arc<dyn CodeStore>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        code: Arc<dyn CodeStore>,
+        logs: Arc<dyn LogSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
             code,
+            logs,
             clock,
             settings: Settings::default(),
+            on_run_created: None,
         }
     }
 
@@ -499,6 +516,9 @@ impl Ferry {
         match self.store.insert_run(&run).await? {
             InsertOutcome::Inserted => {
                 tracing::info!(run_id = %run.id, deployment = %run.deployment, "ad-hoc run created");
+                if let Some(notify) = &self.on_run_created {
+                    notify();
+                }
                 Ok((run, true))
             }
             InsertOutcome::Exists(existing) => Ok((*existing, false)),
@@ -545,6 +565,20 @@ impl Ferry {
         Err(AppError::Conflict(format!(
             "run {id} is changing too often; retry"
         )))
+    }
+
+    /// A page of a run's log.
+    pub async fn run_logs(
+        &self,
+        id: RunId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<LogPage, AppError> {
+        self.get_run(id).await?;
+        self.logs
+            .read(id, offset, limit)
+            .await
+            .map_err(|e| AppError::Logs(Box::new(e)))
     }
 
     // ---------------------------------------------------------------- bundles

@@ -23,6 +23,8 @@ pub struct TickReport {
     pub conflicts: usize,
     /// Runs marked Late.
     pub marked_late: usize,
+    /// Held runs whose lease expired, crashed (and retried when allowed).
+    pub reaped: usize,
 }
 
 impl Ferry {
@@ -45,6 +47,7 @@ impl Ferry {
             }
         }
         report.marked_late = self.mark_late(now).await?;
+        report.reaped = self.reap_expired_leases(now).await?;
         Ok(report)
     }
 

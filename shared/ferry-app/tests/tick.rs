@@ -9,7 +9,7 @@ use ferry_app::Ferry;
 use ferry_core::clock::MockClock;
 use ferry_core::ports::{CodeStore, RunFilter, Store};
 use ferry_core::{DeploymentSpec, StateType};
-use ferry_embedded::{FsCodeStore, SqliteStore};
+use ferry_embedded::{FsCodeStore, FsLogSink, SqliteStore};
 
 struct Env {
     ferry: Ferry,
@@ -29,9 +29,20 @@ async fn env() -> Env {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
     let code: Arc<dyn CodeStore> = Arc::new(FsCodeStore::new(dir.path().join("bundles")));
     let clock = Arc::new(MockClock::at(t0()));
-    let ferry = Ferry::new(store, code.clone(), clock.clone());
+    let ferry = Ferry::new(
+        store,
+        code.clone(),
+        Arc::new(FsLogSink::new(dir.path().join("logs"))),
+        clock.clone(),
+    );
     ferry.ensure_default_queue().await.unwrap();
-    Env { ferry, clock, _dir: dir, db, code }
+    Env {
+        ferry,
+        clock,
+        _dir: dir,
+        db,
+        code,
+    }
 }
 
 impl Env {
@@ -40,6 +51,7 @@ impl Env {
         Ferry::new(
             Arc::new(SqliteStore::open(&self.db).unwrap()),
             self.code.clone(),
+            self.ferry.logs.clone(),
             self.clock.clone(),
         )
     }
@@ -69,7 +81,10 @@ async fn two_ticks_at_once_write_each_run_once() {
     let e = env().await;
     for i in 0..20 {
         e.ferry
-            .apply_deployment(spec(&format!("d{i}"), serde_json::json!({"cron": "*/10 * * * *"})))
+            .apply_deployment(spec(
+                &format!("d{i}"),
+                serde_json::json!({"cron": "*/10 * * * *"}),
+            ))
             .await
             .unwrap();
     }
@@ -93,7 +108,10 @@ async fn a_steady_tick_touches_only_deployments_whose_horizon_needs_extending() 
     let e = env().await;
     for i in 0..30 {
         e.ferry
-            .apply_deployment(spec(&format!("d{i}"), serde_json::json!({"cron": "0 * * * *"})))
+            .apply_deployment(spec(
+                &format!("d{i}"),
+                serde_json::json!({"cron": "0 * * * *"}),
+            ))
             .await
             .unwrap();
     }
@@ -111,14 +129,20 @@ async fn a_steady_tick_touches_only_deployments_whose_horizon_needs_extending() 
             let id = format!("etl/d{i}").parse().unwrap();
             let future: Vec<_> = e
                 .ferry
-                .list_runs(&RunFilter { deployment: Some(id), limit: 1000, ..Default::default() })
+                .list_runs(&RunFilter {
+                    deployment: Some(id),
+                    limit: 1000,
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_iter()
                 .filter(|r| r.scheduled_time > now)
                 .collect();
             assert!(future.len() >= 3, "only {} runs ahead", future.len());
-            assert!(future.iter().any(|r| r.scheduled_time >= now + Duration::hours(1)));
+            assert!(future
+                .iter()
+                .any(|r| r.scheduled_time >= now + Duration::hours(1)));
         }
     }
 }
@@ -155,8 +179,14 @@ async fn catch_up_policies_decide_what_happens_to_missed_runs() {
     let h = |h| Utc.with_ymd_and_hms(2026, 10, 20, h, 0, 0).unwrap();
     assert!(missed_after_outage("skip").await.is_empty());
     assert_eq!(missed_after_outage("latest").await, vec![h(20)]);
-    assert_eq!(missed_after_outage("all:3").await, vec![h(18), h(19), h(20)]);
-    assert_eq!(missed_after_outage("all").await, (17..=20).map(h).collect::<Vec<_>>());
+    assert_eq!(
+        missed_after_outage("all:3").await,
+        vec![h(18), h(19), h(20)]
+    );
+    assert_eq!(
+        missed_after_outage("all").await,
+        (17..=20).map(h).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -226,6 +256,11 @@ async fn a_concurrent_schedule_change_leaves_no_run_of_the_old_schedule() {
     let all = runs(&e.ferry).await;
     assert!(!all.is_empty());
     for r in all {
-        assert_eq!(r.scheduled_time.format("%M").to_string(), "15", "stale run {}", r.scheduled_time);
+        assert_eq!(
+            r.scheduled_time.format("%M").to_string(),
+            "15",
+            "stale run {}",
+            r.scheduled_time
+        );
     }
 }

@@ -219,3 +219,57 @@ pub trait CodeStore: Send + Sync {
     /// Whether the bundle is stored.
     async fn has_bundle(&self, sha256: &str) -> Result<bool, CodeStoreError>;
 }
+
+/// Which stream a log line came from.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// The flow's standard output.
+    Stdout,
+    /// The flow's standard error.
+    Stderr,
+    /// A line the agent wrote about the run (fetching, exit status, kills).
+    Ferry,
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LogLine {
+    /// When the line was read.
+    pub at: DateTime<Utc>,
+    /// Where it came from.
+    pub stream: LogStream,
+    /// The text, without the newline.
+    pub line: String,
+}
+
+/// A page of a run's log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LogPage {
+    /// Lines from the requested offset on.
+    pub lines: Vec<LogLine>,
+    /// Offset (line number) to ask for next.
+    pub next_offset: u64,
+}
+
+/// Errors of the log sink.
+#[derive(Debug, thiserror::Error)]
+#[error("log sink failure: {source}")]
+pub struct LogError {
+    /// The backend's error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Run logs: appended by the agent while the run goes on, readable meanwhile.
+#[async_trait]
+pub trait LogSink: Send + Sync {
+    /// Appends lines to the run's log (one writer per run: the agent holding it).
+    async fn append(&self, run: RunId, lines: &[LogLine]) -> Result<(), LogError>;
+    /// Lines from line number `offset` on, at most `limit`.
+    async fn read(&self, run: RunId, offset: u64, limit: usize) -> Result<LogPage, LogError>;
+    /// Where the run's log is kept (shown to users).
+    fn location(&self, run: RunId) -> String;
+}

@@ -3,7 +3,9 @@
 //! `FERRY_HOME`.
 
 mod code;
+mod logs;
 mod sqlite;
 
 pub use code::FsCodeStore;
+pub use logs::FsLogSink;
 pub use sqlite::SqliteStore;

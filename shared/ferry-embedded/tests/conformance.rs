@@ -35,8 +35,16 @@ async fn claims_through_separate_connections_have_one_winner() {
     let mut runs = Vec::new();
     for i in 0..20 {
         let at = t + chrono::Duration::seconds(i);
-        let r = FlowRun::new_scheduled(RunId::scheduled(&d, at), d.clone(), "default".into(),
-            Default::default(), at, Origin::Schedule, 1, t);
+        let r = FlowRun::new_scheduled(
+            RunId::scheduled(&d, at),
+            d.clone(),
+            "default".into(),
+            Default::default(),
+            at,
+            Origin::Schedule,
+            1,
+            t,
+        );
         first.insert_run(&r).await.unwrap();
         runs.push(r);
     }
@@ -48,10 +56,18 @@ async fn claims_through_separate_connections_have_one_winner() {
         tasks.push(tokio::spawn(async move {
             let mut won = Vec::new();
             for r in runs {
-                let c = transition(&r, RunEvent::Claim {
-                    lease: RunLease { agent_id: format!("a{agent}"), expires_at: t },
-                    slots: vec![],
-                }, t).unwrap();
+                let c = transition(
+                    &r,
+                    RunEvent::Claim {
+                        lease: RunLease {
+                            agent_id: format!("a{agent}"),
+                            expires_at: t,
+                        },
+                        slots: vec![],
+                    },
+                    t,
+                )
+                .unwrap();
                 if let ClaimOutcome::Claimed(_) = store.claim_run(&c, 0, &[]).await.unwrap() {
                     won.push(r.id);
                 }

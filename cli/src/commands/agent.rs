@@ -1,0 +1,80 @@
+use anyhow::Result;
+use ferry_agent::{Agent, AgentConfig};
+use ferry_app::Ferry;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{AgentArgs, AgentCmd};
+use crate::server::{embedded_ferry, ferry_home, init_tracing, shutdown_signal};
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "agent".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The agent configuration the flags describe.
+pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
+    anyhow::ensure!(args.limit >= 1, "--limit: must be at least 1");
+    anyhow::ensure!(
+        args.lease.as_secs_f64() >= 3.0,
+        "--lease: must be at least 3 seconds"
+    );
+    for q in &args.queues {
+        ferry_core::ids::check_name("--work-queue", q).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let home = ferry_home()?;
+    Ok(AgentConfig {
+        queues: args.queues.clone(),
+        limit: args.limit,
+        poll_interval: args.poll_interval.max(std::time::Duration::from_millis(10)),
+        prefetch: args.prefetch,
+        name: args.name.clone().unwrap_or_else(default_name),
+        work_dir: home.join("work"),
+        cache_dir: home.join("cache").join("bundles"),
+        python: std::env::var("FERRY_PYTHON")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".into()),
+        kill_grace: args.kill_grace,
+        shutdown_grace: args.shutdown_grace,
+        heartbeat_every: args.lease / 6,
+    })
+}
+
+/// Sets the lease length on the agent's use cases.
+pub(crate) fn with_lease(mut ferry: Ferry, args: &AgentArgs) -> Result<Ferry> {
+    ferry.settings.lease = chrono::Duration::from_std(args.lease)?;
+    Ok(ferry)
+}
+
+pub async fn run(cmd: AgentCmd) -> Result<()> {
+    let AgentCmd::Start(args) = cmd;
+    init_tracing();
+    let cfg = config(&args)?;
+    let ferry = with_lease(embedded_ferry()?, &args)?;
+    for q in &cfg.queues {
+        if ferry.store.get_queue(q).await?.is_none() {
+            tracing::warn!(queue = %q, "work queue does not exist (yet): create it with `ferry work-queue create {q}`");
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    println!(
+        "Agent {} serving {:?} (limit {})",
+        cfg.name, cfg.queues, cfg.limit
+    );
+    let report = Agent::new(ferry, cfg).run(shutdown).await;
+    println!(
+        "Agent stopped: {} runs claimed, {} finished",
+        report.claimed, report.finished
+    );
+    Ok(())
+}

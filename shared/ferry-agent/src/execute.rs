@@ -1,0 +1,295 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_app::{Ferry, Heartbeat};
+use ferry_core::deployment::{Deployment, Entrypoint, Infrastructure};
+use ferry_core::ports::{LogLine, LogStream};
+use ferry_core::state::RunEvent;
+use ferry_core::FlowRun;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agent::AgentConfig;
+use crate::bundle_cache::BundleCache;
+use crate::exec::{self, ExecOutcome, ExecSpec, OutputLine, Stream};
+
+pub(crate) struct RunContext {
+    pub ferry: Ferry,
+    pub cfg: Arc<AgentConfig>,
+    pub cache: Arc<BundleCache>,
+    /// The agent stops claiming: prefetched runs not yet started are given back.
+    pub shutdown: CancellationToken,
+    /// The shutdown grace is over: running processes are killed.
+    pub kill: CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    UserCancel,
+    LeaseLost,
+    Shutdown,
+}
+
+/// Runs one claimed run to its end. Returns whether it reached a final state here.
+pub(crate) async fn execute(ctx: RunContext, run: FlowRun, deployment: Deployment) -> bool {
+    let span = tracing::info_span!("run", run_id = %run.id, deployment = %run.deployment, queue = %run.work_queue);
+    async move {
+        match execute_inner(&ctx, run, deployment).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "run handling failed; the reaper will take over when the lease expires");
+                false
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn log(ctx: &RunContext, run: &FlowRun, line: String) {
+    let l = LogLine {
+        at: ctx.ferry.now(),
+        stream: LogStream::Ferry,
+        line,
+    };
+    if let Err(e) = ctx.ferry.logs.append(run.id, &[l]).await {
+        tracing::warn!(error = %e, "cannot write the run log");
+    }
+}
+
+async fn execute_inner(
+    ctx: &RunContext,
+    mut run: FlowRun,
+    deployment: Deployment,
+) -> Result<bool, ferry_app::AppError> {
+    // A prefetched run starts at its scheduled time, not before; its lease is renewed meanwhile.
+    let mut hb = tokio::time::interval(ctx.cfg.heartbeat_every);
+    hb.tick().await;
+    loop {
+        let wait = (run.scheduled_time - ctx.ferry.now())
+            .to_std()
+            .unwrap_or_default();
+        if wait.is_zero() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.shutdown.cancelled() => {
+                ctx.ferry.release(run).await?;
+                tracing::info!("agent shutting down: released the run before its start");
+                return Ok(false);
+            }
+            _ = hb.tick() => match ctx.ferry.heartbeat(run).await? {
+                Heartbeat::Renewed(r) => run = *r,
+                Heartbeat::CancelRequested(r) | Heartbeat::Lost(r) => {
+                    // Cancelled while pending: it is already final (or someone else's).
+                    tracing::info!(state = %r.state, "run left us before it started");
+                    return Ok(false);
+                }
+            },
+        }
+    }
+
+    let work = ctx.cfg.work_dir.join(run.id.to_string());
+    let entry = match Entrypoint::parse(&deployment.spec.entrypoint) {
+        Ok(e) => e,
+        Err(e) => return fail(ctx, run, None, format!("invalid entrypoint: {e}")).await,
+    };
+    let cwd = match &deployment.spec.bundle {
+        Some(b) => {
+            log(ctx, &run, format!("fetching bundle sha256 {}", b.sha256)).await;
+            let bytes = match ctx.cache.get(ctx.ferry.code.as_ref(), &b.sha256).await {
+                Ok(bytes) => bytes,
+                Err(e) => return fail(ctx, run, None, e).await,
+            };
+            let dest = work.clone();
+            let unpacked =
+                tokio::task::spawn_blocking(move || ferry_bundle::unpack_into(&bytes, &dest))
+                    .await
+                    .map_err(|e| ferry_app::AppError::Conflict(e.to_string()))?;
+            if let Err(e) = unpacked {
+                let _ = tokio::fs::remove_dir_all(&work).await;
+                return fail(ctx, run, None, format!("bundle rejected: {e}")).await;
+            }
+            work.clone()
+        }
+        None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
+    };
+    let python = match &deployment.spec.infrastructure {
+        Infrastructure::Process { python: Some(p) } => p.clone(),
+        _ => ctx.cfg.python.clone(),
+    };
+    let mut env: Vec<(String, String)> = deployment
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend([
+        ("FERRY_RUN_ID".into(), run.id.to_string()),
+        ("FERRY_DEPLOYMENT".into(), run.deployment.to_string()),
+        ("FERRY_ATTEMPT".into(), run.attempt.to_string()),
+        (
+            "FERRY_SCHEDULED_TIME".into(),
+            run.scheduled_time.to_rfc3339(),
+        ),
+        (
+            "FERRY_PARAMETERS".into(),
+            serde_json::Value::Object(run.parameters.clone()).to_string(),
+        ),
+    ]);
+    let timeout = deployment.spec.timeout_seconds.map(Duration::from_secs);
+    let spec = ExecSpec {
+        argv: exec::entrypoint_argv(&entry, &python),
+        cwd,
+        env,
+        timeout,
+        kill_grace: ctx.cfg.kill_grace,
+    };
+
+    let location = Some(ctx.ferry.logs.location(run.id));
+    let Some(started) = ctx.ferry.start(run.clone(), location).await? else {
+        tracing::info!("run was cancelled before it started");
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        return Ok(false);
+    };
+    run = started;
+    tracing::info!("run started");
+
+    let (tx, rx) = mpsc::channel::<OutputLine>(1024);
+    let writer = tokio::spawn(write_logs(ctx.ferry.clone(), run.id, rx));
+    let cancel = CancellationToken::new();
+    let exec_fut = exec::run(spec, tx, cancel.clone(), |pid| {
+        tracing::debug!(pid, "flow process started");
+    });
+    tokio::pin!(exec_fut);
+    let mut stop: Option<StopReason> = None;
+    let outcome = loop {
+        tokio::select! {
+            o = &mut exec_fut => break o,
+            _ = hb.tick() => match ctx.ferry.heartbeat(run.clone()).await {
+                Ok(Heartbeat::Renewed(r)) => run = *r,
+                Ok(Heartbeat::CancelRequested(r)) => {
+                    run = *r;
+                    if stop.is_none() {
+                        tracing::info!("cancel requested: stopping the process group");
+                        stop = Some(StopReason::UserCancel);
+                        cancel.cancel();
+                    }
+                }
+                Ok(Heartbeat::Lost(r)) => {
+                    run = *r;
+                    if stop.is_none() {
+                        tracing::warn!(state = %run.state, "lost the run's lease: stopping the process group");
+                        stop = Some(StopReason::LeaseLost);
+                        cancel.cancel();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+            },
+            _ = ctx.kill.cancelled(), if stop.is_none() => {
+                stop = Some(StopReason::Shutdown);
+                cancel.cancel();
+            }
+        }
+    };
+    let _ = writer.await;
+    let _ = tokio::fs::remove_dir_all(&work).await;
+
+    let event = match (&outcome, stop) {
+        (_, Some(StopReason::LeaseLost)) => return Ok(false),
+        (ExecOutcome::Cancelled, Some(StopReason::UserCancel)) => RunEvent::ConfirmCancelled,
+        (ExecOutcome::Cancelled, Some(StopReason::Shutdown)) | (ExecOutcome::Cancelled, None) => {
+            RunEvent::Crash {
+                reason: "the agent shut down before the run finished".into(),
+            }
+        }
+        (ExecOutcome::Exited(0), _) => RunEvent::Complete,
+        (ExecOutcome::Exited(code), _) => RunEvent::Fail {
+            exit_code: Some(*code),
+            reason: format!("exit code {code}"),
+        },
+        (ExecOutcome::Signaled(sig), _) => RunEvent::Fail {
+            exit_code: None,
+            reason: format!("killed by signal {sig}"),
+        },
+        (ExecOutcome::TimedOut, _) => RunEvent::Fail {
+            exit_code: None,
+            reason: format!(
+                "timed out after {}s: the process group was terminated",
+                timeout.unwrap_or_default().as_secs()
+            ),
+        },
+        (ExecOutcome::SpawnFailed(m), _) => RunEvent::Fail {
+            exit_code: None,
+            reason: m.clone(),
+        },
+    };
+    let done = ctx.ferry.finish(run.clone(), event).await?;
+    log(
+        ctx,
+        &done,
+        format!(
+            "run ended: {}{}",
+            done.state,
+            done.state_message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ),
+    )
+    .await;
+    tracing::info!(state = %done.state, "run ended");
+    Ok(done.state.is_terminal())
+}
+
+async fn fail(
+    ctx: &RunContext,
+    run: FlowRun,
+    exit_code: Option<i32>,
+    reason: String,
+) -> Result<bool, ferry_app::AppError> {
+    log(ctx, &run, reason.clone()).await;
+    tracing::warn!(%reason, "run failed before its process started");
+    let done = ctx
+        .ferry
+        .finish(run, RunEvent::Fail { exit_code, reason })
+        .await?;
+    Ok(done.state.is_terminal())
+}
+
+/// Forwards output lines to the log sink in batches (every 200 ms or 500 lines).
+async fn write_logs(ferry: Ferry, run: ferry_core::RunId, mut rx: mpsc::Receiver<OutputLine>) {
+    let mut batch = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            line = rx.recv() => match line {
+                Some(l) => {
+                    batch.push(LogLine {
+                        at: l.at,
+                        stream: match l.stream { Stream::Stdout => LogStream::Stdout, Stream::Stderr => LogStream::Stderr },
+                        line: l.line,
+                    });
+                    if batch.len() >= 500 {
+                        flush(&ferry, run, &mut batch).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => flush(&ferry, run, &mut batch).await,
+        }
+    }
+    flush(&ferry, run, &mut batch).await;
+}
+
+async fn flush(ferry: &Ferry, run: ferry_core::RunId, batch: &mut Vec<LogLine>) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = ferry.logs.append(run, batch).await {
+        tracing::warn!(error = %e, lines = batch.len(), "cannot write run logs; dropping this batch");
+    }
+    batch.clear();
+}

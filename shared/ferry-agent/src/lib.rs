@@ -1,0 +1,12 @@
+//! Ferry's agent: polls its work queues (highest priority first), claims due runs with a
+//! conditional write (queue and deployment concurrency slots taken in the same transaction),
+//! fetches and safely unpacks their code bundles, runs each as a child process in its own
+//! process group, streams its output to the log sink, renews its lease, and reports the final
+//! state. The same code runs on the embedded store and on DynamoDB/S3.
+
+mod agent;
+mod bundle_cache;
+pub mod exec;
+mod execute;
+
+pub use agent::{Agent, AgentConfig, AgentReport};

@@ -11,7 +11,7 @@ FERRY="$PWD/target/release/ferry"
 export FERRY_HOME="${FERRY_HOME:-$(mktemp -d)}"
 PORT="${FERRY_PORT:-4300}"
 export FERRY_API_URL="http://127.0.0.1:${PORT}"
-"$FERRY" dev --port "$PORT" --tick-interval 1s --poll-interval 0.2 &
+FERRY_LOG="${FERRY_LOG:-warn}" "$FERRY" dev --port "$PORT" --tick-interval 1s --poll-interval 0.2 &
 DEV=$!
 trap 'kill -INT $DEV 2>/dev/null; wait $DEV 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do curl -fsS "$FERRY_API_URL/v1/health" >/dev/null 2>&1 && break; sleep 0.2; done

@@ -170,10 +170,11 @@ launch() {
         dynamodb)
             local d
             d="$(ddb_jar_dir)"
-            # DynamoDB Local has no bind-address option: it always listens on all interfaces
-            # (0.0.0.0). Its `-help` lists only -cors, -dbPath, -delayTransientStatuses,
-            # -disableTelemetry, -help, -inMemory, -optimizeDbBeforeStartup, -port, -sharedDb.
-            # Clients here only ever use 127.0.0.1; the machine firewalls non-loopback traffic.
+            # DynamoDB Local 3.3.1 has NO bind-address option: it always listens on all
+            # interfaces (ss shows *:PORT). Its options are only -cors, -dbPath,
+            # -delayTransientStatuses, -disableTelemetry, -help, -inMemory,
+            # -optimizeDbBeforeStartup, -port, -sharedDb, -version (and a hidden -testControl).
+            # Clients only ever use 127.0.0.1; non-loopback traffic is firewalled on CI machines.
             # -disableTelemetry: it must not try to phone home (no internet here anyway).
             (cd "$d" && exec nohup "$JAVA" -Xmx512m -Djava.library.path="$d/DynamoDBLocal_lib" \
                 -jar "$d/DynamoDBLocal.jar" -inMemory -sharedDb -disableTelemetry \

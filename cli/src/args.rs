@@ -58,8 +58,8 @@ pub struct AgentArgs {
     /// Most runs held at once.
     #[arg(long, default_value_t = 8)]
     pub limit: usize,
-    /// Seconds between polls when idle.
-    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    /// Seconds between polls when idle (an agent is also woken when one of its runs ends).
+    #[arg(long, default_value = "0.5", value_parser = parse_seconds)]
     pub poll_interval: std::time::Duration,
     /// Claim runs due within this many seconds; they still start at their scheduled time.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]

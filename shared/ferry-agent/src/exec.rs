@@ -218,7 +218,11 @@ pub async fn run(
     if killpg(pgid, Signal::SIGKILL).is_ok() {
         tracing::debug!(pid, "killed what was left of the run's process group");
     }
-    if !drained && tokio::time::timeout(DRAIN_TIMEOUT, &mut pumps).await.is_err() {
+    if !drained
+        && tokio::time::timeout(DRAIN_TIMEOUT, &mut pumps)
+            .await
+            .is_err()
+    {
         tracing::warn!(
             pid,
             "a process outside the run's group keeps its output open: stopped reading"
@@ -371,7 +375,11 @@ async fn pump<R: AsyncRead + Unpin>(
 ) {
     let Some(pipe) = pipe else { return };
     let mut reader = BufReader::with_capacity(MAX_LINE_BYTES, pipe);
-    let mut out = LineSender { tx, stream, open: true };
+    let mut out = LineSender {
+        tx,
+        stream,
+        open: true,
+    };
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let chunk = match reader.fill_buf().await {

@@ -34,16 +34,30 @@ impl Ferry {
     pub async fn tick(&self) -> Result<TickReport, AppError> {
         let now = self.now();
         let mut report = TickReport::default();
-        let due = self
-            .store
-            .deployments_due_for_tick(now, self.settings.tick_batch)
-            .await?;
-        for d in due {
-            if let Err(e) = self.extend_horizon(d, now, &mut report).await {
-                if !matches!(e, AppError::Store(StoreError::Conflict(_))) {
-                    return Err(e);
+        // Batches until nothing is due; a deployment that lost a race stays due and is left
+        // for the next tick (bounded: at most 50 batches per tick).
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let due = self
+                .store
+                .deployments_due_for_tick(now, self.settings.tick_batch)
+                .await?;
+            let full = due.len() == self.settings.tick_batch;
+            let mut fresh = 0;
+            for d in due {
+                if !seen.insert(d.id.clone()) {
+                    continue;
                 }
-                report.conflicts += 1;
+                fresh += 1;
+                if let Err(e) = self.extend_horizon(d, now, &mut report).await {
+                    if !matches!(e, AppError::Store(StoreError::Conflict(_))) {
+                        return Err(e);
+                    }
+                    report.conflicts += 1;
+                }
+            }
+            if !full || fresh == 0 {
+                break;
             }
         }
         report.marked_late = self.mark_late(now).await?;

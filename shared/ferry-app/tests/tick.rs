@@ -264,3 +264,18 @@ async fn a_concurrent_schedule_change_leaves_no_run_of_the_old_schedule() {
         );
     }
 }
+
+#[tokio::test]
+async fn one_tick_drains_every_due_deployment_in_batches() {
+    let mut e = env().await;
+    e.ferry.settings.tick_batch = 10;
+    for i in 0..25 {
+        e.ferry
+            .apply_deployment(spec(&format!("b{i}"), serde_json::json!({"cron": "0 * * * *"})))
+            .await
+            .unwrap();
+    }
+    let r = e.ferry.tick().await.unwrap();
+    assert_eq!(r.deployments_extended, 25);
+    assert_eq!(e.ferry.tick().await.unwrap().deployments_extended, 0);
+}

@@ -32,6 +32,23 @@ pub enum Command {
     Agent(AgentCmd),
     /// Everything on this machine in one process: API, tick and an agent (Ctrl-C stops all).
     Dev(DevArgs),
+    /// AWS helpers.
+    #[command(subcommand)]
+    Aws(AwsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AwsCmd {
+    /// Create the DynamoDB table (indexes, stream) and the S3 bucket if missing (idempotent;
+    /// for development and tests — production uses the CloudFormation template).
+    Bootstrap {
+        /// Table name (default FERRY_TABLE).
+        #[arg(long, env = "FERRY_TABLE")]
+        table: String,
+        /// Bucket name (default FERRY_BUCKET).
+        #[arg(long, env = "FERRY_BUCKET")]
+        bucket: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,47 @@ pub fn ferry_home() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".ferry"))
 }
 
+/// Which backend the environment selects: `FERRY_BACKEND=aws` (with `FERRY_TABLE`,
+/// `FERRY_BUCKET` and the standard AWS environment) or the embedded default.
+pub fn backend_name() -> Result<&'static str> {
+    match std::env::var("FERRY_BACKEND").unwrap_or_default().as_str() {
+        "" | "embedded" => Ok("embedded"),
+        "aws" => Ok("aws"),
+        other => bail!("FERRY_BACKEND={other:?}: use \"embedded\" (default) or \"aws\""),
+    }
+}
+
+/// The AWS table and bucket from the environment.
+pub fn aws_config() -> Result<ferry_aws::AwsConfig> {
+    let get = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("FERRY_BACKEND=aws needs {k} (create it with `ferry aws bootstrap` or the CloudFormation template)"))
+    };
+    Ok(ferry_aws::AwsConfig {
+        table: get("FERRY_TABLE")?,
+        bucket: get("FERRY_BUCKET")?,
+    })
+}
+
+/// The use cases over the backend the environment selects.
+pub async fn build_ferry() -> Result<Ferry> {
+    if backend_name()? == "embedded" {
+        return embedded_ferry();
+    }
+    let cfg = aws_config()?;
+    let sdk = ferry_aws::config::sdk_config().await;
+    let store = ferry_aws::DynamoStore::new(ferry_aws::config::dynamodb_client(&sdk), &cfg.table);
+    let s3 = ferry_aws::config::s3_client(&sdk);
+    Ok(Ferry::new(
+        Arc::new(store),
+        Arc::new(ferry_aws::S3CodeStore::new(s3.clone(), &cfg.bucket)),
+        Arc::new(ferry_aws::S3LogSink::new(s3, &cfg.bucket)),
+        Arc::new(SystemClock),
+    ))
+}
+
 /// The use cases over the embedded adapters under FERRY_HOME.
 pub fn embedded_ferry() -> Result<Ferry> {
     let home = ferry_home()?;
@@ -51,7 +92,7 @@ pub async fn start(args: ServerStart) -> Result<()> {
         );
     }
     init_tracing();
-    let mut ferry = embedded_ferry()?;
+    let mut ferry = build_ferry().await?;
     ferry.settings.late_after =
         chrono::Duration::from_std(args.late_after).context("--late-after is too large")?;
     serve(
@@ -68,7 +109,7 @@ pub async fn start(args: ServerStart) -> Result<()> {
 pub async fn dev(args: DevArgs) -> Result<()> {
     init_tracing();
     let cfg = crate::commands::agent_config(&args.agent)?;
-    let ferry = crate::commands::with_lease(embedded_ferry()?, &args.agent)?;
+    let ferry = crate::commands::with_lease(build_ferry().await?, &args.agent)?;
     let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);
     serve(ferry, addr, None, args.tick_interval, Some(cfg)).await
 }
@@ -96,16 +137,23 @@ async fn serve(
     let state = ApiState {
         ferry: ferry.clone(),
         token: token.map(Arc::from),
-        backend: "embedded",
+        backend: backend_name()?,
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
     let local = listener.local_addr()?;
-    println!(
-        "Ferry API listening on http://{local} (FERRY_HOME={})",
-        ferry_home()?.display()
-    );
+    match backend_name()? {
+        "aws" => println!(
+            "Ferry API listening on http://{local} (backend aws: table {}, bucket {})",
+            aws_config()?.table,
+            aws_config()?.bucket
+        ),
+        _ => println!(
+            "Ferry API listening on http://{local} (FERRY_HOME={})",
+            ferry_home()?.display()
+        ),
+    }
     let tick = tokio::spawn(tick_loop(ferry, tick_every));
     let stop = shutdown.clone();
     axum::serve(listener, ferry_api::router(state))
@@ -129,7 +177,7 @@ async fn serve(
 
 /// `ferry server tick`: one tick, its report and duration as JSON.
 pub async fn tick_once(late_after: std::time::Duration) -> Result<()> {
-    let mut ferry = embedded_ferry()?;
+    let mut ferry = build_ferry().await?;
     ferry.settings.late_after = chrono::Duration::from_std(late_after)?;
     let started = std::time::Instant::now();
     let report = ferry.tick().await?;

@@ -4,7 +4,7 @@ use ferry_app::Ferry;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{AgentArgs, AgentCmd};
-use crate::server::{embedded_ferry, ferry_home, init_tracing, shutdown_signal};
+use crate::server::{build_ferry, ferry_home, init_tracing, shutdown_signal};
 
 fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -55,7 +55,7 @@ pub async fn run(cmd: AgentCmd) -> Result<()> {
     let AgentCmd::Start(args) = cmd;
     init_tracing();
     let cfg = config(&args)?;
-    let ferry = with_lease(embedded_ferry()?, &args)?;
+    let ferry = with_lease(build_ferry().await?, &args)?;
     for q in &cfg.queues {
         if ferry.store.get_queue(q).await?.is_none() {
             tracing::warn!(queue = %q, "work queue does not exist (yet): create it with `ferry work-queue create {q}`");

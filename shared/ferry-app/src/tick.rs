@@ -25,6 +25,8 @@ pub struct TickReport {
     pub marked_late: usize,
     /// Held runs whose lease expired, crashed (and retried when allowed).
     pub reaped: usize,
+    /// Stale concurrency-slot holders freed.
+    pub slots_swept: usize,
 }
 
 impl Ferry {
@@ -62,6 +64,7 @@ impl Ferry {
         }
         report.marked_late = self.mark_late(now).await?;
         report.reaped = self.reap_expired_leases(now).await?;
+        report.slots_swept = self.store.sweep_slots().await?;
         Ok(report)
     }
 

@@ -155,7 +155,8 @@ pub trait RunStore: Send + Sync {
     /// The run `id`.
     async fn get_run(&self, id: RunId) -> StoreResult<Option<FlowRun>>;
     /// Replaces `run` if the stored version is `expected_version`; `Conflict` otherwise.
-    /// Releases the slots that the stored copy holds and `run` does not.
+    /// Releases the slots that the stored copy holds and `run` does not. A replay of the very
+    /// same write (a retried request whose first attempt landed) may report success.
     async fn update_run(&self, run: &FlowRun, expected_version: u64) -> StoreResult<()>;
     /// Deletes `id` if its version is `expected_version` (used to drop stale scheduled runs).
     async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()>;
@@ -183,6 +184,12 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<ClaimOutcome>;
     /// Current holders of a concurrency slot.
     async fn slot_holders(&self, key: &str) -> StoreResult<u32>;
+    /// Frees slot holders whose runs are no longer held (left by a writer that died between a
+    /// run's final write and its slot release, where the backend cannot do both atomically).
+    /// Returns how many were freed.
+    async fn sweep_slots(&self) -> StoreResult<usize> {
+        Ok(0)
+    }
 }
 
 /// The whole store.

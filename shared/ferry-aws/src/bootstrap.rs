@@ -1,0 +1,157 @@
+//! `ferry aws bootstrap`: creates the table (with its indexes and stream) and the bucket if
+//! missing, idempotently. For development and tests; production creates them from
+//! `infra/control-plane.yaml`.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TableStatus,
+};
+
+use crate::dynamo::index;
+
+/// Errors of bootstrap.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// A DynamoDB call failed.
+    #[error("DynamoDB: {0}")]
+    Dynamo(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// An S3 call failed.
+    #[error("S3: {0}")]
+    S3(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The table did not become ACTIVE in time.
+    #[error("table {0} did not become ACTIVE within 60 s")]
+    Timeout(String),
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .expect("key schema element")
+}
+
+fn gsi(name: &str, hash: &str, range: &str, projection: Projection) -> GlobalSecondaryIndex {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash))
+        .key_schema(key(range, KeyType::Range))
+        .projection(projection)
+        .build()
+        .expect("index")
+}
+
+fn projection(kind: ProjectionType, include: &[&str]) -> Projection {
+    let mut p = Projection::builder().projection_type(kind);
+    for a in include {
+        p = p.non_key_attributes(*a);
+    }
+    p.build()
+}
+
+/// Creates the table if it does not exist and waits until it is ACTIVE. Returns whether it
+/// was created.
+pub async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<bool, BootstrapError> {
+    let mut req = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?,
+        );
+    for attr in [
+        "pk", "sk", "due_pk", "due_sk", "lease_pk", "lease_sk", "h_pk", "h_sk", "dep_pk", "dep_sk",
+        "all_pk", "all_sk",
+    ] {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attr)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?,
+        );
+    }
+    req = req
+        .global_secondary_indexes(gsi(index::DUE, "due_pk", "due_sk", projection(ProjectionType::All, &[])))
+        .global_secondary_indexes(gsi(
+            index::LEASES,
+            "lease_pk",
+            "lease_sk",
+            projection(ProjectionType::Include, &["lease_expires"]),
+        ))
+        .global_secondary_indexes(gsi(index::HORIZON, "h_pk", "h_sk", projection(ProjectionType::All, &[])))
+        .global_secondary_indexes(gsi(
+            index::BY_DEPLOYMENT,
+            "dep_pk",
+            "dep_sk",
+            projection(ProjectionType::KeysOnly, &[]),
+        ))
+        .global_secondary_indexes(gsi(
+            index::ALL_RUNS,
+            "all_pk",
+            "all_sk",
+            projection(ProjectionType::KeysOnly, &[]),
+        ));
+    let created = match req.send().await {
+        Ok(_) => true,
+        Err(e) if e.code() == Some("ResourceInUseException") => false,
+        Err(e) => return Err(BootstrapError::Dynamo(Box::new(e))),
+    };
+    for _ in 0..120 {
+        let d = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?;
+        if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(created);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(BootstrapError::Timeout(table.to_owned()))
+}
+
+/// Creates the bucket if it does not exist. Returns whether it was created.
+pub async fn ensure_bucket(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: Option<&str>,
+) -> Result<bool, BootstrapError> {
+    if client.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(false);
+    }
+    let mut req = client.create_bucket().bucket(bucket);
+    if let Some(r) = region.filter(|r| *r != "us-east-1") {
+        req = req.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(r))
+                .build(),
+        );
+    }
+    match req.send().await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                aws_sdk_s3::error::ProvideErrorMetadata::code(&e),
+                Some("BucketAlreadyOwnedByYou")
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(BootstrapError::S3(Box::new(e))),
+    }
+}

@@ -1,0 +1,900 @@
+//! The DynamoDB store: one on-demand table, single-table design.
+//!
+//! | item | pk | sk | notes |
+//! | --- | --- | --- | --- |
+//! | work queue | `QUEUES` | name | `body`, `version` |
+//! | deployment | `DEPLOYMENTS` | `flow/name` | `body`, `revision`; `h_pk`/`h_sk` while it has a `next_tick_at` |
+//! | flow run | `R#<id>` | `R` | `body`, `version`, `state`; `due_*` while waiting, `lease_*` while held, `dep_*`, `all_*`, `slots` |
+//! | idempotency key | `I#<flow/name>#<key>` | `I` | `run_id` |
+//! | concurrency slot | `SLOTS` | slot key | `holders`: string set of run ids |
+//!
+//! Indexes (all sparse): `due` (`Q#<queue>` → `<scheduled ms>#<id>`, projection ALL: agents read
+//! bodies straight from it), `leases` (`L` → run id, INCLUDE `lease_expires`), `horizon` (`H` →
+//! `<next_tick ms>#<id>`, ALL), `by_deployment` (`D#<id>` → `<scheduled ms>#<id>`, KEYS_ONLY)
+//! and `all_runs` (8 shards `A#<n>` → `<scheduled ms>#<id>`, KEYS_ONLY). KEYS_ONLY indexes cost a
+//! write only when a run is inserted or deleted, not on every state change. An index read is a
+//! hint: every decision is a conditional write on the base item.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ports::{
+    ClaimOutcome, DeploymentStore, InsertOutcome, QueueStore, RunFilter, RunStore, SlotTake,
+    StoreError, StoreResult,
+};
+use ferry_core::{Deployment, FlowRun, WorkQueue};
+use sha2::{Digest, Sha256};
+
+type Item = HashMap<String, AttributeValue>;
+
+const QUEUES: &str = "QUEUES";
+const DEPLOYMENTS: &str = "DEPLOYMENTS";
+const SLOTS: &str = "SLOTS";
+/// Shards of the `all_runs` index (spreads insert load over partitions).
+pub const ALL_SHARDS: u32 = 8;
+
+/// Index names, for `bootstrap` and the template.
+pub mod index {
+    /// Waiting runs per queue.
+    pub const DUE: &str = "due";
+    /// Held runs (the reaper's view).
+    pub const LEASES: &str = "leases";
+    /// Deployments by `next_tick_at`.
+    pub const HORIZON: &str = "horizon";
+    /// Runs per deployment.
+    pub const BY_DEPLOYMENT: &str = "by_deployment";
+    /// All runs by scheduled time, sharded.
+    pub const ALL_RUNS: &str = "all_runs";
+}
+
+/// Ferry's store on one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn ms_key(t: DateTime<Utc>) -> String {
+    format!("{:015}", t.timestamp_millis().max(0))
+}
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+type HttpResponse = aws_sdk_dynamodb::config::http::HttpResponse;
+
+fn classify<E>(e: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => matches!(
+            se.err().code(),
+            Some(
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "TransactionInProgressException"
+            )
+        ) || se.raw().status().is_server_error(),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable {
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::backend(e)
+    }
+}
+
+fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(item: &Item) -> StoreResult<T> {
+    let key = format!(
+        "{}/{}",
+        get_s(item, "pk").unwrap_or("?"),
+        get_s(item, "sk").unwrap_or("?")
+    );
+    let body = get_s(item, "body").ok_or_else(|| StoreError::Corrupt {
+        key: key.clone(),
+        message: "no body".into(),
+    })?;
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+        key,
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(StoreError::backend)
+}
+
+fn run_pk(id: RunId) -> String {
+    format!("R#{id}")
+}
+
+fn shard(id: RunId) -> u32 {
+    let d = Sha256::digest(id.to_string().as_bytes());
+    u32::from(d[0]) % ALL_SHARDS
+}
+
+/// The full item of a run, with the index attributes its state calls for.
+fn run_item(run: &FlowRun) -> StoreResult<Item> {
+    let sched = format!("{}#{}", ms_key(run.scheduled_time), run.id);
+    let mut item: Item = HashMap::from([
+        ("pk".into(), s(run_pk(run.id))),
+        ("sk".into(), s("R")),
+        ("body".into(), s(encode(run)?)),
+        ("version".into(), n(run.version)),
+        ("state".into(), s(run.state.as_str())),
+        ("dep_pk".into(), s(format!("D#{}", run.deployment))),
+        ("dep_sk".into(), s(sched.clone())),
+        ("all_pk".into(), s(format!("A#{}", shard(run.id)))),
+        ("all_sk".into(), s(sched.clone())),
+    ]);
+    if run.is_waiting() {
+        item.insert("due_pk".into(), s(format!("Q#{}", run.work_queue)));
+        item.insert("due_sk".into(), s(sched));
+    }
+    if let (true, Some(lease)) = (run.state.is_held(), &run.lease) {
+        item.insert("lease_pk".into(), s("L"));
+        item.insert("lease_sk".into(), s(run.id.to_string()));
+        item.insert(
+            "lease_expires".into(),
+            n(lease.expires_at.timestamp_millis()),
+        );
+    }
+    if !run.slots.is_empty() {
+        item.insert("slots".into(), AttributeValue::Ss(run.slots.clone()));
+    }
+    Ok(item)
+}
+
+fn slots_of(item: &Item) -> Vec<String> {
+    item.get("slots")
+        .and_then(|v| v.as_ss().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A token that makes a retried transaction idempotent (DynamoDB applies a repeated
+/// `ClientRequestToken` once within 10 minutes).
+fn request_token(parts: &[&str]) -> String {
+    let d = Sha256::digest(parts.join("\0").as_bytes());
+    hex::encode(&d[..16])
+}
+
+impl DynamoStore {
+    /// A store on `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn get_item(&self, pk: &str, sk: &str, consistent: bool) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item)
+    }
+
+    /// Items of `pk` (all pages).
+    async fn query_partition(&self, pk: &str) -> StoreResult<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Keys (`pk`, `sk`) from an index query, newest or oldest first, at most `limit`.
+    #[allow(clippy::too_many_arguments)]
+    async fn query_index(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: &str,
+        range: Option<(&str, &str)>,
+        forward: bool,
+        limit: usize,
+        filter: Option<(&str, &str, AttributeValue)>,
+    ) -> StoreResult<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .scan_index_forward(forward)
+                .expression_attribute_values(":h", s(hash))
+                .set_exclusive_start_key(start);
+            let mut cond = format!("{hash_attr} = :h");
+            if let Some((attr, upper)) = range {
+                cond.push_str(&format!(" AND {attr} <= :r"));
+                q = q.expression_attribute_values(":r", s(upper));
+            }
+            if let Some((expr, name, value)) = &filter {
+                q = q
+                    .filter_expression(*expr)
+                    .expression_attribute_values(*name, value.clone());
+            }
+            let page = q
+                .key_condition_expression(cond)
+                .limit(i32::try_from(limit.min(1000)).unwrap_or(1000))
+                .send()
+                .await
+                .map_err(classify)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() || out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Bodies of runs by id, in the order given (missing ones skipped).
+    async fn batch_get_runs(&self, ids: &[String]) -> StoreResult<Vec<FlowRun>> {
+        let mut found: HashMap<String, FlowRun> = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|pk| HashMap::from([("pk".into(), s(pk.clone())), ("sk".into(), s("R"))]))
+                .collect();
+            let mut attempts = 0;
+            while !keys.is_empty() {
+                let req = KeysAndAttributes::builder()
+                    .set_keys(Some(keys.clone()))
+                    .build()
+                    .map_err(StoreError::backend)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for item in out.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                    let pk = get_s(&item, "pk").unwrap_or_default().to_owned();
+                    found.insert(pk, decode(&item)?);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                attempts += 1;
+                if !keys.is_empty() {
+                    if attempts > 8 {
+                        return Err(StoreError::Unavailable {
+                            source: "BatchGetItem left keys unprocessed after 8 attempts".into(),
+                        });
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempts)).await;
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn release_slots(&self, run: RunId, keys: &[String]) -> StoreResult<()> {
+        for key in keys {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(SLOTS))
+                .key("sk", s(key.clone()))
+                .update_expression("DELETE holders :r")
+                .expression_attribute_values(":r", AttributeValue::Ss(vec![run.to_string()]))
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    /// Removes slot holders whose runs are no longer held (a writer that died between a run's
+    /// final write and its slot release). Returns how many were removed.
+    pub async fn sweep_stale_slots(&self) -> StoreResult<usize> {
+        let mut removed = 0;
+        for item in self.query_partition(SLOTS).await? {
+            let key = get_s(&item, "sk").unwrap_or_default().to_owned();
+            let holders = item
+                .get("holders")
+                .and_then(|v| v.as_ss().ok())
+                .cloned()
+                .unwrap_or_default();
+            if holders.is_empty() {
+                continue;
+            }
+            let pks: Vec<String> = holders.iter().map(|h| format!("R#{h}")).collect();
+            let held: HashSet<String> = self
+                .batch_get_runs(&pks)
+                .await?
+                .into_iter()
+                .filter(|r| r.state.is_held() && r.slots.contains(&key))
+                .map(|r| r.id.to_string())
+                .collect();
+            for h in holders.iter().filter(|h| !held.contains(*h)) {
+                if let Ok(id) = h.parse() {
+                    self.release_slots(id, std::slice::from_ref(&key)).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl QueueStore for DynamoStore {
+    async fn create_queue(&self, queue: &WorkQueue) -> StoreResult<()> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(QUEUES))
+            .item("sk", s(queue.name.clone()))
+            .item("body", s(encode(queue)?))
+            .item("version", n(queue.version))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => {
+                Err(StoreError::Conflict(format!("work queue {} exists", queue.name)))
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn update_queue(&self, queue: &WorkQueue, expected_version: u64) -> StoreResult<()> {
+        let mut stored = queue.clone();
+        stored.version = expected_version + 1;
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(QUEUES))
+            .item("sk", s(queue.name.clone()))
+            .item("body", s(encode(&stored)?))
+            .item("version", n(stored.version))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
+                "work queue {} changed or is gone",
+                queue.name
+            ))),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn get_queue(&self, name: &str) -> StoreResult<Option<WorkQueue>> {
+        self.get_item(QUEUES, name, true)
+            .await?
+            .map(|i| decode(&i))
+            .transpose()
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<WorkQueue>> {
+        self.query_partition(QUEUES)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn delete_queue(&self, name: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(QUEUES))
+            .key("sk", s(name))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeploymentStore for DynamoStore {
+    async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>> {
+        self.get_item(DEPLOYMENTS, &id.to_string(), true)
+            .await?
+            .map(|i| decode(&i))
+            .transpose()
+    }
+
+    async fn list_deployments(&self) -> StoreResult<Vec<Deployment>> {
+        self.query_partition(DEPLOYMENTS)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn put_deployment(
+        &self,
+        deployment: &Deployment,
+        expected_revision: Option<u64>,
+    ) -> StoreResult<()> {
+        let id = deployment.id.to_string();
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(DEPLOYMENTS))
+            .item("sk", s(id.clone()))
+            .item("body", s(encode(deployment)?))
+            .item("revision", n(deployment.revision));
+        if let Some(t) = deployment.next_tick_at {
+            req = req
+                .item("h_pk", s("H"))
+                .item("h_sk", s(format!("{}#{id}", ms_key(t))));
+        }
+        req = match expected_revision {
+            None => req.condition_expression("attribute_not_exists(pk)"),
+            Some(r) => req
+                .condition_expression("revision = :r")
+                .expression_attribute_values(":r", n(r)),
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
+                "deployment {id} changed, exists or is gone"
+            ))),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn delete_deployment(
+        &self,
+        id: &DeploymentId,
+        expected_revision: u64,
+    ) -> StoreResult<()> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(DEPLOYMENTS))
+            .key("sk", s(id.to_string()))
+            .condition_expression("revision = :r")
+            .expression_attribute_values(":r", n(expected_revision))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
+                "deployment {id} changed or is gone"
+            ))),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn deployments_due_for_tick(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>> {
+        let upper = format!("{}#~", ms_key(now));
+        let items = self
+            .query_index(index::HORIZON, "h_pk", "H", Some(("h_sk", &upper)), true, limit, None)
+            .await?;
+        items.iter().map(decode).collect()
+    }
+}
+
+#[async_trait]
+impl RunStore for DynamoStore {
+    async fn insert_run(&self, run: &FlowRun) -> StoreResult<InsertOutcome> {
+        let item = run_item(run)?;
+        for _ in 0..3 {
+            let Some(key) = &run.idempotency_key else {
+                let r = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item.clone()))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .send()
+                    .await;
+                return match r {
+                    Ok(_) => Ok(InsertOutcome::Inserted),
+                    Err(e) if is_condition_failed(&e) => {
+                        let existing = match self.get_run(run.id).await? {
+                            Some(r) => r,
+                            None => continue,
+                        };
+                        // Our own earlier attempt (retried after a lost response) counts as ours.
+                        if existing == *run {
+                            return Ok(InsertOutcome::Inserted);
+                        }
+                        Ok(InsertOutcome::Exists(Box::new(existing)))
+                    }
+                    Err(e) => Err(classify(e)),
+                };
+            };
+            let idem_pk = format!("I#{}#{key}", run.deployment);
+            let put_run = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(StoreError::backend)?;
+            let put_key = Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(idem_pk.clone()))
+                .item("sk", s("I"))
+                .item("run_id", s(run.id.to_string()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(StoreError::backend)?;
+            let r = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put_run).build())
+                .transact_items(TransactWriteItem::builder().put(put_key).build())
+                .client_request_token(request_token(&[
+                    "insert",
+                    &self.table,
+                    get_s(&item, "body").unwrap_or_default(),
+                ]))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(InsertOutcome::Inserted),
+                Err(e) if e.code() == Some("TransactionCanceledException") => {
+                    let owner = self
+                        .get_item(&idem_pk, "I", true)
+                        .await?
+                        .and_then(|i| get_s(&i, "run_id").and_then(|s| s.parse().ok()));
+                    let existing_id = owner.unwrap_or(run.id);
+                    match self.get_run(existing_id).await? {
+                        Some(existing) => return Ok(InsertOutcome::Exists(Box::new(existing))),
+                        None => {
+                            // The key points at a run that was deleted: free the key and retry.
+                            self.client
+                                .delete_item()
+                                .table_name(&self.table)
+                                .key("pk", s(idem_pk))
+                                .key("sk", s("I"))
+                                .send()
+                                .await
+                                .map_err(classify)?;
+                        }
+                    }
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Err(StoreError::Conflict(format!("run {} could not be inserted", run.id)))
+    }
+
+    async fn get_run(&self, id: RunId) -> StoreResult<Option<FlowRun>> {
+        self.get_item(&run_pk(id), "R", true)
+            .await?
+            .map(|i| decode(&i))
+            .transpose()
+    }
+
+    async fn update_run(&self, run: &FlowRun, expected_version: u64) -> StoreResult<()> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(run_item(run)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match r {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if is_condition_failed(&e) => {
+                // A retry of our own write that already landed is a success.
+                if let Some(current) = self.get_run(run.id).await? {
+                    if current == *run {
+                        let _ = self.sweep_run_slots(&current).await;
+                        return Ok(());
+                    }
+                }
+                return Err(StoreError::Conflict(format!(
+                    "run {} is not at version {expected_version}",
+                    run.id
+                )));
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let released: Vec<String> = slots_of(&old)
+            .into_iter()
+            .filter(|k| !run.slots.contains(k))
+            .collect();
+        self.release_slots(run.id, &released).await
+    }
+
+    async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(id)))
+            .key("sk", s("R"))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                self.release_slots(id, &slots_of(&old)).await
+            }
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
+                "run {id} is not at version {expected_version}"
+            ))),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
+        let limit = if filter.limit == 0 { usize::MAX } else { filter.limit };
+        // Newest first; index pages are read until enough runs pass the filter.
+        let mut keys: Vec<(String, String)> = Vec::new(); // (sort key, pk)
+        let want = limit.saturating_mul(if filter.states.is_empty() && filter.work_queue.is_none() { 1 } else { 20 }).min(20_000);
+        match &filter.deployment {
+            Some(d) => {
+                for it in self
+                    .query_index(index::BY_DEPLOYMENT, "dep_pk", &format!("D#{d}"), None, false, want, None)
+                    .await?
+                {
+                    keys.push((get_s(&it, "dep_sk").unwrap_or_default().into(), get_s(&it, "pk").unwrap_or_default().into()));
+                }
+            }
+            None => {
+                for shard in 0..ALL_SHARDS {
+                    for it in self
+                        .query_index(index::ALL_RUNS, "all_pk", &format!("A#{shard}"), None, false, want, None)
+                        .await?
+                    {
+                        keys.push((get_s(&it, "all_sk").unwrap_or_default().into(), get_s(&it, "pk").unwrap_or_default().into()));
+                    }
+                }
+            }
+        }
+        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut out = Vec::new();
+        for chunk in keys.chunks(100) {
+            let pks: Vec<String> = chunk.iter().map(|k| k.1.clone()).collect();
+            for r in self.batch_get_runs(&pks).await? {
+                if (filter.states.is_empty() || filter.states.contains(&r.state))
+                    && filter.work_queue.as_ref().is_none_or(|q| *q == r.work_queue)
+                {
+                    out.push(r);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn due_runs(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let upper = format!("{}#~", ms_key(before));
+        let items = self
+            .query_index(index::DUE, "due_pk", &format!("Q#{queue}"), Some(("due_sk", &upper)), true, limit, None)
+            .await?;
+        items.iter().map(decode).collect()
+    }
+
+    async fn waiting_runs_of(&self, deployment: &DeploymentId) -> StoreResult<Vec<FlowRun>> {
+        let keys = self
+            .query_index(index::BY_DEPLOYMENT, "dep_pk", &format!("D#{deployment}"), None, true, 100_000, None)
+            .await?;
+        let pks: Vec<String> = keys.iter().filter_map(|k| get_s(k, "pk").map(str::to_owned)).collect();
+        Ok(self
+            .batch_get_runs(&pks)
+            .await?
+            .into_iter()
+            .filter(FlowRun::is_waiting)
+            .collect())
+    }
+
+    async fn expired_leases(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let keys = self
+            .query_index(
+                index::LEASES,
+                "lease_pk",
+                "L",
+                None,
+                true,
+                limit,
+                Some(("lease_expires < :now", ":now", n(now.timestamp_millis()))),
+            )
+            .await?;
+        let pks: Vec<String> = keys.iter().filter_map(|k| get_s(k, "pk").map(str::to_owned)).collect();
+        Ok(self
+            .batch_get_runs(&pks)
+            .await?
+            .into_iter()
+            .filter(|r| r.state.is_held() && r.lease.as_ref().is_some_and(|l| l.expires_at < now))
+            .collect())
+    }
+
+    async fn claim_run(
+        &self,
+        claimed: &FlowRun,
+        expected_version: u64,
+        slots: &[SlotTake],
+    ) -> StoreResult<ClaimOutcome> {
+        if slots.is_empty() {
+            return match self.update_run(claimed, expected_version).await {
+                Ok(()) => Ok(ClaimOutcome::Claimed(Box::new(claimed.clone()))),
+                Err(StoreError::Conflict(_)) => Ok(ClaimOutcome::Lost),
+                Err(e) => Err(e),
+            };
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(run_item(claimed)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(StoreError::backend)?;
+        let mut tx = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build());
+        let id = claimed.id.to_string();
+        for slot in slots {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(SLOTS))
+                .key("sk", s(slot.key.clone()))
+                .update_expression("ADD holders :r")
+                .condition_expression("attribute_not_exists(holders) OR size(holders) < :limit")
+                .expression_attribute_values(":r", AttributeValue::Ss(vec![id.clone()]))
+                .expression_attribute_values(":limit", n(slot.limit))
+                .build()
+                .map_err(StoreError::backend)?;
+            tx = tx.transact_items(TransactWriteItem::builder().update(update).build());
+        }
+        // The same claim replayed (a retried request) has the same token; any other differs.
+        let body = encode(claimed)?;
+        let token = request_token(&["claim", &self.table, &expected_version.to_string(), &body]);
+        match tx.client_request_token(token).send().await {
+            Ok(_) => Ok(ClaimOutcome::Claimed(Box::new(claimed.clone()))),
+            Err(SdkError::ServiceError(se)) if se.err().code() == Some("TransactionCanceledException") => {
+                let reasons: Vec<Option<String>> = match se.err() {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                        t.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                let failed = |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
+                if failed(0) || reasons.is_empty() {
+                    return Ok(ClaimOutcome::Lost);
+                }
+                for (i, slot) in slots.iter().enumerate() {
+                    if failed(i + 1) {
+                        return Ok(ClaimOutcome::SlotFull(slot.key.clone()));
+                    }
+                }
+                // Cancelled for another reason (a concurrent transaction on the same items).
+                Err(StoreError::Unavailable {
+                    source: format!("claim transaction cancelled: {reasons:?}").into(),
+                })
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn sweep_slots(&self) -> StoreResult<usize> {
+        self.sweep_stale_slots().await
+    }
+
+    async fn slot_holders(&self, key: &str) -> StoreResult<u32> {
+        Ok(self
+            .get_item(SLOTS, key, true)
+            .await?
+            .and_then(|i| i.get("holders").and_then(|v| v.as_ss().ok()).map(|v| v.len() as u32))
+            .unwrap_or(0))
+    }
+}
+
+impl DynamoStore {
+    /// Releases the slots a finished run still appears in (after a retried final write).
+    async fn sweep_run_slots(&self, run: &FlowRun) -> StoreResult<()> {
+        if run.state.is_terminal() || run.state.is_waiting() {
+            let keys: Vec<String> = self
+                .query_partition(SLOTS)
+                .await?
+                .iter()
+                .filter(|i| {
+                    i.get("holders")
+                        .and_then(|v| v.as_ss().ok())
+                        .is_some_and(|h| h.contains(&run.id.to_string()))
+                })
+                .filter_map(|i| get_s(i, "sk").map(str::to_owned))
+                .collect();
+            self.release_slots(run.id, &keys).await?;
+        }
+        Ok(())
+    }
+}

@@ -49,7 +49,7 @@ lock() {
     mkdir -p "$DIR"
     if command -v flock >/dev/null 2>&1; then
         exec 9>"$DIR/.lock"
-        flock 9
+        flock -w 180 9 || die "another emulators.sh has held $DIR/.lock for 3 minutes"
     fi
 }
 
@@ -163,6 +163,7 @@ answers() {
 launch() {
     local name="$1" pid
     mkdir -p "$LOG_DIR" "$RUN_DIR"
+    # The emulators must not inherit fd 9 (the lock), or they would hold it while they run.
     if port_in_use "$(port_of "$name")"; then
         die "port $(port_of "$name") (for $name) is already in use by another process; stop it or set $(port_var "$name") to a free port"
     fi
@@ -178,11 +179,11 @@ launch() {
             # -disableTelemetry: it must not try to phone home (no internet here anyway).
             (cd "$d" && exec nohup "$JAVA" -Xmx512m -Djava.library.path="$d/DynamoDBLocal_lib" \
                 -jar "$d/DynamoDBLocal.jar" -inMemory -sharedDb -disableTelemetry \
-                -port "$DDB_PORT" </dev/null >"$(log_file dynamodb)" 2>&1) &
+                -port "$DDB_PORT" </dev/null >"$(log_file dynamodb)" 2>&1 9>&-) &
             pid=$! ;;
         moto)
             nohup "$DIR/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" \
-                </dev/null >"$(log_file moto)" 2>&1 &
+                </dev/null >"$(log_file moto)" 2>&1 9>&- &
             pid=$! ;;
     esac
     echo "$pid" >"$(pid_file "$name")"

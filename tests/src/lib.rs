@@ -44,9 +44,62 @@ pub struct Server {
     /// A scratch directory for projects and manifests.
     pub work: tempfile::TempDir,
     token: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+/// Whether the AWS emulators are up for this test run (`scripts/test.sh` sets it).
+pub fn emulators_enabled() -> bool {
+    std::env::var("FERRY_EMULATORS").as_deref() == Ok("1")
 }
 
 impl Server {
+    /// Starts a server on the AWS backend (DynamoDB Local + moto) with its own fresh table and
+    /// bucket, created by `ferry aws bootstrap`. `None` (test skipped) without the emulators.
+    pub fn start_aws() -> Option<Self> {
+        if !emulators_enabled() {
+            eprintln!("skipped: AWS backend tests need FERRY_EMULATORS=1 (scripts/test.sh)");
+            return None;
+        }
+        let id = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let table = format!("ferry-e2e-{id}");
+        let bucket = format!("ferry-e2e-{id}");
+        let env = [
+            ("FERRY_BACKEND", "aws"),
+            ("FERRY_TABLE", table.as_str()),
+            ("FERRY_BUCKET", bucket.as_str()),
+        ];
+        let out = Command::new(ferry_bin())
+            .args(["aws", "bootstrap"])
+            .envs(env)
+            .output()
+            .expect("running ferry aws bootstrap");
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Self::start_with(
+            &["--tick-interval", "200ms", "--late-after", "2s"],
+            &env,
+        ))
+    }
+
+    /// Starts a server on the embedded backend (`false`) or the AWS one (`true`, `None` when
+    /// the emulators are not running).
+    pub fn start_on(aws: bool) -> Option<Self> {
+        if aws {
+            Self::start_aws()
+        } else {
+            Some(Self::start())
+        }
+    }
+
     /// Starts a server on 127.0.0.1:0 with a fast tick.
     pub fn start() -> Self {
         Self::start_with(&["--tick-interval", "200ms", "--late-after", "2s"], &[])
@@ -64,10 +117,13 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut token = None;
+        let mut extra = Vec::new();
         for (k, v) in env {
             cmd.env(k, v);
             if *k == "FERRY_API_TOKEN" {
                 token = Some(v.to_string());
+            } else {
+                extra.push((k.to_string(), v.to_string()));
             }
         }
         let mut child = cmd.spawn().expect("spawning ferry server");
@@ -95,6 +151,7 @@ impl Server {
             home,
             work,
             token,
+            env: extra,
         }
     }
 
@@ -109,6 +166,7 @@ impl Server {
         if let Some(t) = &self.token {
             cmd.env("FERRY_API_TOKEN", t);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.output().expect("running ferry")
     }
 
@@ -235,6 +293,7 @@ impl Server {
             .current_dir(self.work.path())
             .env("FERRY_HOME", self.home.path())
             .env("FERRY_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -99,7 +99,18 @@ fn max_concurrency(ev: &[(String, String, u32, f64)]) -> usize {
 
 #[test]
 fn parameters_reach_a_python_function_and_watch_streams_logs() {
-    let s = Server::start();
+    parameters_reach_a_python_function_and_watch_streams_logs_on(false);
+}
+
+#[test]
+fn parameters_reach_a_python_function_and_watch_streams_logs_on_aws() {
+    parameters_reach_a_python_function_and_watch_streams_logs_on(true);
+}
+
+fn parameters_reach_a_python_function_and_watch_streams_logs_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = project(&s);
     s.ok(&[
         "deployment",
@@ -140,7 +151,18 @@ fn parameters_reach_a_python_function_and_watch_streams_logs() {
 
 #[test]
 fn three_agents_execute_each_of_210_runs_exactly_once() {
-    let s = Server::start();
+    three_agents_execute_each_of_210_runs_exactly_once_on(false);
+}
+
+#[test]
+fn three_agents_execute_each_of_210_runs_exactly_once_on_aws() {
+    three_agents_execute_each_of_210_runs_exactly_once_on(true);
+}
+
+fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = project(&s);
     let out = build(&s, &proj, "many", "none", &[]);
     let ids: Vec<String> = (0..210)
@@ -181,7 +203,18 @@ fn three_agents_execute_each_of_210_runs_exactly_once() {
 
 #[test]
 fn queue_and_deployment_limits_hold_across_agents() {
-    let s = Server::start();
+    queue_and_deployment_limits_hold_across_agents_on(false);
+}
+
+#[test]
+fn queue_and_deployment_limits_hold_across_agents_on_aws() {
+    queue_and_deployment_limits_hold_across_agents_on(true);
+}
+
+fn queue_and_deployment_limits_hold_across_agents_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = project(&s);
     s.ok(&["work-queue", "create", "narrow", "--limit", "2"]);
     let q_out = build(
@@ -221,7 +254,18 @@ fn queue_and_deployment_limits_hold_across_agents() {
 
 #[test]
 fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed() {
-    let s = Server::start();
+    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(false);
+}
+
+#[test]
+fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on_aws() {
+    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(true);
+}
+
+fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = project(&s);
     let out = build(
         &s,
@@ -270,7 +314,18 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed() {
 
 #[test]
 fn cancel_kills_the_whole_process_group() {
-    let s = Server::start();
+    cancel_kills_the_whole_process_group_on(false);
+}
+
+#[test]
+fn cancel_kills_the_whole_process_group_on_aws() {
+    cancel_kills_the_whole_process_group_on(true);
+}
+
+fn cancel_kills_the_whole_process_group_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = project(&s);
     let out = build(&s, &proj, "spawner", "spawn", &[]);
     let _agent = s.agent(&[]);
@@ -326,7 +381,18 @@ fn a_timeout_fails_the_run_and_kills_the_whole_process_group() {
 
 #[test]
 fn a_failed_attempt_is_retried_after_the_delay() {
-    let s = Server::start();
+    a_failed_attempt_is_retried_after_the_delay_on(false);
+}
+
+#[test]
+fn a_failed_attempt_is_retried_after_the_delay_on_aws() {
+    a_failed_attempt_is_retried_after_the_delay_on(true);
+}
+
+fn a_failed_attempt_is_retried_after_the_delay_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = project(&s);
     build(
         &s,

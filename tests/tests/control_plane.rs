@@ -99,7 +99,18 @@ fn non_loopback_bind_needs_a_token_and_the_token_is_enforced() {
 
 #[test]
 fn work_queue_lifecycle() {
-    let s = Server::start();
+    work_queue_lifecycle_on(false);
+}
+
+#[test]
+fn work_queue_lifecycle_on_aws() {
+    work_queue_lifecycle_on(true);
+}
+
+fn work_queue_lifecycle_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let qs = s.json(&["work-queue", "ls"]);
     assert_eq!(qs[0]["name"], "default");
     s.ok(&[
@@ -144,7 +155,18 @@ fn work_queue_lifecycle() {
 
 #[test]
 fn build_apply_schedules_runs_and_reapply_changes_nothing() {
-    let s = Server::start();
+    build_apply_schedules_runs_and_reapply_changes_nothing_on(false);
+}
+
+#[test]
+fn build_apply_schedules_runs_and_reapply_changes_nothing_on_aws() {
+    build_apply_schedules_runs_and_reapply_changes_nothing_on(true);
+}
+
+fn build_apply_schedules_runs_and_reapply_changes_nothing_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = etl_project(&s);
     s.ok(&["work-queue", "create", "prod"]);
     let out = s.ok(&[
@@ -260,7 +282,18 @@ fn build_apply_schedules_runs_and_reapply_changes_nothing() {
 
 #[test]
 fn changing_the_schedule_replaces_future_runs() {
-    let s = Server::start();
+    changing_the_schedule_replaces_future_runs_on(false);
+}
+
+#[test]
+fn changing_the_schedule_replaces_future_runs_on_aws() {
+    changing_the_schedule_replaces_future_runs_on(true);
+}
+
+fn changing_the_schedule_replaces_future_runs_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = etl_project(&s);
     s.ok(&[
         "deployment",
@@ -334,7 +367,18 @@ fn changing_the_schedule_replaces_future_runs() {
 
 #[test]
 fn ad_hoc_runs_idempotency_inspect_and_cancel() {
-    let s = Server::start();
+    ad_hoc_runs_idempotency_inspect_and_cancel_on(false);
+}
+
+#[test]
+fn ad_hoc_runs_idempotency_inspect_and_cancel_on_aws() {
+    ad_hoc_runs_idempotency_inspect_and_cancel_on(true);
+}
+
+fn ad_hoc_runs_idempotency_inspect_and_cancel_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = etl_project(&s);
     s.ok(&[
         "deployment",
@@ -408,7 +452,18 @@ fn ad_hoc_runs_idempotency_inspect_and_cancel() {
 
 #[test]
 fn queue_preview_lists_written_and_planned_runs() {
-    let s = Server::start();
+    queue_preview_lists_written_and_planned_runs_on(false);
+}
+
+#[test]
+fn queue_preview_lists_written_and_planned_runs_on_aws() {
+    queue_preview_lists_written_and_planned_runs_on(true);
+}
+
+fn queue_preview_lists_written_and_planned_runs_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = etl_project(&s);
     s.ok(&[
         "deployment",
@@ -444,7 +499,18 @@ fn queue_preview_lists_written_and_planned_runs() {
 
 #[test]
 fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
-    let s = Server::start();
+    bad_input_is_refused_with_the_field_named_and_nothing_written_on(false);
+}
+
+#[test]
+fn bad_input_is_refused_with_the_field_named_and_nothing_written_on_aws() {
+    bad_input_is_refused_with_the_field_named_and_nothing_written_on(true);
+}
+
+fn bad_input_is_refused_with_the_field_named_and_nothing_written_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
     let proj = etl_project(&s);
     let cases: &[(&[&str], &str)] = &[
         (&["--cron", "0 0 2 * * *"], "cron"),

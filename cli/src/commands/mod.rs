@@ -68,10 +68,14 @@ async fn aws_bootstrap(table: &str, bucket: &str) -> Result<()> {
     use anyhow::Context;
     let sdk = ferry_aws::config::sdk_config().await;
     let region = sdk.region().map(|r| r.to_string());
-    let created = ferry_aws::bootstrap::ensure_table(&ferry_aws::config::dynamodb_client(&sdk), table)
-        .await
-        .with_context(|| format!("creating table {table}"))?;
-    println!("Table {table}: {}", if created { "created" } else { "exists" });
+    let created =
+        ferry_aws::bootstrap::ensure_table(&ferry_aws::config::dynamodb_client(&sdk), table)
+            .await
+            .with_context(|| format!("creating table {table}"))?;
+    println!(
+        "Table {table}: {}",
+        if created { "created" } else { "exists" }
+    );
     let created = ferry_aws::bootstrap::ensure_bucket(
         &ferry_aws::config::s3_client(&sdk),
         bucket,
@@ -79,7 +83,10 @@ async fn aws_bootstrap(table: &str, bucket: &str) -> Result<()> {
     )
     .await
     .with_context(|| format!("creating bucket {bucket}"))?;
-    println!("Bucket {bucket}: {}", if created { "created" } else { "exists" });
+    println!(
+        "Bucket {bucket}: {}",
+        if created { "created" } else { "exists" }
+    );
     // The default queue exists from the start.
     let store = ferry_aws::DynamoStore::new(ferry_aws::config::dynamodb_client(&sdk), table);
     let q = ferry_core::WorkQueue::new(ferry_core::queue::DEFAULT_QUEUE, chrono::Utc::now());

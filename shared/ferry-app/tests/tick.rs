@@ -271,7 +271,10 @@ async fn one_tick_drains_every_due_deployment_in_batches() {
     e.ferry.settings.tick_batch = 10;
     for i in 0..25 {
         e.ferry
-            .apply_deployment(spec(&format!("b{i}"), serde_json::json!({"cron": "0 * * * *"})))
+            .apply_deployment(spec(
+                &format!("b{i}"),
+                serde_json::json!({"cron": "0 * * * *"}),
+            ))
             .await
             .unwrap();
     }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TableStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
 };
 
 use crate::dynamo::index;
@@ -85,14 +84,24 @@ pub async fn ensure_table(
         );
     }
     req = req
-        .global_secondary_indexes(gsi(index::DUE, "due_pk", "due_sk", projection(ProjectionType::All, &[])))
+        .global_secondary_indexes(gsi(
+            index::DUE,
+            "due_pk",
+            "due_sk",
+            projection(ProjectionType::All, &[]),
+        ))
         .global_secondary_indexes(gsi(
             index::LEASES,
             "lease_pk",
             "lease_sk",
             projection(ProjectionType::Include, &["lease_expires"]),
         ))
-        .global_secondary_indexes(gsi(index::HORIZON, "h_pk", "h_sk", projection(ProjectionType::All, &[])))
+        .global_secondary_indexes(gsi(
+            index::HORIZON,
+            "h_pk",
+            "h_sk",
+            projection(ProjectionType::All, &[]),
+        ))
         .global_secondary_indexes(gsi(
             index::BY_DEPLOYMENT,
             "dep_pk",

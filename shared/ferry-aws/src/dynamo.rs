@@ -85,17 +85,19 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
         }
-        SdkError::ServiceError(se) => matches!(
-            se.err().code(),
-            Some(
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "ServiceUnavailable"
-                    | "TransactionInProgressException"
-            )
-        ) || se.raw().status().is_server_error(),
+        SdkError::ServiceError(se) => {
+            matches!(
+                se.err().code(),
+                Some(
+                    "ProvisionedThroughputExceededException"
+                        | "ThrottlingException"
+                        | "RequestLimitExceeded"
+                        | "InternalServerError"
+                        | "ServiceUnavailable"
+                        | "TransactionInProgressException"
+                )
+            ) || se.raw().status().is_server_error()
+        }
         _ => false,
     };
     if transient {
@@ -311,7 +313,12 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(classify)?;
-                for item in out.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
                     let pk = get_s(&item, "pk").unwrap_or_default().to_owned();
                     found.insert(pk, decode(&item)?);
                 }
@@ -399,9 +406,10 @@ impl QueueStore for DynamoStore {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => {
-                Err(StoreError::Conflict(format!("work queue {} exists", queue.name)))
-            }
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
+                "work queue {} exists",
+                queue.name
+            ))),
             Err(e) => Err(classify(e)),
         }
     }
@@ -541,7 +549,15 @@ impl DeploymentStore for DynamoStore {
     ) -> StoreResult<Vec<Deployment>> {
         let upper = format!("{}#~", ms_key(now));
         let items = self
-            .query_index(index::HORIZON, "h_pk", "H", Some(("h_sk", &upper)), true, limit, None)
+            .query_index(
+                index::HORIZON,
+                "h_pk",
+                "H",
+                Some(("h_sk", &upper)),
+                true,
+                limit,
+                None,
+            )
             .await?;
         items.iter().map(decode).collect()
     }
@@ -633,7 +649,10 @@ impl RunStore for DynamoStore {
                 Err(e) => return Err(classify(e)),
             }
         }
-        Err(StoreError::Conflict(format!("run {} could not be inserted", run.id)))
+        Err(StoreError::Conflict(format!(
+            "run {} could not be inserted",
+            run.id
+        )))
     }
 
     async fn get_run(&self, id: RunId) -> StoreResult<Option<FlowRun>> {
@@ -704,26 +723,58 @@ impl RunStore for DynamoStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
-        let limit = if filter.limit == 0 { usize::MAX } else { filter.limit };
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
         // Newest first; index pages are read until enough runs pass the filter.
         let mut keys: Vec<(String, String)> = Vec::new(); // (sort key, pk)
-        let want = limit.saturating_mul(if filter.states.is_empty() && filter.work_queue.is_none() { 1 } else { 20 }).min(20_000);
+        let want = limit
+            .saturating_mul(if filter.states.is_empty() && filter.work_queue.is_none() {
+                1
+            } else {
+                20
+            })
+            .min(20_000);
         match &filter.deployment {
             Some(d) => {
                 for it in self
-                    .query_index(index::BY_DEPLOYMENT, "dep_pk", &format!("D#{d}"), None, false, want, None)
+                    .query_index(
+                        index::BY_DEPLOYMENT,
+                        "dep_pk",
+                        &format!("D#{d}"),
+                        None,
+                        false,
+                        want,
+                        None,
+                    )
                     .await?
                 {
-                    keys.push((get_s(&it, "dep_sk").unwrap_or_default().into(), get_s(&it, "pk").unwrap_or_default().into()));
+                    keys.push((
+                        get_s(&it, "dep_sk").unwrap_or_default().into(),
+                        get_s(&it, "pk").unwrap_or_default().into(),
+                    ));
                 }
             }
             None => {
                 for shard in 0..ALL_SHARDS {
                     for it in self
-                        .query_index(index::ALL_RUNS, "all_pk", &format!("A#{shard}"), None, false, want, None)
+                        .query_index(
+                            index::ALL_RUNS,
+                            "all_pk",
+                            &format!("A#{shard}"),
+                            None,
+                            false,
+                            want,
+                            None,
+                        )
                         .await?
                     {
-                        keys.push((get_s(&it, "all_sk").unwrap_or_default().into(), get_s(&it, "pk").unwrap_or_default().into()));
+                        keys.push((
+                            get_s(&it, "all_sk").unwrap_or_default().into(),
+                            get_s(&it, "pk").unwrap_or_default().into(),
+                        ));
                     }
                 }
             }
@@ -734,7 +785,10 @@ impl RunStore for DynamoStore {
             let pks: Vec<String> = chunk.iter().map(|k| k.1.clone()).collect();
             for r in self.batch_get_runs(&pks).await? {
                 if (filter.states.is_empty() || filter.states.contains(&r.state))
-                    && filter.work_queue.as_ref().is_none_or(|q| *q == r.work_queue)
+                    && filter
+                        .work_queue
+                        .as_ref()
+                        .is_none_or(|q| *q == r.work_queue)
                 {
                     out.push(r);
                     if out.len() >= limit {
@@ -754,16 +808,35 @@ impl RunStore for DynamoStore {
     ) -> StoreResult<Vec<FlowRun>> {
         let upper = format!("{}#~", ms_key(before));
         let items = self
-            .query_index(index::DUE, "due_pk", &format!("Q#{queue}"), Some(("due_sk", &upper)), true, limit, None)
+            .query_index(
+                index::DUE,
+                "due_pk",
+                &format!("Q#{queue}"),
+                Some(("due_sk", &upper)),
+                true,
+                limit,
+                None,
+            )
             .await?;
         items.iter().map(decode).collect()
     }
 
     async fn waiting_runs_of(&self, deployment: &DeploymentId) -> StoreResult<Vec<FlowRun>> {
         let keys = self
-            .query_index(index::BY_DEPLOYMENT, "dep_pk", &format!("D#{deployment}"), None, true, 100_000, None)
+            .query_index(
+                index::BY_DEPLOYMENT,
+                "dep_pk",
+                &format!("D#{deployment}"),
+                None,
+                true,
+                100_000,
+                None,
+            )
             .await?;
-        let pks: Vec<String> = keys.iter().filter_map(|k| get_s(k, "pk").map(str::to_owned)).collect();
+        let pks: Vec<String> = keys
+            .iter()
+            .filter_map(|k| get_s(k, "pk").map(str::to_owned))
+            .collect();
         Ok(self
             .batch_get_runs(&pks)
             .await?
@@ -772,11 +845,7 @@ impl RunStore for DynamoStore {
             .collect())
     }
 
-    async fn expired_leases(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreResult<Vec<FlowRun>> {
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<FlowRun>> {
         let keys = self
             .query_index(
                 index::LEASES,
@@ -788,7 +857,10 @@ impl RunStore for DynamoStore {
                 Some(("lease_expires < :now", ":now", n(now.timestamp_millis()))),
             )
             .await?;
-        let pks: Vec<String> = keys.iter().filter_map(|k| get_s(k, "pk").map(str::to_owned)).collect();
+        let pks: Vec<String> = keys
+            .iter()
+            .filter_map(|k| get_s(k, "pk").map(str::to_owned))
+            .collect();
         Ok(self
             .batch_get_runs(&pks)
             .await?
@@ -840,14 +912,18 @@ impl RunStore for DynamoStore {
         let token = request_token(&["claim", &self.table, &expected_version.to_string(), &body]);
         match tx.client_request_token(token).send().await {
             Ok(_) => Ok(ClaimOutcome::Claimed(Box::new(claimed.clone()))),
-            Err(SdkError::ServiceError(se)) if se.err().code() == Some("TransactionCanceledException") => {
+            Err(SdkError::ServiceError(se))
+                if se.err().code() == Some("TransactionCanceledException") =>
+            {
                 let reasons: Vec<Option<String>> = match se.err() {
                     aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
                         t.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect()
                     }
                     _ => Vec::new(),
                 };
-                let failed = |i: usize| reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed");
+                let failed = |i: usize| {
+                    reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
+                };
                 if failed(0) || reasons.is_empty() {
                     return Ok(ClaimOutcome::Lost);
                 }
@@ -873,7 +949,11 @@ impl RunStore for DynamoStore {
         Ok(self
             .get_item(SLOTS, key, true)
             .await?
-            .and_then(|i| i.get("holders").and_then(|v| v.as_ss().ok()).map(|v| v.len() as u32))
+            .and_then(|i| {
+                i.get("holders")
+                    .and_then(|v| v.as_ss().ok())
+                    .map(|v| v.len() as u32)
+            })
             .unwrap_or(0))
     }
 }

@@ -47,10 +47,33 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     let store = fresh_store().await;
     let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let d = DeploymentId::new("f", "d").unwrap();
-    let r = FlowRun::new_scheduled(RunId::scheduled(&d, t), d, "q".into(), Default::default(), t, Origin::Schedule, 1, t);
+    let r = FlowRun::new_scheduled(
+        RunId::scheduled(&d, t),
+        d,
+        "q".into(),
+        Default::default(),
+        t,
+        Origin::Schedule,
+        1,
+        t,
+    );
     store.insert_run(&r).await.unwrap();
-    let slot = SlotTake { key: "Q#q".into(), limit: 1 };
-    let claimed = transition(&r, RunEvent::Claim { lease: RunLease { agent_id: "a".into(), expires_at: t }, slots: vec![slot.key.clone()] }, t).unwrap();
+    let slot = SlotTake {
+        key: "Q#q".into(),
+        limit: 1,
+    };
+    let claimed = transition(
+        &r,
+        RunEvent::Claim {
+            lease: RunLease {
+                agent_id: "a".into(),
+                expires_at: t,
+            },
+            slots: vec![slot.key.clone()],
+        },
+        t,
+    )
+    .unwrap();
     store.claim_run(&claimed, 0, &[slot]).await.unwrap();
     assert_eq!(store.slot_holders("Q#q").await.unwrap(), 1);
     // Nothing to sweep while the run is held.
@@ -62,10 +85,19 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
         .client()
         .put_item()
         .table_name(store.table())
-        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("R#{}", r.id)))
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("R#{}", r.id)),
+        )
         .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("R".into()))
-        .item("body", aws_sdk_dynamodb::types::AttributeValue::S(serde_json::to_string(&done).unwrap()))
-        .item("version", aws_sdk_dynamodb::types::AttributeValue::N(done.version.to_string()))
+        .item(
+            "body",
+            aws_sdk_dynamodb::types::AttributeValue::S(serde_json::to_string(&done).unwrap()),
+        )
+        .item(
+            "version",
+            aws_sdk_dynamodb::types::AttributeValue::N(done.version.to_string()),
+        )
         .send()
         .await
         .unwrap();

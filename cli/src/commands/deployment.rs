@@ -141,7 +141,21 @@ async fn build(args: BuildArgs) -> Result<()> {
     let key = format!("/bundles/{}", packed.sha256);
     let size = packed.bytes.len() as u64;
     if !client.exists(&key).await? {
-        client.put_bytes(&key, packed.bytes).await?;
+        // AWS mode hands out a presigned S3 PUT (API Gateway caps bodies at 10 MB); the
+        // embedded server takes the bytes itself.
+        let (_, upload): (_, serde_json::Value) = client
+            .send_json(
+                Method::POST,
+                &format!("{key}/upload-url"),
+                &serde_json::json!({}),
+            )
+            .await?;
+        match serde_json::from_value::<Option<ferry_core::ports::UploadTarget>>(
+            upload["target"].clone(),
+        )? {
+            Some(target) => client.put_direct(&target, packed.bytes).await?,
+            None => client.put_bytes(&key, packed.bytes).await?,
+        }
     }
     spec.bundle = Some(BundleRef {
         sha256: packed.sha256.clone(),

@@ -364,6 +364,24 @@ pub(crate) async fn put_bundle(
     ))
 }
 
+/// Where to upload a bundle.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UploadUrl {
+    /// A direct upload (presigned S3 PUT); `null`: upload with `PUT /v1/bundles/{sha256}`.
+    pub target: Option<ferry_core::ports::UploadTarget>,
+}
+
+#[utoipa::path(post, path = "/v1/bundles/{sha256}/upload-url", params(("sha256" = String, Path)),
+    responses((status = 200, body = UploadUrl), (status = 400, body = ErrorBody)))]
+pub(crate) async fn bundle_upload_url(
+    State(s): State<ApiState>,
+    Path(sha256): Path<String>,
+) -> ApiResult<Json<UploadUrl>> {
+    Ok(Json(UploadUrl {
+        target: s.ferry.bundle_upload_target(&sha256).await?,
+    }))
+}
+
 #[utoipa::path(head, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path)),
     responses((status = 200), (status = 404)))]
 pub(crate) async fn head_bundle(

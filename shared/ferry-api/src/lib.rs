@@ -54,6 +54,7 @@ pub struct ApiState {
         handlers::run_logs,
         handlers::put_bundle,
         handlers::head_bundle,
+        handlers::bundle_upload_url,
         handlers::get_bundle,
     ),
     components(schemas(ErrorBody))
@@ -85,6 +86,7 @@ pub fn router(state: ApiState) -> Router {
             "/bundles/{sha256}",
             put(put_bundle).head(head_bundle).get(get_bundle),
         )
+        .route("/bundles/{sha256}/upload-url", post(bundle_upload_url))
         .layer(DefaultBodyLimit::max(
             ferry_core::limits::MAX_BUNDLE_BYTES + 1024,
         ))

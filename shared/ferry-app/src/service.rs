@@ -614,6 +614,24 @@ impl Ferry {
         }
     }
 
+    /// Where the client should upload bundle `sha256` itself (`None`: through the API).
+    pub async fn bundle_upload_target(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<ferry_core::ports::UploadTarget>, AppError> {
+        let ok = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ok {
+            return Err(AppError::invalid(
+                "sha256",
+                format!("{sha256:?} is not a lowercase hex sha256 (64 characters)"),
+            ));
+        }
+        Ok(self.code.upload_target(sha256).await?)
+    }
+
     /// Whether a bundle is stored.
     pub async fn has_bundle(&self, sha256: &str) -> Result<bool, AppError> {
         Ok(self.code.has_bundle(sha256).await?)

@@ -94,7 +94,7 @@ pub async fn ensure_table(
             index::LEASES,
             "lease_pk",
             "lease_sk",
-            projection(ProjectionType::Include, &["lease_expires"]),
+            projection(ProjectionType::KeysOnly, &[]),
         ))
         .global_secondary_indexes(gsi(
             index::HORIZON,

@@ -9,19 +9,22 @@
 //! | concurrency slot | `SLOTS` | slot key | `holders`: string set of run ids |
 //!
 //! Indexes (all sparse): `due` (`Q#<queue>` → `<scheduled ms>#<id>`, projection ALL: agents read
-//! bodies straight from it), `leases` (`L` → run id, INCLUDE `lease_expires`), `horizon` (`H` →
+//! bodies straight from it), `leases` (`L` → run id, KEYS_ONLY: a heartbeat costs no index
+//! write), `horizon` (`H` →
 //! `<next_tick ms>#<id>`, ALL), `by_deployment` (`D#<id>` → `<scheduled ms>#<id>`, KEYS_ONLY)
 //! and `all_runs` (8 shards `A#<n>` → `<scheduled ms>#<id>`, KEYS_ONLY). KEYS_ONLY indexes cost a
 //! write only when a run is inserted or deleted, not on every state change. An index read is a
 //! hint: every decision is a conditional write on the base item.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -60,6 +63,81 @@ pub mod index {
 pub struct DynamoStore {
     client: Client,
     table: String,
+    meter: Option<Arc<CapacityMeter>>,
+}
+
+/// Requests and capacity units consumed, as DynamoDB reports them (`ReturnConsumedCapacity`),
+/// for benchmarks. Units are counted in thousandths.
+#[derive(Debug, Default)]
+pub struct CapacityMeter {
+    /// Requests sent (successful ones; failed conditional writes are not reported back).
+    pub requests: AtomicU64,
+    /// Read capacity units × 1000.
+    pub read_milli: AtomicU64,
+    /// Write capacity units × 1000.
+    pub write_milli: AtomicU64,
+}
+
+impl CapacityMeter {
+    /// (requests, read units, write units) so far.
+    pub fn snapshot(&self) -> (u64, f64, f64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.read_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            self.write_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+        )
+    }
+}
+
+/// Outputs that carry consumed capacity: (units, is_write).
+trait Consumed {
+    fn consumed(&self) -> (f64, bool);
+}
+
+fn units(c: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) -> f64 {
+    c.and_then(|c| c.capacity_units()).unwrap_or(0.0)
+}
+
+macro_rules! consumed {
+    ($($t:ty => $write:expr),* $(,)?) => {$(
+        impl Consumed for $t {
+            fn consumed(&self) -> (f64, bool) {
+                (units(self.consumed_capacity()), $write)
+            }
+        }
+    )*};
+}
+
+consumed!(
+    aws_sdk_dynamodb::operation::get_item::GetItemOutput => false,
+    aws_sdk_dynamodb::operation::query::QueryOutput => false,
+    aws_sdk_dynamodb::operation::put_item::PutItemOutput => true,
+    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput => true,
+    aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput => true,
+);
+
+impl Consumed for aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput {
+    fn consumed(&self) -> (f64, bool) {
+        (
+            self.consumed_capacity()
+                .iter()
+                .map(|c| c.capacity_units().unwrap_or(0.0))
+                .sum(),
+            false,
+        )
+    }
+}
+
+impl Consumed for aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput {
+    fn consumed(&self) -> (f64, bool) {
+        (
+            self.consumed_capacity()
+                .iter()
+                .map(|c| c.capacity_units().unwrap_or(0.0))
+                .sum(),
+            true,
+        )
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -194,7 +272,32 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            meter: None,
         }
+    }
+
+    /// Asks DynamoDB for the consumed capacity of every call and adds it to `meter`.
+    pub fn with_meter(mut self, meter: Arc<CapacityMeter>) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    fn rcc(&self) -> Option<ReturnConsumedCapacity> {
+        self.meter.as_ref().map(|_| ReturnConsumedCapacity::Total)
+    }
+
+    fn metered<O: Consumed>(&self, out: O) -> O {
+        if let Some(m) = &self.meter {
+            let (u, write) = out.consumed();
+            m.requests.fetch_add(1, Ordering::Relaxed);
+            let milli = (u * 1000.0).round() as u64;
+            if write {
+                m.write_milli.fetch_add(milli, Ordering::Relaxed);
+            } else {
+                m.read_milli.fetch_add(milli, Ordering::Relaxed);
+            }
+        }
+        out
     }
 
     /// The table name.
@@ -215,8 +318,10 @@ impl DynamoStore {
             .key("pk", s(pk))
             .key("sk", s(sk))
             .consistent_read(consistent)
+            .set_return_consumed_capacity(self.rcc())
             .send()
             .await
+            .map(|o| self.metered(o))
             .map_err(classify)?;
         Ok(out.item)
     }
@@ -233,8 +338,10 @@ impl DynamoStore {
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(pk))
                 .set_exclusive_start_key(start)
+                .set_return_consumed_capacity(self.rcc())
                 .send()
                 .await
+                .map(|o| self.metered(o))
                 .map_err(classify)?;
             out.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key;
@@ -280,8 +387,10 @@ impl DynamoStore {
             let page = q
                 .key_condition_expression(cond)
                 .limit(i32::try_from(limit.min(1000)).unwrap_or(1000))
+                .set_return_consumed_capacity(self.rcc())
                 .send()
                 .await
+                .map(|o| self.metered(o))
                 .map_err(classify)?;
             out.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key;
@@ -310,8 +419,10 @@ impl DynamoStore {
                     .client
                     .batch_get_item()
                     .request_items(&self.table, req)
+                    .set_return_consumed_capacity(self.rcc())
                     .send()
                     .await
+                    .map(|o| self.metered(o))
                     .map_err(classify)?;
                 for item in out
                     .responses
@@ -350,8 +461,10 @@ impl DynamoStore {
                 .key("sk", s(key.clone()))
                 .update_expression("DELETE holders :r")
                 .expression_attribute_values(":r", AttributeValue::Ss(vec![run.to_string()]))
+                .set_return_consumed_capacity(self.rcc())
                 .send()
                 .await
+                .map(|o| self.metered(o))
                 .map_err(classify)?;
         }
         Ok(())
@@ -402,8 +515,10 @@ impl QueueStore for DynamoStore {
             .item("body", s(encode(queue)?))
             .item("version", n(queue.version))
             .condition_expression("attribute_not_exists(pk)")
+            .set_return_consumed_capacity(self.rcc())
             .send()
-            .await;
+            .await
+            .map(|o| self.metered(o));
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
@@ -427,8 +542,10 @@ impl QueueStore for DynamoStore {
             .item("version", n(stored.version))
             .condition_expression("version = :v")
             .expression_attribute_values(":v", n(expected_version))
+            .set_return_consumed_capacity(self.rcc())
             .send()
-            .await;
+            .await
+            .map(|o| self.metered(o));
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
@@ -460,8 +577,10 @@ impl QueueStore for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(QUEUES))
             .key("sk", s(name))
+            .set_return_consumed_capacity(self.rcc())
             .send()
             .await
+            .map(|o| self.metered(o))
             .map_err(classify)?;
         Ok(())
     }
@@ -509,7 +628,12 @@ impl DeploymentStore for DynamoStore {
                 .condition_expression("revision = :r")
                 .expression_attribute_values(":r", n(r)),
         };
-        match req.send().await {
+        match req
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o))
+        {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
                 "deployment {id} changed, exists or is gone"
@@ -531,8 +655,10 @@ impl DeploymentStore for DynamoStore {
             .key("sk", s(id.to_string()))
             .condition_expression("revision = :r")
             .expression_attribute_values(":r", n(expected_revision))
+            .set_return_consumed_capacity(self.rcc())
             .send()
-            .await;
+            .await
+            .map(|o| self.metered(o));
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
@@ -578,8 +704,10 @@ impl RunStore for DynamoStore {
                     .return_values_on_condition_check_failure(
                         ReturnValuesOnConditionCheckFailure::AllOld,
                     )
+                    .set_return_consumed_capacity(self.rcc())
                     .send()
-                    .await;
+                    .await
+                    .map(|o| self.metered(o));
                 return match r {
                     Ok(_) => Ok(InsertOutcome::Inserted),
                     Err(e) if is_condition_failed(&e) => {
@@ -621,8 +749,10 @@ impl RunStore for DynamoStore {
                     &self.table,
                     get_s(&item, "body").unwrap_or_default(),
                 ]))
+                .set_return_consumed_capacity(self.rcc())
                 .send()
-                .await;
+                .await
+                .map(|o| self.metered(o));
             match r {
                 Ok(_) => return Ok(InsertOutcome::Inserted),
                 Err(e) if e.code() == Some("TransactionCanceledException") => {
@@ -640,8 +770,10 @@ impl RunStore for DynamoStore {
                                 .table_name(&self.table)
                                 .key("pk", s(idem_pk))
                                 .key("sk", s("I"))
+                                .set_return_consumed_capacity(self.rcc())
                                 .send()
                                 .await
+                                .map(|o| self.metered(o))
                                 .map_err(classify)?;
                         }
                     }
@@ -672,8 +804,10 @@ impl RunStore for DynamoStore {
             .expression_attribute_values(":v", n(expected_version))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .set_return_consumed_capacity(self.rcc())
             .send()
-            .await;
+            .await
+            .map(|o| self.metered(o));
         let old = match r {
             Ok(out) => out.attributes.unwrap_or_default(),
             Err(e) if is_condition_failed(&e) => {
@@ -708,8 +842,10 @@ impl RunStore for DynamoStore {
             .condition_expression("version = :v")
             .expression_attribute_values(":v", n(expected_version))
             .return_values(ReturnValue::AllOld)
+            .set_return_consumed_capacity(self.rcc())
             .send()
-            .await;
+            .await
+            .map(|o| self.metered(o));
         match r {
             Ok(out) => {
                 let old = out.attributes.unwrap_or_default();
@@ -846,27 +982,24 @@ impl RunStore for DynamoStore {
     }
 
     async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<FlowRun>> {
+        // The lease index is KEYS_ONLY with a stable key, so a heartbeat (which moves the
+        // expiry) costs no index write; the reaper reads the held runs' bodies instead —
+        // O(runs held right now), once per tick.
         let keys = self
-            .query_index(
-                index::LEASES,
-                "lease_pk",
-                "L",
-                None,
-                true,
-                limit,
-                Some(("lease_expires < :now", ":now", n(now.timestamp_millis()))),
-            )
+            .query_index(index::LEASES, "lease_pk", "L", None, true, 100_000, None)
             .await?;
         let pks: Vec<String> = keys
             .iter()
             .filter_map(|k| get_s(k, "pk").map(str::to_owned))
             .collect();
-        Ok(self
+        let mut expired: Vec<FlowRun> = self
             .batch_get_runs(&pks)
             .await?
             .into_iter()
             .filter(|r| r.state.is_held() && r.lease.as_ref().is_some_and(|l| l.expires_at < now))
-            .collect())
+            .collect();
+        expired.truncate(limit);
+        Ok(expired)
     }
 
     async fn claim_run(
@@ -910,7 +1043,13 @@ impl RunStore for DynamoStore {
         // The same claim replayed (a retried request) has the same token; any other differs.
         let body = encode(claimed)?;
         let token = request_token(&["claim", &self.table, &expected_version.to_string(), &body]);
-        match tx.client_request_token(token).send().await {
+        match tx
+            .client_request_token(token)
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o))
+        {
             Ok(_) => Ok(ClaimOutcome::Claimed(Box::new(claimed.clone()))),
             Err(SdkError::ServiceError(se))
                 if se.err().code() == Some("TransactionCanceledException") =>

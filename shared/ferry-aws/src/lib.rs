@@ -8,5 +8,5 @@ pub mod dynamo;
 pub mod s3;
 
 pub use config::AwsConfig;
-pub use dynamo::DynamoStore;
+pub use dynamo::{CapacityMeter, DynamoStore};
 pub use s3::{S3CodeStore, S3LogSink};

@@ -182,6 +182,20 @@ impl S3CodeStore {
 
 #[async_trait]
 impl CodeStore for S3CodeStore {
+    async fn upload_target(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<ferry_core::ports::UploadTarget>, CodeStoreError> {
+        let p = self
+            .presign_put(sha256, Duration::from_secs(15 * 60))
+            .await?;
+        Ok(Some(ferry_core::ports::UploadTarget {
+            url: p.url,
+            method: p.method,
+            headers: p.headers,
+        }))
+    }
+
     async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), CodeStoreError> {
         verify(sha256, bytes)?;
         if self.has_bundle(sha256).await? {

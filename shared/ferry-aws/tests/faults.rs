@@ -523,6 +523,9 @@ struct AgentStats {
     windows: Mutex<Vec<(Instant, Instant)>>,
     /// Runs whose `finish` returned an error (their Complete may have landed).
     finish_errors: Mutex<HashSet<RunId>>,
+    /// Runs an agent walked away from on purpose (a killed agent): the reaper must crash and
+    /// retry them.
+    abandoned: Mutex<HashSet<RunId>>,
 }
 
 async fn agent(
@@ -559,6 +562,12 @@ async fn agent(
             match ferry.claim(run, &name).await {
                 Ok(Claim::Claimed(run, _)) => {
                     stats.claims.fetch_add(1, Ordering::Relaxed);
+                    // About 1 claim in 25: the agent "dies" holding the run (Pending or Running).
+                    let die = rng.next() % 50;
+                    if die == 0 {
+                        stats.abandoned.lock().unwrap().insert(run.id);
+                        continue;
+                    }
                     let t0 = Instant::now();
                     let now_in = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                     stats.max_in_flight.fetch_max(now_in, Ordering::SeqCst);
@@ -578,6 +587,11 @@ async fn agent(
                         stats.in_flight.fetch_sub(1, Ordering::SeqCst);
                         continue;
                     };
+                    if die == 1 {
+                        stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        stats.abandoned.lock().unwrap().insert(id);
+                        continue;
+                    }
                     // The "flow" runs a little while.
                     tokio::time::sleep(Duration::from_millis(5 + rng.next() % 20)).await;
                     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -777,6 +791,11 @@ async fn runs_survive_throttling_5xx_and_dropped_responses_exactly_once() {
             parent.state
         );
     }
+    // Every run an agent walked away from was crashed by the reaper (and retried: above).
+    let abandoned = stats.abandoned.lock().unwrap().clone();
+    for id in &abandoned {
+        assert_eq!(by_id[id].state, StateType::Crashed, "abandoned run {id}");
+    }
     // (2) no run completed twice, and the store agrees with the agents.
     let completed = stats.completed.lock().unwrap().clone();
     let mut seen = HashSet::new();
@@ -833,10 +852,11 @@ async fn runs_survive_throttling_5xx_and_dropped_responses_exactly_once() {
         .filter(|r| r.state == StateType::Crashed)
         .count();
     println!(
-        "faults: {} | runs: {RUNS} originals, {} retries, {} crashed; claims={} lost={} slot_full={} not_started={} reaped_under_agent={} reaped_by_tick={} slots_swept_by_tick={} holders_before_final_sweep={} max_in_flight(agent view)={} max_overlap(completed windows)={overlap} max_slot_holders={max_holders} | use-case errors: transient={} finish_errors={} | seed={seed} setup={:.1}s agents={:.1}s",
+        "faults: {} | runs: {RUNS} originals, {} retries, {} crashed ({} abandoned by a \"dying\" agent); claims={} lost={} slot_full={} not_started={} reaped_under_agent={} reaped_by_tick={} slots_swept_by_tick={} holders_before_final_sweep={} max_in_flight(agent view)={} max_overlap(completed windows)={overlap} max_slot_holders={max_holders} | use-case errors: transient={} finish_errors={} | seed={seed} setup={:.1}s agents={:.1}s",
         fx.proxy.counters.summary(),
         runs.len() - RUNS,
         crashed,
+        abandoned.len(),
         stats.claims.load(Ordering::Relaxed),
         stats.lost.load(Ordering::Relaxed),
         stats.slot_full.load(Ordering::Relaxed),

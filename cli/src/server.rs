@@ -32,16 +32,7 @@ pub fn backend_name() -> Result<&'static str> {
 
 /// The AWS table and bucket from the environment.
 pub fn aws_config() -> Result<ferry_aws::AwsConfig> {
-    let get = |k: &str| {
-        std::env::var(k)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .with_context(|| format!("FERRY_BACKEND=aws needs {k} (create it with `ferry aws bootstrap` or the CloudFormation template)"))
-    };
-    Ok(ferry_aws::AwsConfig {
-        table: get("FERRY_TABLE")?,
-        bucket: get("FERRY_BUCKET")?,
-    })
+    ferry_aws::AwsConfig::from_env().map_err(anyhow::Error::msg)
 }
 
 /// The use cases over the backend the environment selects.
@@ -50,15 +41,8 @@ pub async fn build_ferry() -> Result<Ferry> {
         return embedded_ferry();
     }
     let cfg = aws_config()?;
-    let sdk = ferry_aws::config::sdk_config().await;
-    let store = ferry_aws::DynamoStore::new(ferry_aws::config::dynamodb_client(&sdk), &cfg.table);
-    let s3 = ferry_aws::config::s3_client(&sdk);
-    Ok(Ferry::new(
-        Arc::new(store),
-        Arc::new(ferry_aws::S3CodeStore::new(s3.clone(), &cfg.bucket)),
-        Arc::new(ferry_aws::S3LogSink::new(s3, &cfg.bucket)),
-        Arc::new(SystemClock),
-    ))
+    let a = cfg.adapters(&ferry_aws::config::sdk_config().await);
+    Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock)))
 }
 
 /// The use cases over the embedded adapters under FERRY_HOME.

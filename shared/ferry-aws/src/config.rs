@@ -50,3 +50,39 @@ pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
+
+/// The AWS adapters of every port, built once from the shared SDK configuration.
+pub struct Adapters {
+    /// DynamoDB store.
+    pub store: std::sync::Arc<crate::DynamoStore>,
+    /// S3 bundles.
+    pub code: std::sync::Arc<crate::S3CodeStore>,
+    /// S3 run logs.
+    pub logs: std::sync::Arc<crate::S3LogSink>,
+}
+
+impl AwsConfig {
+    /// `FERRY_TABLE` and `FERRY_BUCKET` from the environment, with an error naming the missing
+    /// variable and how to create the resources.
+    pub fn from_env() -> Result<Self, String> {
+        let get = |k: &str| {
+            std::env::var(k).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!("{k} is not set: the AWS backend needs FERRY_TABLE and FERRY_BUCKET (create them with `ferry aws bootstrap` or infra/storage.yaml)")
+            })
+        };
+        Ok(Self {
+            table: get("FERRY_TABLE")?,
+            bucket: get("FERRY_BUCKET")?,
+        })
+    }
+
+    /// The adapters over this table and bucket.
+    pub fn adapters(&self, sdk: &aws_config::SdkConfig) -> Adapters {
+        let s3 = s3_client(sdk);
+        Adapters {
+            store: std::sync::Arc::new(crate::DynamoStore::new(dynamodb_client(sdk), &self.table)),
+            code: std::sync::Arc::new(crate::S3CodeStore::new(s3.clone(), &self.bucket)),
+            logs: std::sync::Arc::new(crate::S3LogSink::new(s3, &self.bucket)),
+        }
+    }
+}

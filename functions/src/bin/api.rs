@@ -1,0 +1,16 @@
+//! The API Lambda: the same `/v1` router `ferry server start` serves, behind API Gateway.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    ferry_functions::init_tracing();
+    let ferry = ferry_functions::ferry_from_env().await?;
+    let token = std::env::var("FERRY_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let state = ferry_api::ApiState {
+        ferry,
+        token: token.map(Into::into),
+        backend: "aws",
+    };
+    lambda_http::run(ferry_api::router(state)).await
+}

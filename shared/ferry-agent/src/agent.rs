@@ -161,7 +161,7 @@ impl Agent {
                 .store
                 .due_runs(&q.name, horizon, free * 2 + 4)
                 .await?;
-            for run in due {
+            for run in spread(due, self.ferry.now()) {
                 if self.active.load(Ordering::SeqCst) >= self.cfg.limit {
                     break;
                 }
@@ -192,4 +192,17 @@ impl Agent {
         }
         Ok(claimed)
     }
+}
+
+/// Runs already due in random order (so agents polling the same queue do not all race for the
+/// same head-of-queue runs), then the prefetched ones in time order.
+fn spread(
+    runs: Vec<ferry_core::FlowRun>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<ferry_core::FlowRun> {
+    let (mut due, later): (Vec<_>, Vec<_>) =
+        runs.into_iter().partition(|r| r.scheduled_time <= now);
+    due.sort_by_cached_key(|_| uuid::Uuid::new_v4());
+    due.extend(later);
+    due
 }

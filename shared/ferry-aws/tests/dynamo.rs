@@ -105,3 +105,25 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     assert_eq!(store.sweep_stale_slots().await.unwrap(), 1);
     assert_eq!(store.slot_holders("Q#q").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn s3_code_store_and_log_sink_pass_the_conformance_suite() {
+    if !enabled() {
+        return;
+    }
+    let sdk = config::sdk_config().await;
+    let s3 = config::s3_client(&sdk);
+    let bucket = format!("ferry-conf-{}", uuid::Uuid::new_v4().simple());
+    assert!(bootstrap::ensure_bucket(&s3, &bucket, Some("us-east-1"))
+        .await
+        .unwrap());
+    assert!(!bootstrap::ensure_bucket(&s3, &bucket, Some("us-east-1"))
+        .await
+        .unwrap());
+    ferry_app::conformance::code_store_suite(Arc::new(ferry_aws::S3CodeStore::new(
+        s3.clone(),
+        &bucket,
+    )))
+    .await;
+    ferry_app::conformance::log_sink_suite(Arc::new(ferry_aws::S3LogSink::new(s3, &bucket))).await;
+}

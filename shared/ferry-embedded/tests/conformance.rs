@@ -18,6 +18,19 @@ async fn sqlite_store_passes_the_conformance_suite() {
     .await;
 }
 
+#[tokio::test]
+async fn fs_code_store_and_log_sink_pass_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    ferry_app::conformance::code_store_suite(Arc::new(ferry_embedded::FsCodeStore::new(
+        dir.path().join("bundles"),
+    )))
+    .await;
+    ferry_app::conformance::log_sink_suite(Arc::new(ferry_embedded::FsLogSink::new(
+        dir.path().join("logs"),
+    )))
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_through_separate_connections_have_one_winner() {
     // Several SqliteStore handles on one file behave like several agent processes.

@@ -271,8 +271,12 @@ pub async fn expired_leases_are_found(s: Arc<dyn Store>) {
 pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<dyn Store>) {
     let d = deployment(Some(10));
     s.put_deployment(&d, None).await.unwrap();
+    // Another writer's create of the same id loses. (Replaying the very same write may count
+    // as a success: it is how a retried request whose first attempt landed looks.)
+    let mut other = d.clone();
+    other.updated_at += Duration::seconds(1);
     assert!(matches!(
-        s.put_deployment(&d, None).await,
+        s.put_deployment(&other, None).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(s
@@ -291,8 +295,10 @@ pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<
     parked.revision = 2;
     parked.next_tick_at = None;
     s.put_deployment(&parked, Some(1)).await.unwrap();
+    let mut stale = parked.clone();
+    stale.updated_at += Duration::seconds(1);
     assert!(matches!(
-        s.put_deployment(&parked, Some(1)).await,
+        s.put_deployment(&stale, Some(1)).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(s
@@ -316,8 +322,10 @@ pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<
 pub async fn queues_are_created_once_and_updated_by_version(s: Arc<dyn Store>) {
     let q = WorkQueue::new("prio1", t0());
     s.create_queue(&q).await.unwrap();
+    let mut other = q.clone();
+    other.priority = 7;
     assert!(matches!(
-        s.create_queue(&q).await,
+        s.create_queue(&other).await,
         Err(StoreError::Conflict(_))
     ));
     let mut p = q.clone();
@@ -399,7 +407,7 @@ pub async fn log_sink_suite(l: Arc<dyn ferry_core::ports::LogSink>) {
     let run = RunId::adhoc(t0(), [7; 10]);
     let line = |i: usize| LogLine {
         at: t0() + Duration::milliseconds(i as i64),
-        stream: if i % 2 == 0 {
+        stream: if i.is_multiple_of(2) {
             LogStream::Stdout
         } else {
             LogStream::Stderr

@@ -208,7 +208,23 @@ impl Ferry {
             failed.state,
             failed.id
         ));
-        self.store.insert_run(&retry).await?;
+        // The failed attempt is already final, so nothing would write this retry later: keep
+        // trying through transient failures (the insert is idempotent by id).
+        let mut tries = 0;
+        loop {
+            match self.store.insert_run(&retry).await {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() && tries < 10 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, "retry insert failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+                }
+                Err(e) => {
+                    tracing::error!(run_id = %failed.id, error = %e, "could not schedule the retry of a failed run");
+                    return Err(e.into());
+                }
+            }
+        }
         tracing::info!(run_id = %retry.id, retry_of = %failed.id, attempt, "retry scheduled");
         Ok(Some(retry))
     }

@@ -64,7 +64,7 @@ impl Ferry {
         }
         report.marked_late = self.mark_late(now).await?;
         report.reaped = self.reap_expired_leases(now).await?;
-        report.slots_swept = self.store.sweep_slots().await?;
+        report.slots_swept = self.store.sweep_slots(now).await?;
         Ok(report)
     }
 

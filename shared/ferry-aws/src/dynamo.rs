@@ -411,8 +411,10 @@ impl DynamoStore {
                 .collect();
             let mut attempts = 0;
             while !keys.is_empty() {
+                // Consistent: the reaper and the slot sweep act on what they read.
                 let req = KeysAndAttributes::builder()
                     .set_keys(Some(keys.clone()))
+                    .consistent_read(true)
                     .build()
                     .map_err(StoreError::backend)?;
                 let out = self
@@ -472,7 +474,10 @@ impl DynamoStore {
 
     /// Removes slot holders whose runs are no longer held (a writer that died between a run's
     /// final write and its slot release). Returns how many were removed.
-    pub async fn sweep_stale_slots(&self) -> StoreResult<usize> {
+    pub async fn sweep_stale_slots(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        // Only holders whose run ended a while ago: a run that just ended is released by its
+        // own writer a moment later.
+        let settled = now - chrono::Duration::seconds(60);
         let mut removed = 0;
         for item in self.query_partition(SLOTS).await? {
             let key = get_s(&item, "sk").unwrap_or_default().to_owned();
@@ -485,14 +490,17 @@ impl DynamoStore {
                 continue;
             }
             let pks: Vec<String> = holders.iter().map(|h| format!("R#{h}")).collect();
-            let held: HashSet<String> = self
+            let keep: HashSet<String> = self
                 .batch_get_runs(&pks)
                 .await?
                 .into_iter()
-                .filter(|r| r.state.is_held() && r.slots.contains(&key))
+                .filter(|r| {
+                    let last_change = r.history.last().map(|h| h.at).unwrap_or(r.created_at);
+                    (r.state.is_held() && r.slots.contains(&key)) || last_change > settled
+                })
                 .map(|r| r.id.to_string())
                 .collect();
-            for h in holders.iter().filter(|h| !held.contains(*h)) {
+            for h in holders.iter().filter(|h| !keep.contains(*h)) {
                 if let Ok(id) = h.parse() {
                     self.release_slots(id, std::slice::from_ref(&key)).await?;
                     removed += 1;
@@ -521,10 +529,15 @@ impl QueueStore for DynamoStore {
             .map(|o| self.metered(o));
         match r {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
-                "work queue {} exists",
-                queue.name
-            ))),
+            Err(e) if is_condition_failed(&e) => {
+                if self.get_queue(&queue.name).await?.as_ref() == Some(queue) {
+                    return Ok(()); // our own create, retried after a lost response
+                }
+                Err(StoreError::Conflict(format!(
+                    "work queue {} exists",
+                    queue.name
+                )))
+            }
             Err(e) => Err(classify(e)),
         }
     }
@@ -635,9 +648,15 @@ impl DeploymentStore for DynamoStore {
             .map(|o| self.metered(o))
         {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
-                "deployment {id} changed, exists or is gone"
-            ))),
+            Err(e) if is_condition_failed(&e) => {
+                // A retry of our own write whose first attempt landed is a success.
+                if self.get_deployment(&deployment.id).await?.as_ref() == Some(deployment) {
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(format!(
+                    "deployment {id} changed, exists or is gone"
+                )))
+            }
             Err(e) => Err(classify(e)),
         }
     }
@@ -661,9 +680,13 @@ impl DeploymentStore for DynamoStore {
             .map(|o| self.metered(o));
         match r {
             Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
-                "deployment {id} changed or is gone"
-            ))),
+            Err(e) if is_condition_failed(&e) => {
+                // Already gone (e.g. our own delete, retried after a lost response): done.
+                if self.get_deployment(id).await?.is_none() {
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(format!("deployment {id} changed")))
+            }
             Err(e) => Err(classify(e)),
         }
     }
@@ -756,26 +779,39 @@ impl RunStore for DynamoStore {
             match r {
                 Ok(_) => return Ok(InsertOutcome::Inserted),
                 Err(e) if e.code() == Some("TransactionCanceledException") => {
-                    let owner = self
+                    let owner: Option<RunId> = self
                         .get_item(&idem_pk, "I", true)
                         .await?
                         .and_then(|i| get_s(&i, "run_id").and_then(|s| s.parse().ok()));
-                    let existing_id = owner.unwrap_or(run.id);
-                    match self.get_run(existing_id).await? {
-                        Some(existing) => return Ok(InsertOutcome::Exists(Box::new(existing))),
-                        None => {
-                            // The key points at a run that was deleted: free the key and retry.
-                            self.client
-                                .delete_item()
-                                .table_name(&self.table)
-                                .key("pk", s(idem_pk))
-                                .key("sk", s("I"))
-                                .set_return_consumed_capacity(self.rcc())
-                                .send()
-                                .await
-                                .map(|o| self.metered(o))
-                                .map_err(classify)?;
+                    let Some(owner) = owner else {
+                        // The key is free: the transaction was cancelled for another reason
+                        // (or the run id exists without the key). Look at the id, else retry.
+                        if let Some(existing) = self.get_run(run.id).await? {
+                            return Ok(InsertOutcome::Exists(Box::new(existing)));
                         }
+                        continue;
+                    };
+                    if let Some(existing) = self.get_run(owner).await? {
+                        return Ok(InsertOutcome::Exists(Box::new(existing)));
+                    }
+                    // The key points at a run that was deleted: free it — only if it still
+                    // points there, so a key a concurrent create just took is never removed.
+                    let r = self
+                        .client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", s(idem_pk))
+                        .key("sk", s("I"))
+                        .condition_expression("run_id = :stale")
+                        .expression_attribute_values(":stale", s(owner.to_string()))
+                        .set_return_consumed_capacity(self.rcc())
+                        .send()
+                        .await
+                        .map(|o| self.metered(o));
+                    match r {
+                        Ok(_) => {}
+                        Err(e) if is_condition_failed(&e) => {}
+                        Err(e) => return Err(classify(e)),
                     }
                 }
                 Err(e) => return Err(classify(e)),
@@ -1080,8 +1116,8 @@ impl RunStore for DynamoStore {
         }
     }
 
-    async fn sweep_slots(&self) -> StoreResult<usize> {
-        self.sweep_stale_slots().await
+    async fn sweep_slots(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        self.sweep_stale_slots(now).await
     }
 
     async fn slot_holders(&self, key: &str) -> StoreResult<u32> {

@@ -186,8 +186,9 @@ pub trait RunStore: Send + Sync {
     async fn slot_holders(&self, key: &str) -> StoreResult<u32>;
     /// Frees slot holders whose runs are no longer held (left by a writer that died between a
     /// run's final write and its slot release, where the backend cannot do both atomically).
-    /// Returns how many were freed.
-    async fn sweep_slots(&self) -> StoreResult<usize> {
+    /// Holders whose run changed within the last minute are left alone. Returns how many
+    /// were freed.
+    async fn sweep_slots(&self, _now: DateTime<Utc>) -> StoreResult<usize> {
         Ok(0)
     }
 }

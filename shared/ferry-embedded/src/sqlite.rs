@@ -139,6 +139,15 @@ fn runs_where(
     sql: &str,
     args: &[&dyn rusqlite::ToSql],
 ) -> StoreResult<Vec<FlowRun>> {
+    bodies(conn, sql, args)
+}
+
+/// Decodes the `(key, body)` rows `sql` selects.
+fn bodies<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<T>> {
     let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
     let rows = stmt
         .query_map(args, |r| {
@@ -248,33 +257,18 @@ impl QueueStore for SqliteStore {
     async fn get_queue(&self, name: &str) -> StoreResult<Option<WorkQueue>> {
         let name = name.to_owned();
         self.with(move |c| {
-            let body: Option<String> = c
-                .query_row("SELECT body FROM queues WHERE name = ?1", [&name], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(db_err)?;
-            body.map(|b| decode(&name, &b)).transpose()
+            Ok(
+                bodies(c, "SELECT name, body FROM queues WHERE name = ?1", &[&name])?
+                    .into_iter()
+                    .next(),
+            )
         })
         .await
     }
 
     async fn list_queues(&self) -> StoreResult<Vec<WorkQueue>> {
-        self.with(|c| {
-            let mut stmt = c
-                .prepare_cached("SELECT name, body FROM queues ORDER BY name")
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (k, b) = row.map_err(db_err)?;
-                out.push(decode(&k, &b)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.with(|c| bodies(c, "SELECT name, body FROM queues ORDER BY name", &[]))
+            .await
     }
 
     async fn delete_queue(&self, name: &str) -> StoreResult<()> {
@@ -293,33 +287,18 @@ impl DeploymentStore for SqliteStore {
     async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>> {
         let id = id.to_string();
         self.with(move |c| {
-            let body: Option<String> = c
-                .query_row("SELECT body FROM deployments WHERE id = ?1", [&id], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(db_err)?;
-            body.map(|b| decode(&id, &b)).transpose()
+            Ok(
+                bodies(c, "SELECT id, body FROM deployments WHERE id = ?1", &[&id])?
+                    .into_iter()
+                    .next(),
+            )
         })
         .await
     }
 
     async fn list_deployments(&self) -> StoreResult<Vec<Deployment>> {
-        self.with(|c| {
-            let mut stmt = c
-                .prepare_cached("SELECT id, body FROM deployments ORDER BY id")
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (k, b) = row.map_err(db_err)?;
-                out.push(decode(&k, &b)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.with(|c| bodies(c, "SELECT id, body FROM deployments ORDER BY id", &[]))
+            .await
     }
 
     async fn put_deployment(
@@ -384,23 +363,12 @@ impl DeploymentStore for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<Deployment>> {
         self.with(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT id, body FROM deployments WHERE next_tick_at IS NOT NULL
-                     AND next_tick_at <= ?1 ORDER BY next_tick_at LIMIT ?2",
-                )
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![ms(now), limit as i64], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (k, b) = row.map_err(db_err)?;
-                out.push(decode(&k, &b)?);
-            }
-            Ok(out)
+            bodies(
+                c,
+                "SELECT id, body FROM deployments WHERE next_tick_at IS NOT NULL
+                 AND next_tick_at <= ?1 ORDER BY next_tick_at LIMIT ?2",
+                &[&ms(now), &(limit as i64)],
+            )
         })
         .await
     }

@@ -29,6 +29,9 @@ pub struct TickReport {
     pub slots_swept: usize,
 }
 
+/// Deployments whose horizon one tick extends at once.
+const TICK_PARALLELISM: usize = 16;
+
 impl Ferry {
     /// One tick: extend the horizon of every deployment whose `next_tick_at` has come, then
     /// mark late runs. Safe to run concurrently with itself: run ids are deterministic and every
@@ -46,17 +49,37 @@ impl Ferry {
                 .await?;
             let full = due.len() == self.settings.tick_batch;
             let mut fresh = 0;
+            // Deployments are independent: extend up to TICK_PARALLELISM of them at once.
+            let mut tasks = tokio::task::JoinSet::new();
+            let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(TICK_PARALLELISM));
             for d in due {
                 if !seen.insert(d.id.clone()) {
                     continue;
                 }
                 fresh += 1;
-                if let Err(e) = self.extend_horizon(d, now, &mut report).await {
-                    if !matches!(e, AppError::Store(StoreError::Conflict(_))) {
-                        return Err(e);
-                    }
-                    report.conflicts += 1;
+                let (ferry, permits) = (self.clone(), permits.clone());
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let mut part = TickReport::default();
+                    let result = ferry.extend_horizon(d, now, &mut part).await;
+                    (part, result)
+                });
+            }
+            let mut failure = None;
+            while let Some(joined) = tasks.join_next().await {
+                let (part, result) =
+                    joined.map_err(|e| AppError::Conflict(format!("tick task failed: {e}")))?;
+                report.deployments_extended += part.deployments_extended;
+                report.runs_created += part.runs_created;
+                report.runs_existing += part.runs_existing;
+                match result {
+                    Ok(()) => {}
+                    Err(AppError::Store(StoreError::Conflict(_))) => report.conflicts += 1,
+                    Err(e) => failure = Some(e),
                 }
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
             if !full || fresh == 0 {
                 break;

@@ -296,14 +296,15 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
     );
     // A retry (attempt 2) exists and, with the slot freed, a new agent runs it despite the
     // deployment limit of 1.
-    let runs = s.json(&["flow-run", "ls", "--deployment", "flow/crashy"]);
-    let retry = runs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["attempt"] == 2)
-        .expect("a retry run")
-        .clone();
+    // The retry is written right after the crash.
+    let retry = s.wait_for(Duration::from_secs(20), || {
+        let runs = s.json(&["flow-run", "ls", "--deployment", "flow/crashy"]);
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["attempt"] == 2)
+            .cloned()
+    });
     assert_eq!(retry["retry_of"], id.as_str());
     assert_eq!(retry["origin"], "retry");
     let _agent2 = s.agent(&[]);

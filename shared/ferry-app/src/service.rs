@@ -17,8 +17,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppError;
 
-/// How many times a use case re-reads and retries after losing a conditional write.
-const CONFLICT_RETRIES: usize = 8;
+/// How many times a use case re-reads and retries after losing a conditional write (with a
+/// short random pause in between, so a busy run's heartbeats do not starve a cancel).
+const CONFLICT_RETRIES: usize = 25;
+
+/// A pause of 5-50 ms before retrying a lost conditional write.
+pub(crate) async fn backoff() {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 45;
+    tokio::time::sleep(std::time::Duration::from_millis(5 + jitter)).await;
+}
 
 /// The system clock (the only place the app layer reads time).
 #[derive(Debug, Default, Clone, Copy)]
@@ -241,7 +248,10 @@ impl Ferry {
                     q.version = expected + 1;
                     return Ok(q);
                 }
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(_)) => {
+                    backoff().await;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -347,7 +357,10 @@ impl Ferry {
                             changed: true,
                             removed_runs: 0,
                         },
-                        Err(StoreError::Conflict(_)) => continue,
+                        Err(StoreError::Conflict(_)) => {
+                            backoff().await;
+                            continue;
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -373,7 +386,10 @@ impl Ferry {
                     }
                     match self.store.put_deployment(&d, Some(old.revision)).await {
                         Ok(()) => {}
-                        Err(StoreError::Conflict(_)) => continue,
+                        Err(StoreError::Conflict(_)) => {
+                            backoff().await;
+                            continue;
+                        }
                         Err(e) => return Err(e.into()),
                     }
                     let removed = if reschedule {
@@ -459,7 +475,10 @@ impl Ferry {
                     }
                     return Ok(removed);
                 }
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(_)) => {
+                    backoff().await;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -558,7 +577,10 @@ impl Ferry {
             })?;
             match self.store.update_run(&next, run.version).await {
                 Ok(()) => return Ok(next),
-                Err(StoreError::Conflict(_)) => continue,
+                Err(StoreError::Conflict(_)) => {
+                    backoff().await;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

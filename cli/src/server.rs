@@ -41,7 +41,16 @@ pub async fn build_ferry() -> Result<Ferry> {
         return embedded_ferry();
     }
     let cfg = aws_config()?;
-    let a = cfg.adapters(&ferry_aws::config::sdk_config().await);
+    let sdk = ferry_aws::config::sdk_config().await;
+    ferry_aws::bootstrap::check(
+        &ferry_aws::config::dynamodb_client(&sdk),
+        &ferry_aws::config::s3_client(&sdk),
+        &cfg.table,
+        &cfg.bucket,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let a = cfg.adapters(&sdk);
     Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock)))
 }
 

@@ -700,3 +700,41 @@ fn schedule_preview_prints_local_times_across_dst() {
     let err = s.fails(&["schedule", "preview", "--cron", "0 2 * *"]);
     assert!(err.contains("--cron"), "{err}");
 }
+
+#[test]
+fn the_aws_backend_refuses_to_start_without_its_table_naming_the_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(ferry_tests::ferry_bin())
+            .args(["server", "start", "--port", "0"])
+            .env("FERRY_HOME", home.path())
+            .env_remove("FERRY_TABLE")
+            .env_remove("FERRY_BUCKET")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[("FERRY_BACKEND", "aws")]);
+    assert!(
+        err.contains("FERRY_TABLE") && err.contains("bootstrap"),
+        "{err}"
+    );
+    let err = run(&[("FERRY_BACKEND", "cloud")]);
+    assert!(
+        err.contains("FERRY_BACKEND") && err.contains("embedded"),
+        "{err}"
+    );
+    if ferry_tests::emulators_enabled() {
+        let err = run(&[
+            ("FERRY_BACKEND", "aws"),
+            ("FERRY_TABLE", "ferry-no-such-table"),
+            ("FERRY_BUCKET", "ferry-no-such-bucket"),
+        ]);
+        assert!(
+            err.contains("FERRY_TABLE=ferry-no-such-table") && err.contains("ferry aws bootstrap"),
+            "{err}"
+        );
+    }
+}

@@ -164,3 +164,49 @@ pub async fn ensure_bucket(
         Err(e) => Err(BootstrapError::S3(Box::new(e))),
     }
 }
+
+/// Checks that the table and bucket exist, so a process fails at start with a message naming
+/// the missing resource and the fix, instead of on its first request.
+pub async fn check(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    s3: &aws_sdk_s3::Client,
+    table: &str,
+    bucket: &str,
+) -> Result<(), String> {
+    if let Err(e) = dynamodb.describe_table().table_name(table).send().await {
+        return Err(match e.code() {
+            Some("ResourceNotFoundException") => format!(
+                "FERRY_TABLE={table}: no such DynamoDB table in this account/region: create it with `ferry aws bootstrap` (development) or infra/storage.yaml"
+            ),
+            _ => format!(
+                "FERRY_TABLE={table}: cannot reach DynamoDB ({}): check AWS_REGION, credentials and AWS_ENDPOINT_URL_DYNAMODB",
+                error_chain(&e)
+            ),
+        });
+    }
+    if let Err(e) = s3.head_bucket().bucket(bucket).send().await {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        return Err(match status {
+            Some(404) => format!(
+                "FERRY_BUCKET={bucket}: no such S3 bucket: create it with `ferry aws bootstrap` (development) or infra/storage.yaml"
+            ),
+            Some(403) => format!("FERRY_BUCKET={bucket}: access denied: the credentials need s3:ListBucket on it"),
+            _ => format!(
+                "FERRY_BUCKET={bucket}: cannot reach S3 ({}): check AWS_REGION, credentials and AWS_ENDPOINT_URL",
+                error_chain(&e)
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

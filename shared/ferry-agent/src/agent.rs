@@ -165,7 +165,7 @@ impl Agent {
                 if self.active.load(Ordering::SeqCst) >= self.cfg.limit {
                     break;
                 }
-                match self.ferry.claim(&run, &self.cfg.name).await? {
+                match self.ferry.claim_in(&run, &self.cfg.name, Some(&q)).await? {
                     Claim::Claimed(run, deployment) => {
                         claimed += 1;
                         self.active.fetch_add(1, Ordering::SeqCst);

@@ -2,6 +2,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ferry_app::AppError;
+use ferry_core::error::error_chain;
 use ferry_core::ports::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -51,17 +52,6 @@ fn body(status: StatusCode, kind: &str, field: Option<String>, message: String) 
         .into_response()
 }
 
-fn log_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -88,7 +78,7 @@ impl IntoResponse for ApiError {
                 body(StatusCode::CONFLICT, "conflict", None, m)
             }
             ApiError::App(AppError::Store(e)) if e.is_retryable() => {
-                tracing::warn!(error = %log_chain(&e), "storage unavailable");
+                tracing::warn!(error = %error_chain(&e), "storage unavailable");
                 body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -97,7 +87,7 @@ impl IntoResponse for ApiError {
                 )
             }
             ApiError::App(e) => {
-                tracing::error!(error = %log_chain(&e), "request failed");
+                tracing::error!(error = %error_chain(&e), "request failed");
                 body(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

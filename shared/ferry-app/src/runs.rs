@@ -9,6 +9,7 @@ use ferry_core::ports::{ClaimOutcome, SlotTake, StoreError};
 use ferry_core::queue::queue_slot_key;
 use ferry_core::run::{FlowRun, Origin, RunLease};
 use ferry_core::state::{transition, RunEvent, StateType};
+use ferry_core::WorkQueue;
 
 use crate::{AppError, Ferry};
 
@@ -47,6 +48,18 @@ impl Ferry {
     /// Claims a waiting run for `agent_id`, taking the queue's and the deployment's
     /// concurrency slots in the same transaction.
     pub async fn claim(&self, run: &FlowRun, agent_id: &str) -> Result<Claim, AppError> {
+        let queue = self.store.get_queue(&run.work_queue).await?;
+        self.claim_in(run, agent_id, queue.as_ref()).await
+    }
+
+    /// [`Ferry::claim`] with the run's queue as the caller just read it (an agent reads its
+    /// queues once per poll, not once per claim). The slot transaction enforces the limit.
+    pub async fn claim_in(
+        &self,
+        run: &FlowRun,
+        agent_id: &str,
+        queue: Option<&WorkQueue>,
+    ) -> Result<Claim, AppError> {
         if !run.state.is_waiting() {
             return Ok(Claim::Lost);
         }
@@ -64,7 +77,7 @@ impl Ferry {
             return Ok(Claim::Lost);
         };
         let mut slots = Vec::new();
-        if let Some(q) = self.store.get_queue(&run.work_queue).await? {
+        if let Some(q) = queue.filter(|q| q.name == run.work_queue) {
             if q.paused {
                 return Ok(Claim::Lost);
             }

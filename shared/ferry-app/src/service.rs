@@ -607,11 +607,7 @@ impl Ferry {
 
     /// Stores a bundle after checking its digest.
     pub async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), AppError> {
-        let ok = sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !ok {
+        if !ferry_core::digest::is_sha256_hex(sha256) {
             return Err(AppError::Invalid(ValidationError::new(
                 "sha256",
                 format!("{sha256:?} is not a lowercase hex sha256 (64 characters)"),
@@ -641,11 +637,7 @@ impl Ferry {
         &self,
         sha256: &str,
     ) -> Result<Option<ferry_core::ports::UploadTarget>, AppError> {
-        let ok = sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !ok {
+        if !ferry_core::digest::is_sha256_hex(sha256) {
             return Err(AppError::invalid(
                 "sha256",
                 format!("{sha256:?} is not a lowercase hex sha256 (64 characters)"),

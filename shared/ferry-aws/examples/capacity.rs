@@ -68,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
         let sched = delta(s0, s1);
         // Lifecycle of each run, as an agent does it (the due-index query is shared by a batch).
         let s2 = meter.snapshot();
+        // As the agent does: the queue is read once per poll, then the due index.
+        let q = ferry.store.get_queue(queue).await?;
         let due = ferry
             .store
             .due_runs(queue, chrono::Utc::now() + chrono::Duration::days(1), 1000)
@@ -82,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         };
         for run in &due {
             let a = meter.snapshot();
-            let Claim::Claimed(r, _) = ferry.claim(run, "bench-agent").await? else {
+            let Claim::Claimed(r, _) = ferry.claim_in(run, "bench-agent", q.as_ref()).await? else {
                 anyhow::bail!("claim lost")
             };
             let b = meter.snapshot();

@@ -10,6 +10,8 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
 };
 
+use ferry_core::error::error_chain;
+
 use crate::dynamo::index;
 
 /// Errors of bootstrap.
@@ -198,15 +200,4 @@ pub async fn check(
         });
     }
     Ok(())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -361,7 +361,6 @@ impl DynamoStore {
         range: Option<(&str, &str)>,
         forward: bool,
         limit: usize,
-        filter: Option<(&str, &str, AttributeValue)>,
     ) -> StoreResult<Vec<Item>> {
         let mut out = Vec::new();
         let mut start = None;
@@ -378,11 +377,6 @@ impl DynamoStore {
             if let Some((attr, upper)) = range {
                 cond.push_str(&format!(" AND {attr} <= :r"));
                 q = q.expression_attribute_values(":r", s(upper));
-            }
-            if let Some((expr, name, value)) = &filter {
-                q = q
-                    .filter_expression(*expr)
-                    .expression_attribute_values(*name, value.clone());
             }
             let page = q
                 .key_condition_expression(cond)
@@ -705,7 +699,6 @@ impl DeploymentStore for DynamoStore {
                 Some(("h_sk", &upper)),
                 true,
                 limit,
-                None,
             )
             .await?;
         items.iter().map(decode).collect()
@@ -919,7 +912,6 @@ impl RunStore for DynamoStore {
                         None,
                         false,
                         want,
-                        None,
                     )
                     .await?
                 {
@@ -939,7 +931,6 @@ impl RunStore for DynamoStore {
                             None,
                             false,
                             want,
-                            None,
                         )
                         .await?
                     {
@@ -987,7 +978,6 @@ impl RunStore for DynamoStore {
                 Some(("due_sk", &upper)),
                 true,
                 limit,
-                None,
             )
             .await?;
         items.iter().map(decode).collect()
@@ -1002,7 +992,6 @@ impl RunStore for DynamoStore {
                 None,
                 true,
                 100_000,
-                None,
             )
             .await?;
         let pks: Vec<String> = keys
@@ -1022,7 +1011,7 @@ impl RunStore for DynamoStore {
         // expiry) costs no index write; the reaper reads the held runs' bodies instead —
         // O(runs held right now), once per tick.
         let keys = self
-            .query_index(index::LEASES, "lease_pk", "L", None, true, 100_000, None)
+            .query_index(index::LEASES, "lease_pk", "L", None, true, 100_000)
             .await?;
         let pks: Vec<String> = keys
             .iter()

@@ -21,9 +21,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
+use ferry_core::digest::{is_sha256_hex, verify};
 use ferry_core::ids::RunId;
 use ferry_core::ports::{CodeStore, CodeStoreError, LogError, LogLine, LogPage, LogSink};
-use sha2::{Digest, Sha256};
 
 /// Key prefix of bundles.
 const BUNDLES: &str = "bundles/";
@@ -70,24 +70,6 @@ fn log_err(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
     LogError {
         source: Box::new(e),
     }
-}
-
-fn valid_digest(sha256: &str) -> bool {
-    sha256.len() == 64
-        && sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn verify(expected: &str, bytes: &[u8]) -> Result<(), CodeStoreError> {
-    let actual = hex::encode(Sha256::digest(bytes));
-    if actual != expected {
-        return Err(CodeStoreError::DigestMismatch {
-            expected: expected.to_owned(),
-            actual,
-        });
-    }
-    Ok(())
 }
 
 /// Base64 of the raw digest, the form of `x-amz-checksum-sha256`.
@@ -155,7 +137,7 @@ impl S3CodeStore {
         sha256_hex: &str,
         expires_in: Duration,
     ) -> Result<PresignedUpload, CodeStoreError> {
-        if !valid_digest(sha256_hex) {
+        if !is_sha256_hex(sha256_hex) {
             return Err(backend(InvalidDigest(sha256_hex.to_owned())));
         }
         let config = PresigningConfig::expires_in(expires_in).map_err(backend)?;
@@ -215,7 +197,7 @@ impl CodeStore for S3CodeStore {
     }
 
     async fn get_bundle(&self, sha256: &str) -> Result<Option<Vec<u8>>, CodeStoreError> {
-        if !valid_digest(sha256) {
+        if !is_sha256_hex(sha256) {
             return Ok(None);
         }
         let out = match self
@@ -241,7 +223,7 @@ impl CodeStore for S3CodeStore {
     }
 
     async fn has_bundle(&self, sha256: &str) -> Result<bool, CodeStoreError> {
-        if !valid_digest(sha256) {
+        if !is_sha256_hex(sha256) {
             return Ok(false);
         }
         match self

@@ -25,3 +25,15 @@ impl From<crate::schedule::ScheduleError> for ValidationError {
         Self::new(e.field, e.message)
     }
 }
+
+/// An error and its whole `source()` chain on one line, for logs and messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

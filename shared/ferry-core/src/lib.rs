@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod deployment;
+pub mod digest;
 pub mod error;
 pub mod horizon;
 pub mod ids;

@@ -117,11 +117,7 @@ pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError
         }
     }
     if let Some(b) = &spec.bundle {
-        let ok = b.sha256.len() == 64
-            && b.sha256
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
-        if !ok {
+        if !crate::digest::is_sha256_hex(&b.sha256) {
             return Err(ValidationError::new(
                 "bundle.sha256",
                 format!(

@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use ferry_core::digest::{is_sha256_hex, verify};
 use ferry_core::ports::{CodeStore, CodeStoreError};
-use sha2::{Digest, Sha256};
 
 /// Bundles as files `<root>/<sha[0..2]>/<sha>.tar.gz`, written atomically (temp file + rename).
 #[derive(Debug, Clone)]
@@ -28,21 +28,6 @@ fn io(e: std::io::Error) -> CodeStoreError {
     }
 }
 
-fn verify(expected: &str, bytes: &[u8]) -> Result<(), CodeStoreError> {
-    let actual = hex::encode(Sha256::digest(bytes));
-    if actual != expected {
-        return Err(CodeStoreError::DigestMismatch {
-            expected: expected.to_owned(),
-            actual,
-        });
-    }
-    Ok(())
-}
-
-fn valid_digest(sha256: &str) -> bool {
-    sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 #[async_trait]
 impl CodeStore for FsCodeStore {
     async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), CodeStoreError> {
@@ -60,7 +45,7 @@ impl CodeStore for FsCodeStore {
     }
 
     async fn get_bundle(&self, sha256: &str) -> Result<Option<Vec<u8>>, CodeStoreError> {
-        if !valid_digest(sha256) {
+        if !is_sha256_hex(sha256) {
             return Ok(None);
         }
         match tokio::fs::read(self.path(sha256)).await {
@@ -74,7 +59,7 @@ impl CodeStore for FsCodeStore {
     }
 
     async fn has_bundle(&self, sha256: &str) -> Result<bool, CodeStoreError> {
-        if !valid_digest(sha256) {
+        if !is_sha256_hex(sha256) {
             return Ok(false);
         }
         tokio::fs::try_exists(self.path(sha256)).await.map_err(io)

@@ -55,6 +55,13 @@ pub enum AwsCmd {
 pub enum AgentCmd {
     /// Poll work queues and run their flow runs until stopped (SIGTERM/Ctrl-C: graceful).
     Start(AgentArgs),
+    /// (internal) The process guard an agent starts: kills its flows if the agent dies.
+    #[command(hide = true)]
+    Guard {
+        /// Time between SIGTERM and SIGKILL.
+        #[arg(long, default_value = "10", value_parser = parse_seconds)]
+        kill_grace: std::time::Duration,
+    },
 }
 
 fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {

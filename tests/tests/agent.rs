@@ -26,7 +26,7 @@ case "$MODE" in
   sleep) sleep "${SLEEP:-1}" ;;
   spawn) sleep 300 & echo $! > "$OUT.child"; wait ;;
   fail-first) if [ "$FERRY_ATTEMPT" = 1 ]; then echo "end $FERRY_RUN_ID $FERRY_ATTEMPT $(date +%s.%N)" >> "$OUT"; exit 3; fi ;;
-  crash-first) if [ "$FERRY_ATTEMPT" = 1 ]; then sleep 300; fi ;;
+  crash-first) if [ "$FERRY_ATTEMPT" = 1 ]; then sleep 300 & echo $! > "$OUT.child"; echo $$ > "$OUT.leader"; wait; fi ;;
 esac
 echo "end $FERRY_RUN_ID $FERRY_ATTEMPT $(date +%s.%N)" >> "$OUT"
 "#,
@@ -277,18 +277,22 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
     let id = s.create_run("flow/crashy", json!({}));
     let mut agent = s.agent(&[]);
     s.wait_state(&id, "running", LONG);
+    let pid_of = |file: &str| -> u32 {
+        s.wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(file).ok()?.trim().parse().ok()
+        })
+    };
+    let (leader, child) = (
+        pid_of(&format!("{out}.leader")),
+        pid_of(&format!("{out}.child")),
+    );
+    assert!(!process_gone(leader) && !process_gone(child));
     agent.sigkill();
-    // The orphaned flow process would keep running on this machine; a vanished machine takes
-    // it along. Kill it so only the reaper's work is observed.
-    let pid_line = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 300"])
-        .output()
-        .unwrap();
-    for pid in String::from_utf8_lossy(&pid_line.stdout).lines() {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", pid])
-            .status();
-    }
+    // A flow must not outlive its agent: its whole process group goes within the kill grace
+    // (1 s here), before the lease ends and a retry could run beside it.
+    s.wait_for(Duration::from_secs(2), || {
+        (process_gone(leader) && process_gone(child)).then_some(())
+    });
     let crashed = s.wait_state(&id, "crashed", Duration::from_secs(20));
     assert!(
         crashed["state_message"].as_str().unwrap().contains("lease"),
@@ -633,4 +637,43 @@ fn ferry_dev_runs_api_tick_and_agent_in_one_process() {
         .status();
     let status = dev.wait().unwrap();
     assert!(status.success(), "ferry dev exited with {status}");
+}
+
+#[test]
+fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue() {
+    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(false);
+}
+
+#[test]
+fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on_aws() {
+    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(true);
+}
+
+fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(aws: bool) {
+    let Some(s) = Server::start_on(aws) else {
+        return;
+    };
+    let proj = project(&s);
+    // A: limit 1, 30 runs of 3 s each, due first. B: 3 trivial runs due after them.
+    build(
+        &s,
+        &proj,
+        "hog",
+        "sleep",
+        &["--concurrency-limit", "1", "--env", "SLEEP=3"],
+    );
+    build(&s, &proj, "quick", "none", &[]);
+    for _ in 0..30 {
+        s.create_run("flow/hog", json!({}));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let quick: Vec<String> = (0..3)
+        .map(|_| s.create_run("flow/quick", json!({})))
+        .collect();
+    let _agent = s.agent(&["--limit", "4"]);
+    // Old behaviour: the agent only looked at the first `free * 2 + 4` due runs, all of the
+    // hog, and B waited behind ~90 s of them. B must start at once.
+    for id in &quick {
+        s.wait_state(id, "completed", Duration::from_secs(10));
+    }
 }

@@ -1,5 +1,7 @@
-use anyhow::Result;
-use ferry_agent::{Agent, AgentConfig};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ferry_agent::{Agent, AgentConfig, ProcessGuard};
 use ferry_app::Ferry;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +44,17 @@ pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
         kill_grace: args.kill_grace,
         shutdown_grace: args.shutdown_grace,
         heartbeat_every: args.lease / 6,
+        guard: Some(Arc::new(spawn_guard(args.kill_grace)?)),
     })
+}
+
+/// Starts this agent's process guard (`ferry agent guard`, see `ferry_agent::guard`).
+fn spawn_guard(kill_grace: std::time::Duration) -> Result<ProcessGuard> {
+    let exe = std::env::current_exe().context("locating the ferry binary for the process guard")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["agent", "guard", "--kill-grace"])
+        .arg(kill_grace.as_secs_f64().to_string());
+    ProcessGuard::spawn(cmd).context("starting the agent's process guard")
 }
 
 /// Sets the lease length on the agent's use cases.
@@ -52,7 +64,13 @@ pub(crate) fn with_lease(mut ferry: Ferry, args: &AgentArgs) -> Result<Ferry> {
 }
 
 pub async fn run(cmd: AgentCmd) -> Result<()> {
-    let AgentCmd::Start(args) = cmd;
+    let args = match cmd {
+        AgentCmd::Start(args) => args,
+        AgentCmd::Guard { kill_grace } => {
+            ferry_agent::guard::serve(std::io::stdin().lock(), kill_grace);
+            return Ok(());
+        }
+    };
     init_tracing();
     let cfg = config(&args)?;
     let ferry = with_lease(build_ferry().await?, &args)?;

@@ -3,7 +3,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use ferry_app::{AppError, Claim, Ferry};
+use ferry_core::{Deployment, FlowRun, WorkQueue};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +39,9 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// How often a held run's lease is renewed (and a cancel request noticed).
     pub heartbeat_every: Duration,
+    /// Kills this agent's flows if the agent dies (see [`crate::guard`]); `None` in tests
+    /// that run the agent in-process without the `ferry` binary.
+    pub guard: Option<Arc<crate::guard::ProcessGuard>>,
 }
 
 /// What an agent did before it stopped.
@@ -149,57 +155,111 @@ impl Agent {
         let horizon =
             self.ferry.now() + chrono::Duration::from_std(self.cfg.prefetch).unwrap_or_default();
         for q in queues {
-            let free = self
-                .cfg
-                .limit
-                .saturating_sub(self.active.load(Ordering::SeqCst));
-            if free == 0 {
+            if self.free() == 0 {
                 break;
             }
-            let due = self
-                .ferry
-                .store
-                .due_runs(&q.name, horizon, free * 2 + 4)
-                .await?;
-            for run in spread(due, self.ferry.now()) {
-                if self.active.load(Ordering::SeqCst) >= self.cfg.limit {
-                    break;
-                }
-                match self.ferry.claim_in(&run, &self.cfg.name, Some(&q)).await? {
-                    Claim::Claimed(run, deployment) => {
-                        claimed += 1;
-                        self.active.fetch_add(1, Ordering::SeqCst);
-                        let ctx = RunContext {
-                            ferry: self.ferry.clone(),
-                            cfg: self.cfg.clone(),
-                            cache: self.cache.clone(),
-                            shutdown: shutdown.clone(),
-                            kill: kill.clone(),
-                        };
-                        let active = self.active.clone();
-                        let wake = self.wake.clone();
-                        tasks.spawn(async move {
-                            let finished = execute(ctx, *run, *deployment).await;
-                            active.fetch_sub(1, Ordering::SeqCst);
-                            wake.notify_one();
-                            finished
-                        });
-                    }
-                    Claim::SlotFull(key) if key.starts_with("Q#") => break,
-                    Claim::SlotFull(_) | Claim::Lost => {}
-                }
-            }
+            claimed += self.claim_from(&q, horizon, tasks, shutdown, kill).await?;
         }
         Ok(claimed)
     }
+
+    fn free(&self) -> usize {
+        self.cfg
+            .limit
+            .saturating_sub(self.active.load(Ordering::SeqCst))
+    }
+
+    /// Claims what fits from one queue. Runs of a deployment found at its concurrency limit
+    /// are skipped for the rest of this poll and the due index is read on past them (page by
+    /// page, up to [`SCAN_BUDGET`] runs), so one deployment at its limit never starves the
+    /// others behind it in the queue.
+    async fn claim_from(
+        &self,
+        q: &WorkQueue,
+        horizon: chrono::DateTime<chrono::Utc>,
+        tasks: &mut JoinSet<bool>,
+        shutdown: &CancellationToken,
+        kill: &CancellationToken,
+    ) -> Result<usize, AppError> {
+        let mut claimed = 0;
+        let mut full_deployments = HashSet::new();
+        let mut after: Option<FlowRun> = None;
+        let mut scanned = 0;
+        loop {
+            let free = self.free();
+            if free == 0 {
+                return Ok(claimed);
+            }
+            let want = if after.is_none() { free * 2 + 4 } else { 100 };
+            let page = self
+                .ferry
+                .store
+                .due_runs_after(&q.name, horizon, after.as_ref(), want)
+                .await?;
+            scanned += page.len();
+            let exhausted = page.len() < want;
+            after = page.last().cloned();
+            let mut skipped = false;
+            for run in spread(page, self.ferry.now()) {
+                if self.free() == 0 {
+                    return Ok(claimed);
+                }
+                if full_deployments.contains(&run.deployment) {
+                    skipped = true;
+                    continue;
+                }
+                match self.ferry.claim_in(&run, &self.cfg.name, Some(q)).await? {
+                    Claim::Claimed(run, deployment) => {
+                        claimed += 1;
+                        self.spawn_run(*run, *deployment, tasks, shutdown, kill);
+                    }
+                    Claim::SlotFull(key) if key == q.slot_key() => return Ok(claimed),
+                    Claim::SlotFull(_) => {
+                        full_deployments.insert(run.deployment.clone());
+                        skipped = true;
+                    }
+                    Claim::Lost => skipped = true,
+                }
+            }
+            if exhausted || !skipped || scanned >= SCAN_BUDGET {
+                return Ok(claimed);
+            }
+        }
+    }
+
+    fn spawn_run(
+        &self,
+        run: FlowRun,
+        deployment: Deployment,
+        tasks: &mut JoinSet<bool>,
+        shutdown: &CancellationToken,
+        kill: &CancellationToken,
+    ) {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let ctx = RunContext {
+            ferry: self.ferry.clone(),
+            cfg: self.cfg.clone(),
+            cache: self.cache.clone(),
+            shutdown: shutdown.clone(),
+            kill: kill.clone(),
+        };
+        let active = self.active.clone();
+        let wake = self.wake.clone();
+        tasks.spawn(async move {
+            let finished = execute(ctx, run, deployment).await;
+            active.fetch_sub(1, Ordering::SeqCst);
+            wake.notify_one();
+            finished
+        });
+    }
 }
+
+/// Most due runs one poll reads from a queue while looking past runs it cannot start.
+const SCAN_BUDGET: usize = 2_000;
 
 /// Runs already due in random order (so agents polling the same queue do not all race for the
 /// same head-of-queue runs), then the prefetched ones in time order.
-fn spread(
-    runs: Vec<ferry_core::FlowRun>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Vec<ferry_core::FlowRun> {
+fn spread(runs: Vec<FlowRun>, now: chrono::DateTime<chrono::Utc>) -> Vec<FlowRun> {
     let (mut due, later): (Vec<_>, Vec<_>) =
         runs.into_iter().partition(|r| r.scheduled_time <= now);
     due.sort_by_cached_key(|_| uuid::Uuid::new_v4());

@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +92,8 @@ async fn execute_inner(
         }
     }
 
-    let work = ctx.cfg.work_dir.join(run.id.to_string());
+    // Removed whichever way this function returns.
+    let work = WorkDir(ctx.cfg.work_dir.join(run.id.to_string()));
     let entry = match Entrypoint::parse(&deployment.spec.entrypoint) {
         Ok(e) => e,
         Err(e) => return fail(ctx, run, None, format!("invalid entrypoint: {e}")).await,
@@ -103,16 +105,15 @@ async fn execute_inner(
                 Ok(bytes) => bytes,
                 Err(e) => return fail(ctx, run, None, e).await,
             };
-            let dest = work.clone();
+            let dest = work.0.clone();
             let unpacked =
                 tokio::task::spawn_blocking(move || ferry_bundle::unpack_into(&bytes, &dest))
                     .await
-                    .map_err(|e| ferry_app::AppError::Conflict(e.to_string()))?;
+                    .map_err(|e| ferry_app::AppError::Internal(format!("bundle unpacking: {e}")))?;
             if let Err(e) = unpacked {
-                let _ = tokio::fs::remove_dir_all(&work).await;
                 return fail(ctx, run, None, format!("bundle rejected: {e}")).await;
             }
-            work.clone()
+            work.0.clone()
         }
         None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
     };
@@ -151,7 +152,6 @@ async fn execute_inner(
     let location = Some(ctx.ferry.logs.location(run.id));
     let Some(started) = ctx.ferry.start(run.clone(), location).await? else {
         tracing::info!("run was cancelled before it started");
-        let _ = tokio::fs::remove_dir_all(&work).await;
         return Ok(false);
     };
     run = started;
@@ -160,8 +160,14 @@ async fn execute_inner(
     let (tx, rx) = mpsc::channel::<OutputLine>(1024);
     let writer = tokio::spawn(write_logs(ctx.ferry.clone(), run.id, rx));
     let cancel = CancellationToken::new();
-    let exec_fut = exec::run(spec, tx, cancel.clone(), |pid| {
+    let (guard, group) = (ctx.cfg.guard.clone(), Arc::new(AtomicU32::new(0)));
+    let started_group = group.clone();
+    let exec_fut = exec::run(spec, tx, cancel.clone(), move |pid| {
         tracing::debug!(pid, "flow process started");
+        if let Some(g) = guard {
+            g.watch(pid);
+        }
+        started_group.store(pid, Ordering::SeqCst);
     });
     tokio::pin!(exec_fut);
     let mut stop: Option<StopReason> = None;
@@ -194,8 +200,13 @@ async fn execute_inner(
             }
         }
     };
-    let _ = writer.await;
-    let _ = tokio::fs::remove_dir_all(&work).await;
+    if let (Some(g), pid @ 1..) = (&ctx.cfg.guard, group.load(Ordering::SeqCst)) {
+        g.release(pid); // exec::run has killed what was left of the group
+    }
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "the log writer failed");
+    }
+    drop(work);
 
     let event = match (&outcome, stop) {
         (_, Some(StopReason::LeaseLost)) => return Ok(false),
@@ -242,6 +253,21 @@ async fn execute_inner(
     .await;
     tracing::info!(state = %done.state, "run ended");
     Ok(done.state.is_terminal())
+}
+
+/// A run's work directory, removed when dropped (on every way out of a run, errors included).
+struct WorkDir(std::path::PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        match std::fs::remove_dir_all(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the run's work directory")
+            }
+        }
+    }
 }
 
 async fn fail(

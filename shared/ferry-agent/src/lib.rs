@@ -8,5 +8,7 @@ mod agent;
 mod bundle_cache;
 pub mod exec;
 mod execute;
+pub mod guard;
 
 pub use agent::{Agent, AgentConfig, AgentReport};
+pub use guard::ProcessGuard;

@@ -78,6 +78,9 @@ where
     slot_limits_hold_under_concurrent_claims(make().await).await;
     finishing_a_run_releases_its_slots(make().await).await;
     due_runs_are_waiting_runs_of_the_queue_in_time_order(make().await).await;
+    due_runs_list_late_runs_first_and_page_after_a_run(make().await).await;
+    scheduled_due_reads_only_runs_not_yet_late(make().await).await;
+    finish_with_retry_is_all_or_nothing(make().await).await;
     expired_leases_are_found(make().await).await;
     deployments_are_revision_conditional_and_indexed_by_horizon(make().await).await;
     queues_are_created_once_and_updated_by_version(make().await).await;
@@ -246,6 +249,114 @@ pub async fn due_runs_are_waiting_runs_of_the_queue_in_time_order(s: Arc<dyn Sto
         .unwrap();
     assert_eq!(due.iter().map(|r| r.id).collect::<Vec<_>>(), vec![later.id]);
     assert_eq!(s.waiting_runs_of(&dep_id()).await.unwrap().len(), 3);
+}
+
+/// Late runs come before Scheduled ones; a page after a run continues past it, even when
+/// that run has been claimed meanwhile.
+pub async fn due_runs_list_late_runs_first_and_page_after_a_run(s: Arc<dyn Store>) {
+    let runs: Vec<FlowRun> = (0..5).map(|i| run_at(60 * i, "q")).collect();
+    for r in &runs {
+        s.insert_run(r).await.unwrap();
+    }
+    // The two latest become Late (out of time order on purpose: the index groups by state).
+    for r in &runs[3..] {
+        let late = transition(r, RunEvent::MarkLate, t0()).unwrap();
+        s.update_run(&late, r.version).await.unwrap();
+    }
+    let before = t0() + Duration::seconds(600);
+    let ids = |v: &[FlowRun]| v.iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = s.due_runs("q", before, 10).await.unwrap();
+    let expected = [3, 4, 0, 1, 2].map(|i| runs[i].id).to_vec();
+    assert_eq!(
+        ids(&all),
+        expected,
+        "late first, then scheduled, each by time"
+    );
+    let first = s.due_runs_after("q", before, None, 2).await.unwrap();
+    assert_eq!(ids(&first), expected[..2]);
+    // The cursor run is claimed before the next page is read: the page still follows it.
+    let c = claimed(&first[1], "a", vec![]);
+    s.claim_run(&c, first[1].version, &[]).await.unwrap();
+    let second = s
+        .due_runs_after("q", before, first.last(), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), expected[2..4]);
+    let third = s
+        .due_runs_after("q", before, second.last(), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&third), expected[4..]);
+}
+
+/// Late marking's read: Scheduled runs due by then, never Late or held ones, nor other queues.
+pub async fn scheduled_due_reads_only_runs_not_yet_late(s: Arc<dyn Store>) {
+    let runs: Vec<FlowRun> = (0..4).map(|i| run_at(60 * i, "q")).collect();
+    for r in &runs {
+        s.insert_run(r).await.unwrap();
+    }
+    s.insert_run(&run_at(30, "other")).await.unwrap();
+    let late = transition(&runs[0], RunEvent::MarkLate, t0()).unwrap();
+    s.update_run(&late, 0).await.unwrap();
+    let c = claimed(&runs[1], "a", vec![]);
+    s.claim_run(&c, 0, &[]).await.unwrap();
+    let found = s
+        .scheduled_due("q", t0() + Duration::seconds(150), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![runs[2].id],
+        "only Scheduled runs due by the threshold"
+    );
+}
+
+/// A final state and its retry are written together or not at all.
+pub async fn finish_with_retry_is_all_or_nothing(s: Arc<dyn Store>) {
+    let r = run_at(0, "default");
+    s.insert_run(&r).await.unwrap();
+    let c = claimed(&r, "a", vec!["Q#default".into()]);
+    let slot = [SlotTake {
+        key: "Q#default".into(),
+        limit: 1,
+    }];
+    s.claim_run(&c, 0, &slot).await.unwrap();
+    let failed = transition(
+        &c,
+        RunEvent::Fail {
+            exit_code: Some(1),
+            reason: "exit code 1".into(),
+        },
+        t0(),
+    )
+    .unwrap();
+    let retry = failed
+        .next_attempt(1, Duration::seconds(10), "default", t0())
+        .unwrap();
+    // A stale holder writes nothing — neither the final state nor the retry.
+    let mut stale = c.clone();
+    stale.version += 7;
+    assert!(matches!(
+        s.finish_with_retry(&stale, &failed, &retry).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.get_run(retry.id).await.unwrap().is_none());
+    assert_eq!(s.get_run(r.id).await.unwrap().unwrap(), c);
+    // A retry whose id exists already: the final state is not written either.
+    let mut squatter = retry.clone();
+    squatter.parameters.insert("other".into(), 1.into());
+    s.insert_run(&squatter).await.unwrap();
+    assert!(matches!(
+        s.finish_with_retry(&c, &failed, &retry).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_run(r.id).await.unwrap().unwrap(), c);
+    s.delete_run(squatter.id, squatter.version).await.unwrap();
+    // Both conditions hold: both land, and the slot the run held is free again.
+    s.finish_with_retry(&c, &failed, &retry).await.unwrap();
+    assert_eq!(s.get_run(r.id).await.unwrap().unwrap(), failed);
+    assert_eq!(s.get_run(retry.id).await.unwrap().unwrap(), retry);
+    assert_eq!(s.slot_holders("Q#default").await.unwrap(), 0);
 }
 
 /// Held runs whose lease expired are found; others are not.

@@ -18,6 +18,9 @@ pub enum AppError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A failure inside Ferry itself (a task that panicked); the cause is in the message. (500)
+    #[error("internal failure: {0}")]
+    Internal(String),
     /// Storage failed (503 when retryable, else 500).
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -7,6 +7,8 @@ pub mod conformance;
 mod error;
 mod runs;
 mod service;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod tick;
 
 pub use error::AppError;
@@ -14,4 +16,4 @@ pub use runs::{Claim, Heartbeat};
 pub use service::{
     ApplyOutcome, Ferry, PreviewItem, QueuePatch, RunRequest, Settings, SystemClock,
 };
-pub use tick::TickReport;
+pub use tick::{TickFailure, TickReport};

@@ -4,13 +4,13 @@
 
 use chrono::{DateTime, Duration, Utc};
 use ferry_core::deployment::Deployment;
-use ferry_core::ids::RunId;
 use ferry_core::ports::{ClaimOutcome, SlotTake, StoreError};
 use ferry_core::queue::queue_slot_key;
-use ferry_core::run::{FlowRun, Origin, RunLease};
+use ferry_core::run::{FlowRun, RunLease};
 use ferry_core::state::{transition, RunEvent, StateType};
 use ferry_core::WorkQueue;
 
+use crate::tick::TickFailure;
 use crate::{AppError, Ferry};
 
 const RETRIES: usize = 8;
@@ -65,14 +65,14 @@ impl Ferry {
         }
         let Some(deployment) = self.store.get_deployment(&run.deployment).await? else {
             // Deleted deployment: nothing can run this; cancel it so it leaves the queue.
-            if let Ok(next) = transition(
-                run,
-                RunEvent::Cancel {
-                    reason: "deployment was deleted".into(),
-                },
-                self.now(),
-            ) {
-                let _ = self.store.update_run(&next, run.version).await;
+            let event = RunEvent::Cancel {
+                reason: "deployment was deleted".into(),
+            };
+            if let Ok(next) = transition(run, event, self.now()) {
+                match self.store.update_run(&next, run.version).await {
+                    Ok(()) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             return Ok(Claim::Lost);
         };
@@ -117,29 +117,51 @@ impl Ferry {
     /// current one unchanged if the event no longer applies (e.g. the run was reaped).
     async fn apply_event(
         &self,
-        mut run: FlowRun,
+        run: FlowRun,
         event: RunEvent,
     ) -> Result<(FlowRun, bool), AppError> {
-        for _ in 0..RETRIES {
+        self.write_transition(run, event, |held, next| async move {
+            self.store.update_run(&next, held.version).await
+        })
+        .await
+    }
+
+    /// The state-change loop every run write goes through: compute `event`'s transition from
+    /// the run as last read, write it with `write(held, next)`; on a lost race re-read and decide
+    /// again, on a retryable store error back off and try again (the write is conditional, so a
+    /// landed-but-unanswered write shows up as a changed run on the re-read).
+    async fn write_transition<F, Fut>(
+        &self,
+        mut run: FlowRun,
+        event: RunEvent,
+        write: F,
+    ) -> Result<(FlowRun, bool), AppError>
+    where
+        F: Fn(FlowRun, FlowRun) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        for attempt in 0..RETRIES {
             let next = match transition(&run, event.clone(), self.now()) {
                 Ok(n) => n,
                 Err(_) => return Ok((run, false)),
             };
-            match self.store.update_run(&next, run.version).await {
+            match write(run.clone(), next.clone()).await {
                 Ok(()) => return Ok((next, true)),
-                Err(StoreError::Conflict(_)) => {
-                    run = self
-                        .store
-                        .get_run(run.id)
-                        .await?
-                        .ok_or_else(|| AppError::not_found("flow run", run.id))?;
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(run_id = %run.id, error = %ferry_core::error::error_chain(&e), "run write failed; retrying");
+                    backoff(attempt).await;
                 }
                 Err(e) => return Err(e.into()),
             }
+            run = self
+                .store
+                .get_run(run.id)
+                .await?
+                .ok_or_else(|| AppError::not_found("flow run", run.id))?;
         }
         Err(AppError::Conflict(format!("run {} keeps changing", run.id)))
     }
-
     /// Marks a claimed run Running. `Ok(None)`: it was cancelled or reaped meanwhile.
     pub async fn start(
         &self,
@@ -178,73 +200,48 @@ impl Ferry {
         Ok(self.apply_event(run, RunEvent::Release).await?.0)
     }
 
-    /// Records the end of a run (Complete, Fail, Crash, ConfirmCancelled) and schedules a
-    /// retry when the deployment allows one. A run cancelled while its process finished ends
-    /// as the process did; a run already reaped is left as it is.
+    /// Records the end of a run (Complete, Fail, Crash, ConfirmCancelled) and, when it failed
+    /// or crashed with retries left, its next attempt — in one transaction, so no writer that
+    /// dies halfway can leave a failed run without its retry. A run cancelled while its process
+    /// finished ends as the process did; a run already reaped is left as it is.
     pub async fn finish(&self, run: FlowRun, event: RunEvent) -> Result<FlowRun, AppError> {
-        let (r, _) = self.apply_event(run, event).await?;
-        if matches!(r.state, StateType::Failed | StateType::Crashed) {
-            self.schedule_retry(&r).await?;
-        }
-        Ok(r)
+        Ok(self.finish_owed(run, event).await?.0)
     }
 
-    /// Writes the next attempt of a Failed/Crashed run if its deployment has retries left.
-    /// The retry's id is derived from the failed run, so the agent and the reaper racing to
-    /// retry the same run write it once.
-    pub async fn schedule_retry(&self, failed: &FlowRun) -> Result<Option<FlowRun>, AppError> {
-        let Some(d) = self.store.get_deployment(&failed.deployment).await? else {
-            return Ok(None);
-        };
-        if failed.attempt > d.spec.retries {
-            return Ok(None);
-        }
-        let ended = failed.ended_at.unwrap_or_else(|| self.now());
-        let delay = i64::try_from(d.spec.retry_delay_seconds).unwrap_or(0);
-        let at = ended + Duration::seconds(delay);
-        let attempt = failed.attempt + 1;
-        let mut retry = FlowRun::new_scheduled(
-            RunId::retry(failed.id, attempt, ended),
-            failed.deployment.clone(),
-            d.spec.work_queue.clone(),
-            failed.parameters.clone(),
-            at,
-            Origin::Retry,
-            attempt,
-            self.now(),
-        );
-        retry.retry_of = Some(failed.id);
-        retry.history[0].message = Some(format!(
-            "retry {} of {} after {} {}",
-            attempt - 1,
-            d.spec.retries,
-            failed.state,
-            failed.id
-        ));
-        // The failed attempt is already final, so nothing would write this retry later: keep
-        // trying through transient failures (the insert is idempotent by id).
-        let mut tries = 0;
-        loop {
-            match self.store.insert_run(&retry).await {
-                Ok(_) => break,
-                Err(e) if e.is_retryable() && tries < 10 => {
-                    tries += 1;
-                    tracing::warn!(error = %e, tries, "retry insert failed; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
+    /// [`Ferry::finish`], also saying whether this call wrote the final state.
+    async fn finish_owed(
+        &self,
+        run: FlowRun,
+        event: RunEvent,
+    ) -> Result<(FlowRun, bool), AppError> {
+        let deployment = self.store.get_deployment(&run.deployment).await?;
+        let (done, wrote) = self
+            .write_transition(run, event, |held, next| {
+                let retry = owed_retry(deployment.as_ref(), &next, self.now());
+                async move {
+                    match retry {
+                        Some(retry) => {
+                            self.store.finish_with_retry(&held, &next, &retry).await?;
+                            tracing::info!(run_id = %retry.id, retry_of = %next.id, attempt = retry.attempt, "retry scheduled");
+                            Ok(())
+                        }
+                        None => self.store.update_run(&next, held.version).await,
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(run_id = %failed.id, error = %e, "could not schedule the retry of a failed run");
-                    return Err(e.into());
-                }
-            }
-        }
-        tracing::info!(run_id = %retry.id, retry_of = %failed.id, attempt, "retry scheduled");
-        Ok(Some(retry))
+            })
+            .await?;
+        Ok((done, wrote))
     }
 
     /// Crashes (or retries) held runs whose lease expired; their slots are freed with the
-    /// state change. Returns how many were reaped.
-    pub async fn reap_expired_leases(&self, now: DateTime<Utc>) -> Result<usize, AppError> {
+    /// state change and the retry is written in the same transaction. Returns how many were
+    /// reaped. A run that cannot be written is recorded in `failures` and left for the next
+    /// tick (its lease stays expired): one bad run does not stop the others.
+    pub(crate) async fn reap_expired_leases(
+        &self,
+        now: DateTime<Utc>,
+        failures: &mut Vec<TickFailure>,
+    ) -> Result<usize, AppError> {
         let mut reaped = 0;
         for run in self.store.expired_leases(now, 500).await? {
             let agent = run
@@ -252,24 +249,65 @@ impl Ferry {
                 .as_ref()
                 .map(|l| l.agent_id.clone())
                 .unwrap_or_default();
-            let event = RunEvent::Crash {
-                reason: format!(
-                    "agent {agent} stopped renewing its lease (killed, or its machine is gone)"
-                ),
-            };
-            let Ok(next) = transition(&run, event, now) else {
-                continue;
-            };
-            match self.store.update_run(&next, run.version).await {
-                Ok(()) => {
+            let (id, deployment) = (run.id, run.deployment.clone());
+            match self.reap_one(run, &agent, now).await {
+                Ok(true) => {
                     reaped += 1;
-                    tracing::warn!(run_id = %run.id, deployment = %run.deployment, agent, "lease expired: run crashed");
-                    self.schedule_retry(&next).await?;
+                    tracing::warn!(run_id = %id, %deployment, agent, "lease expired: run crashed");
                 }
-                Err(StoreError::Conflict(_)) => {} // renewed or finished meanwhile
-                Err(e) => return Err(e.into()),
+                Ok(false) => {}
+                Err(e) => failures.push(TickFailure::new("reap", format!("flow run {id}"), &e)),
             }
         }
         Ok(reaped)
     }
+
+    /// Crashes one run whose lease expired — only if it is still at the version read, so a run
+    /// renewed or finished meanwhile is left alone.
+    async fn reap_one(
+        &self,
+        run: FlowRun,
+        agent: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AppError> {
+        let event = RunEvent::Crash {
+            reason: format!(
+                "agent {agent} stopped renewing its lease (killed, or its machine is gone)"
+            ),
+        };
+        let Ok(next) = transition(&run, event, now) else {
+            return Ok(false);
+        };
+        let deployment = self.store.get_deployment(&run.deployment).await?;
+        let written = match owed_retry(deployment.as_ref(), &next, now) {
+            Some(retry) => self.store.finish_with_retry(&run, &next, &retry).await,
+            None => self.store.update_run(&next, run.version).await,
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The next attempt `finished` is owed under `deployment`'s retry policy (none if the
+/// deployment is gone).
+fn owed_retry(
+    deployment: Option<&Deployment>,
+    finished: &FlowRun,
+    now: DateTime<Utc>,
+) -> Option<FlowRun> {
+    let d = deployment?;
+    // Validated to at most 7 days at apply.
+    let delay = Duration::seconds(d.spec.retry_delay_seconds.min(7 * 86_400) as i64);
+    finished.next_attempt(d.spec.retries, delay, &d.spec.work_queue, now)
+}
+
+/// Sleeps before the next try of a retryable write: exponential from 50 ms, capped at 2 s,
+/// with full jitter so writers that collided do not collide again in step.
+pub(crate) async fn backoff(attempt: usize) {
+    let cap = 50u64.saturating_mul(1 << attempt.min(6)).min(2_000);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * cap / 255;
+    tokio::time::sleep(std::time::Duration::from_millis(jitter.max(10))).await;
 }

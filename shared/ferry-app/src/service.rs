@@ -466,15 +466,7 @@ impl Ferry {
         for _ in 0..CONFLICT_RETRIES {
             let d = self.get_deployment(id).await?;
             match self.store.delete_deployment(id, d.revision).await {
-                Ok(()) => {
-                    let mut removed = 0;
-                    for r in self.store.waiting_runs_of(id).await? {
-                        if self.store.delete_run(r.id, r.version).await.is_ok() {
-                            removed += 1;
-                        }
-                    }
-                    return Ok(removed);
-                }
+                Ok(()) => return self.delete_waiting_runs(id).await,
                 Err(StoreError::Conflict(_)) => {
                     backoff().await;
                     continue;
@@ -485,6 +477,29 @@ impl Ferry {
         Err(AppError::Conflict(format!(
             "deployment {id} is changing too often; retry"
         )))
+    }
+
+    /// Deletes the waiting runs of a deleted deployment; a run that changed meanwhile is read
+    /// again and deleted if it still waits (claimed ones are left to finish). A store failure
+    /// is returned: the runs left behind are cancelled by the first agent that reads them.
+    async fn delete_waiting_runs(&self, id: &DeploymentId) -> Result<usize, AppError> {
+        let mut removed = 0;
+        for mut r in self.store.waiting_runs_of(id).await? {
+            for _ in 0..CONFLICT_RETRIES {
+                match self.store.delete_run(r.id, r.version).await {
+                    Ok(()) => {
+                        removed += 1;
+                        break;
+                    }
+                    Err(StoreError::Conflict(_)) => match self.store.get_run(r.id).await? {
+                        Some(now) if now.is_waiting() => r = now,
+                        _ => break,
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     // ---------------------------------------------------------------- flow runs

@@ -3,7 +3,7 @@ use ferry_core::horizon;
 use ferry_core::ids::RunId;
 use ferry_core::ports::{InsertOutcome, StoreError};
 use ferry_core::run::{FlowRun, Origin};
-use ferry_core::state::{transition, RunEvent, StateType};
+use ferry_core::state::{transition, RunEvent};
 use ferry_core::validate::validate_spec;
 use ferry_core::Deployment;
 use serde::{Deserialize, Serialize};
@@ -27,20 +27,78 @@ pub struct TickReport {
     pub reaped: usize,
     /// Stale concurrency-slot holders freed.
     pub slots_swept: usize,
+    /// What failed, each with its cause; the tick's other duties went on regardless.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<TickFailure>,
+}
+
+/// One thing a tick could not do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickFailure {
+    /// The duty: `extend`, `mark_late`, `reap` or `sweep_slots`.
+    pub duty: String,
+    /// What it was working on (`deployment etl/nightly`, `work queue q`, `flow run <id>`).
+    pub subject: String,
+    /// The error with its whole cause chain.
+    pub error: String,
+}
+
+impl TickFailure {
+    pub(crate) fn new(duty: &str, subject: impl Into<String>, e: &AppError) -> Self {
+        let f = Self {
+            duty: duty.to_owned(),
+            subject: subject.into(),
+            error: ferry_core::error::error_chain(e),
+        };
+        tracing::error!(duty = %f.duty, subject = %f.subject, error = %f.error, "tick duty failed; the next tick tries again");
+        f
+    }
 }
 
 /// Deployments whose horizon one tick extends at once.
 const TICK_PARALLELISM: usize = 16;
 
 impl Ferry {
-    /// One tick: extend the horizon of every deployment whose `next_tick_at` has come, then
-    /// mark late runs. Safe to run concurrently with itself: run ids are deterministic and every
-    /// write is conditional.
+    /// One tick: extend the horizon of every deployment whose `next_tick_at` has come, mark
+    /// late runs, reap expired leases and sweep stale slot holders. Safe to run concurrently
+    /// with itself: run ids are deterministic and every write is conditional. A failure of one
+    /// deployment, queue or run is recorded in the report and does not stop the other duties.
     pub async fn tick(&self) -> Result<TickReport, AppError> {
         let now = self.now();
         let mut report = TickReport::default();
-        // Batches until nothing is due; a deployment that lost a race stays due and is left
-        // for the next tick (bounded: at most 50 batches per tick).
+        if let Err(e) = self.extend_due_deployments(now, &mut report).await {
+            report
+                .failures
+                .push(TickFailure::new("extend", "horizon index", &e));
+        }
+        match self.mark_late(now, &mut report.failures).await {
+            Ok(n) => report.marked_late = n,
+            Err(e) => report
+                .failures
+                .push(TickFailure::new("mark_late", "work queues", &e)),
+        }
+        match self.reap_expired_leases(now, &mut report.failures).await {
+            Ok(n) => report.reaped = n,
+            Err(e) => report
+                .failures
+                .push(TickFailure::new("reap", "lease index", &e)),
+        }
+        match self.store.sweep_slots(now).await {
+            Ok(n) => report.slots_swept = n,
+            Err(e) => report
+                .failures
+                .push(TickFailure::new("sweep_slots", "slots", &e.into())),
+        }
+        Ok(report)
+    }
+
+    /// Extends every deployment due for a tick, in batches until none is left (a deployment
+    /// that lost a race or failed stays due and is left for the next tick; at most 50 batches).
+    async fn extend_due_deployments(
+        &self,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), AppError> {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..50 {
             let due = self
@@ -51,44 +109,57 @@ impl Ferry {
             let mut fresh = 0;
             // Deployments are independent: extend up to TICK_PARALLELISM of them at once.
             let mut tasks = tokio::task::JoinSet::new();
+            let mut of_task = std::collections::HashMap::new();
             let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(TICK_PARALLELISM));
             for d in due {
                 if !seen.insert(d.id.clone()) {
                     continue;
                 }
                 fresh += 1;
-                let (ferry, permits) = (self.clone(), permits.clone());
-                tasks.spawn(async move {
+                let (ferry, permits, id) = (self.clone(), permits.clone(), d.id.clone());
+                let task = tasks.spawn(async move {
                     let _permit = permits.acquire_owned().await;
                     let mut part = TickReport::default();
                     let result = ferry.extend_horizon(d, now, &mut part).await;
                     (part, result)
                 });
+                of_task.insert(task.id(), id);
             }
-            let mut failure = None;
-            while let Some(joined) = tasks.join_next().await {
-                let (part, result) =
-                    joined.map_err(|e| AppError::Conflict(format!("tick task failed: {e}")))?;
+            while let Some(joined) = tasks.join_next_with_id().await {
+                let (task, outcome) = match joined {
+                    Ok((task, outcome)) => (task, Ok(outcome)),
+                    Err(e) => (e.id(), Err(e)),
+                };
+                let subject = of_task.get(&task).map_or_else(
+                    || "a deployment".to_owned(),
+                    |id| format!("deployment {id}"),
+                );
+                let (part, result) = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let e = AppError::Internal(format!("its horizon task failed: {e}"));
+                        report
+                            .failures
+                            .push(TickFailure::new("extend", subject, &e));
+                        continue;
+                    }
+                };
                 report.deployments_extended += part.deployments_extended;
                 report.runs_created += part.runs_created;
                 report.runs_existing += part.runs_existing;
                 match result {
                     Ok(()) => {}
                     Err(AppError::Store(StoreError::Conflict(_))) => report.conflicts += 1,
-                    Err(e) => failure = Some(e),
+                    Err(e) => report
+                        .failures
+                        .push(TickFailure::new("extend", subject, &e)),
                 }
-            }
-            if let Some(e) = failure {
-                return Err(e);
             }
             if !full || fresh == 0 {
                 break;
             }
         }
-        report.marked_late = self.mark_late(now).await?;
-        report.reaped = self.reap_expired_leases(now).await?;
-        report.slots_swept = self.store.sweep_slots(now).await?;
-        Ok(report)
+        Ok(())
     }
 
     async fn extend_horizon(
@@ -155,7 +226,13 @@ impl Ferry {
                 };
                 if stale {
                     for r in written {
-                        let _ = self.store.delete_run(r.id, r.version).await;
+                        match self.store.delete_run(r.id, r.version).await {
+                            Ok(()) | Err(StoreError::Conflict(_)) => {} // claimed meanwhile
+                            Err(e) => {
+                                tracing::error!(run_id = %r.id, error = %ferry_core::error::error_chain(&e), "cannot delete a run written from a stale schedule");
+                                return Err(e.into());
+                            }
+                        }
                     }
                 }
                 Err(StoreError::Conflict(m).into())
@@ -173,21 +250,48 @@ impl Ferry {
         Ok(())
     }
 
-    async fn mark_late(&self, now: DateTime<Utc>) -> Result<usize, AppError> {
+    /// Marks every Scheduled run due before `now - late_after` Late. Reads only Scheduled runs
+    /// (never the backlog already Late), so it costs O(runs becoming late); a paused queue's
+    /// runs become Late like any other's.
+    async fn mark_late(
+        &self,
+        now: DateTime<Utc>,
+        failures: &mut Vec<TickFailure>,
+    ) -> Result<usize, AppError> {
+        const PAGE: usize = 500;
         let threshold = now - self.settings.late_after;
         let mut marked = 0;
         for q in self.store.list_queues().await? {
-            for run in self.store.due_runs(&q.name, threshold, 1000).await? {
-                if run.state != StateType::Scheduled {
-                    continue;
-                }
-                let Ok(late) = transition(&run, RunEvent::MarkLate, now) else {
-                    continue;
+            // Each page's runs leave the Scheduled range once marked (or claimed meanwhile), so
+            // the next read starts past them; bounded so a huge backlog spreads over ticks.
+            for _ in 0..40 {
+                let page = match self.store.scheduled_due(&q.name, threshold, PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let subject = format!("work queue {}", q.name);
+                        failures.push(TickFailure::new("mark_late", subject, &e.into()));
+                        break;
+                    }
                 };
-                match self.store.update_run(&late, run.version).await {
-                    Ok(()) => marked += 1,
-                    Err(StoreError::Conflict(_)) => {}
-                    Err(e) => return Err(e.into()),
+                let mut progressed = false;
+                for run in &page {
+                    let Ok(late) = transition(run, RunEvent::MarkLate, now) else {
+                        continue;
+                    };
+                    match self.store.update_run(&late, run.version).await {
+                        Ok(()) => {
+                            marked += 1;
+                            progressed = true;
+                        }
+                        Err(StoreError::Conflict(_)) => progressed = true,
+                        Err(e) => {
+                            let subject = format!("flow run {}", run.id);
+                            failures.push(TickFailure::new("mark_late", subject, &e.into()));
+                        }
+                    }
+                }
+                if page.len() < PAGE || !progressed {
+                    break;
                 }
             }
         }

@@ -282,3 +282,194 @@ async fn one_tick_drains_every_due_deployment_in_batches() {
     assert_eq!(r.deployments_extended, 25);
     assert_eq!(e.ferry.tick().await.unwrap().deployments_extended, 0);
 }
+
+/// An env whose store fails the writes a test picks.
+async fn faulty_env() -> (Env, Arc<ferry_app::testkit::FaultyStore>) {
+    let e = env().await;
+    let faulty = ferry_app::testkit::FaultyStore::new(e.ferry.store.clone());
+    let ferry = Ferry::new(
+        faulty.clone(),
+        e.code.clone(),
+        e.ferry.logs.clone(),
+        e.clock.clone(),
+    );
+    (Env { ferry, ..e }, faulty)
+}
+
+fn adhoc_run(i: u32, queue: &str, at: DateTime<Utc>) -> ferry_core::FlowRun {
+    let d = ferry_core::DeploymentId::new("etl", "held").unwrap();
+    let mut random = [0u8; 10];
+    random[..4].copy_from_slice(&i.to_be_bytes());
+    ferry_core::FlowRun::new_scheduled(
+        ferry_core::RunId::adhoc(at, random),
+        d,
+        queue.into(),
+        Default::default(),
+        at,
+        ferry_core::Origin::Manual,
+        1,
+        at,
+    )
+}
+
+#[tokio::test]
+async fn late_marking_reaches_every_due_run_and_reads_only_those_becoming_late() {
+    let (e, faulty) = faulty_env().await;
+    e.ferry.create_queue("held", None, None).await.unwrap();
+    let paused = ferry_app::QueuePatch {
+        paused: Some(true),
+        ..Default::default()
+    };
+    e.ferry.update_queue("held", paused).await.unwrap();
+    for i in 0..1010 {
+        let at = t0() - Duration::minutes(10) + Duration::milliseconds(i64::from(i));
+        e.ferry
+            .store
+            .insert_run(&adhoc_run(i, "held", at))
+            .await
+            .unwrap();
+    }
+    let report = e.ferry.tick().await.unwrap();
+    assert_eq!(report.marked_late, 1010, "{report:?}");
+    let late = runs(&e.ferry).await;
+    assert!(late.iter().all(|r| r.state == StateType::Late));
+    // The next tick reads only the runs that became due since, not the 1 010 already Late.
+    for i in 0..5 {
+        let at = t0() + Duration::seconds(i64::from(i));
+        e.ferry
+            .store
+            .insert_run(&adhoc_run(2000 + i, "held", at))
+            .await
+            .unwrap();
+    }
+    e.clock.advance(Duration::minutes(2));
+    let before = faulty
+        .due_rows_read
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let report = e.ferry.tick().await.unwrap();
+    let read = faulty
+        .due_rows_read
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - before;
+    assert_eq!(report.marked_late, 5, "{report:?}");
+    assert_eq!(read, 5, "late marking read {read} runs for 5 becoming late");
+}
+
+#[tokio::test]
+async fn one_failing_deployment_does_not_stop_the_tick_and_is_reported_with_its_cause() {
+    let (e, faulty) = faulty_env().await;
+    for name in ["bad", "good"] {
+        e.ferry
+            .apply_deployment(spec(name, serde_json::json!({"cron": "*/5 * * * *"})))
+            .await
+            .unwrap();
+    }
+    // A run long overdue, to see that late marking still happens.
+    e.ferry
+        .store
+        .insert_run(&adhoc_run(1, "default", t0() - Duration::hours(1)))
+        .await
+        .unwrap();
+    faulty.fail(|op| {
+        matches!(op, ferry_app::testkit::Op::InsertRun(r) if r.deployment.to_string() == "etl/bad")
+    });
+    let report = e.ferry.tick().await.unwrap();
+    assert_eq!(report.deployments_extended, 1, "{report:?}");
+    assert_eq!(report.marked_late, 1, "late marking ran: {report:?}");
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    let f = &report.failures[0];
+    assert_eq!(
+        (f.duty.as_str(), f.subject.as_str()),
+        ("extend", "deployment etl/bad")
+    );
+    assert!(
+        f.error.contains("injected fault"),
+        "the cause is kept: {}",
+        f.error
+    );
+    // Healed, the next tick extends it.
+    faulty.heal();
+    let report = e.ferry.tick().await.unwrap();
+    assert_eq!(report.deployments_extended, 1, "{report:?}");
+    assert!(report.failures.is_empty(), "{report:?}");
+}
+
+/// Claims and starts an ad-hoc run of a deployment with one retry.
+async fn running_run(e: &Env) -> ferry_core::FlowRun {
+    let mut s = spec("flaky", serde_json::json!({"cron": "0 0 1 1 *"}));
+    s.retries = 1;
+    s.retry_delay_seconds = 60;
+    e.ferry.apply_deployment(s).await.unwrap();
+    let id = ferry_core::DeploymentId::new("etl", "flaky").unwrap();
+    let (run, _) = e
+        .ferry
+        .create_run(&id, ferry_app::RunRequest::default())
+        .await
+        .unwrap();
+    let ferry_app::Claim::Claimed(run, _) = e.ferry.claim(&run, "agent-1").await.unwrap() else {
+        panic!("not claimed")
+    };
+    e.ferry.start(*run, None).await.unwrap().unwrap()
+}
+
+fn retry_of(all: &[ferry_core::FlowRun], id: ferry_core::RunId) -> Option<&ferry_core::FlowRun> {
+    all.iter().find(|r| r.retry_of == Some(id))
+}
+
+#[tokio::test]
+async fn a_failed_run_and_its_retry_are_written_together_or_not_at_all() {
+    let (e, faulty) = faulty_env().await;
+    let run = running_run(&e).await;
+    let fail = ferry_core::RunEvent::Fail {
+        exit_code: Some(1),
+        reason: "exit code 1".into(),
+    };
+    // The writer gives up (or dies) at the final write: the run stays Running, never Failed
+    // without its retry, and the reaper finishes the job once the lease is over.
+    faulty.fail(|op| matches!(op, ferry_app::testkit::Op::FinishWithRetry(..)));
+    assert!(e.ferry.finish(run.clone(), fail.clone()).await.is_err());
+    let now = e.ferry.get_run(run.id).await.unwrap();
+    assert_eq!(now.state, StateType::Running);
+    assert!(retry_of(&runs(&e.ferry).await, run.id).is_none());
+    faulty.heal();
+    e.clock.advance(Duration::minutes(5));
+    let report = e.ferry.tick().await.unwrap();
+    assert_eq!(report.reaped, 1, "{report:?}");
+    let all = runs(&e.ferry).await;
+    let crashed = all.iter().find(|r| r.id == run.id).unwrap();
+    assert_eq!(crashed.state, StateType::Crashed);
+    let retry = retry_of(&all, run.id).expect("the reaper wrote the retry with the crash");
+    assert_eq!(retry.attempt, 2);
+
+    // A store that refuses every separate insert cannot split a failure from its retry.
+    let retry_run = {
+        let ferry_app::Claim::Claimed(r, _) = e.ferry.claim(retry, "agent-2").await.unwrap() else {
+            panic!("not claimed")
+        };
+        e.ferry.start(*r, None).await.unwrap().unwrap()
+    };
+    faulty.fail(|op| matches!(op, ferry_app::testkit::Op::InsertRun(_)));
+    let done = e.ferry.finish(retry_run, fail).await.unwrap();
+    assert_eq!(done.state, StateType::Failed);
+    // Retries are used up (1 retry): none owed, none written.
+    assert!(retry_of(&runs(&e.ferry).await, done.id).is_none());
+}
+
+#[tokio::test]
+async fn a_run_failing_with_retries_left_gets_its_retry_even_when_separate_inserts_fail() {
+    let (e, faulty) = faulty_env().await;
+    let run = running_run(&e).await;
+    faulty.fail(|op| matches!(op, ferry_app::testkit::Op::InsertRun(_)));
+    let fail = ferry_core::RunEvent::Fail {
+        exit_code: Some(1),
+        reason: "exit code 1".into(),
+    };
+    let done = e.ferry.finish(run.clone(), fail).await.unwrap();
+    assert_eq!(done.state, StateType::Failed);
+    let all = runs(&e.ferry).await;
+    let retry = retry_of(&all, run.id).expect("a failed run with retries left has its retry");
+    assert_eq!(
+        retry.scheduled_time,
+        done.ended_at.unwrap() + Duration::seconds(60)
+    );
+}

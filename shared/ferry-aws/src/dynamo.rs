@@ -33,6 +33,7 @@ use ferry_core::ports::{
     ClaimOutcome, DeploymentStore, InsertOutcome, QueueStore, RunFilter, RunStore, SlotTake,
     StoreError, StoreResult,
 };
+use ferry_core::state::StateType;
 use ferry_core::{Deployment, FlowRun, WorkQueue};
 use sha2::{Digest, Sha256};
 
@@ -56,6 +57,13 @@ pub mod index {
     pub const BY_DEPLOYMENT: &str = "by_deployment";
     /// All runs by scheduled time, sharded.
     pub const ALL_RUNS: &str = "all_runs";
+}
+
+/// A sort-key condition of an index query: `attr <= upper`, or `attr BETWEEN lower AND upper`.
+struct SortRange<'a> {
+    attr: &'a str,
+    lower: Option<&'a str>,
+    upper: &'a str,
 }
 
 /// Ferry's store on one DynamoDB table.
@@ -187,6 +195,27 @@ where
     }
 }
 
+type TransactError = aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+
+/// The cancellation reason of each item of a cancelled transaction, in order (`""` for none).
+fn reasons_of(e: &TransactError) -> Vec<String> {
+    match e {
+        TransactError::TransactionCanceledException(t) => t
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or_default().to_owned())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn cancellation_codes(e: &SdkError<TransactError, HttpResponse>) -> Vec<String> {
+    match e {
+        SdkError::ServiceError(se) => reasons_of(se.err()),
+        _ => Vec::new(),
+    }
+}
+
 fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("ConditionalCheckFailedException"))
 }
@@ -234,9 +263,9 @@ fn run_item(run: &FlowRun) -> StoreResult<Item> {
         ("all_pk".into(), s(format!("A#{}", shard(run.id)))),
         ("all_sk".into(), s(sched.clone())),
     ]);
-    if run.is_waiting() {
-        item.insert("due_pk".into(), s(format!("Q#{}", run.work_queue)));
-        item.insert("due_sk".into(), s(sched));
+    if let Some(due) = due_key(run) {
+        item.insert("due_pk".into(), s(due_pk(&run.work_queue)));
+        item.insert("due_sk".into(), s(due));
     }
     if let (true, Some(lease)) = (run.state.is_held(), &run.lease) {
         item.insert("lease_pk".into(), s("L"));
@@ -250,6 +279,26 @@ fn run_item(run: &FlowRun) -> StoreResult<Item> {
         item.insert("slots".into(), AttributeValue::Ss(run.slots.clone()));
     }
     Ok(item)
+}
+
+fn due_pk(queue: &str) -> String {
+    format!("Q#{queue}")
+}
+
+/// The run's sort key in the `due` index while it waits: Late runs (`L#…`) sort before
+/// Scheduled ones (`S#…`), so agents read overdue runs first and late marking reads only the
+/// `S#` range — the runs that can still become late, never the backlog already Late.
+fn due_key(run: &FlowRun) -> Option<String> {
+    let prefix = match run.state {
+        StateType::Late => "L",
+        StateType::Scheduled => "S",
+        _ => return None,
+    };
+    Some(format!(
+        "{prefix}#{}#{}",
+        ms_key(run.scheduled_time),
+        run.id
+    ))
 }
 
 fn slots_of(item: &Item) -> Vec<String> {
@@ -351,8 +400,7 @@ impl DynamoStore {
         }
     }
 
-    /// Keys (`pk`, `sk`) from an index query, newest or oldest first, at most `limit`.
-    #[allow(clippy::too_many_arguments)]
+    /// Items from an index query, newest or oldest first, at most `limit`.
     async fn query_index(
         &self,
         index: &str,
@@ -362,8 +410,29 @@ impl DynamoStore {
         forward: bool,
         limit: usize,
     ) -> StoreResult<Vec<Item>> {
+        let range = range.map(|(attr, upper)| SortRange {
+            attr,
+            lower: None,
+            upper,
+        });
+        self.query_index_from(index, hash_attr, hash, range, None, forward, limit)
+            .await
+    }
+
+    /// [`DynamoStore::query_index`] with a sort-key range that may have a lower bound, from
+    /// after `start` (an `ExclusiveStartKey`).
+    #[allow(clippy::too_many_arguments)]
+    async fn query_index_from(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: &str,
+        range: Option<SortRange<'_>>,
+        mut start: Option<Item>,
+        forward: bool,
+        limit: usize,
+    ) -> StoreResult<Vec<Item>> {
         let mut out = Vec::new();
-        let mut start = None;
         loop {
             let mut q = self
                 .client
@@ -374,9 +443,15 @@ impl DynamoStore {
                 .expression_attribute_values(":h", s(hash))
                 .set_exclusive_start_key(start);
             let mut cond = format!("{hash_attr} = :h");
-            if let Some((attr, upper)) = range {
-                cond.push_str(&format!(" AND {attr} <= :r"));
-                q = q.expression_attribute_values(":r", s(upper));
+            if let Some(r) = &range {
+                match r.lower {
+                    Some(lower) => {
+                        cond.push_str(&format!(" AND {} BETWEEN :l AND :r", r.attr));
+                        q = q.expression_attribute_values(":l", s(lower));
+                    }
+                    None => cond.push_str(&format!(" AND {} <= :r", r.attr)),
+                }
+                q = q.expression_attribute_values(":r", s(r.upper));
             }
             let page = q
                 .key_condition_expression(cond)
@@ -861,6 +936,75 @@ impl RunStore for DynamoStore {
         self.release_slots(run.id, &released).await
     }
 
+    async fn finish_with_retry(
+        &self,
+        held: &FlowRun,
+        finished: &FlowRun,
+        retry: &FlowRun,
+    ) -> StoreResult<()> {
+        if retry.idempotency_key.is_some() {
+            return Err(StoreError::backend(std::io::Error::other(
+                "finish_with_retry: a retry carries no idempotency key",
+            )));
+        }
+        let put_finished = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(run_item(finished)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(held.version))
+            .build()
+            .map_err(StoreError::backend)?;
+        let put_retry = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(run_item(retry)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::backend)?;
+        let finished_body = encode(finished)?;
+        let r = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_finished).build())
+            .transact_items(TransactWriteItem::builder().put(put_retry).build())
+            .client_request_token(request_token(&[
+                "finish",
+                &self.table,
+                &held.version.to_string(),
+                &finished_body,
+            ]))
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o));
+        match r {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("TransactionCanceledException") => {
+                // Our own write, replayed after a lost response, found both items in place.
+                let ours = self.get_run(finished.id).await?.as_ref() == Some(finished)
+                    && self.get_run(retry.id).await?.is_some();
+                if !ours {
+                    if !cancellation_codes(&e).contains(&"ConditionalCheckFailed".to_owned()) {
+                        return Err(StoreError::Unavailable {
+                            source: Box::new(e),
+                        });
+                    }
+                    return Err(StoreError::Conflict(format!(
+                        "run {} is not at version {} (or its retry {} exists)",
+                        held.id, held.version, retry.id
+                    )));
+                }
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        let released: Vec<String> = held
+            .slots
+            .iter()
+            .filter(|k| !finished.slots.contains(k))
+            .cloned()
+            .collect();
+        self.release_slots(finished.id, &released).await
+    }
+
     async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()> {
         let r = self
             .client
@@ -963,19 +1107,55 @@ impl RunStore for DynamoStore {
         Ok(out)
     }
 
-    async fn due_runs(
+    async fn due_runs_after(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        // Every `L#` key sorts below `S#`: late runs of any time, then scheduled ones due.
+        let upper = format!("S#{}#~", ms_key(before));
+        let pk = due_pk(queue);
+        let start = after.and_then(|r| {
+            let sk = due_key(r)?;
+            Some(HashMap::from([
+                ("due_pk".to_owned(), s(pk.clone())),
+                ("due_sk".to_owned(), s(sk)),
+                ("pk".to_owned(), s(run_pk(r.id))),
+                ("sk".to_owned(), s("R")),
+            ]))
+        });
+        let range = SortRange {
+            attr: "due_sk",
+            lower: None,
+            upper: &upper,
+        };
+        let items = self
+            .query_index_from(index::DUE, "due_pk", &pk, Some(range), start, true, limit)
+            .await?;
+        items.iter().map(decode).collect()
+    }
+
+    async fn scheduled_due(
         &self,
         queue: &str,
         before: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<FlowRun>> {
-        let upper = format!("{}#~", ms_key(before));
+        let upper = format!("S#{}#~", ms_key(before));
+        let range = SortRange {
+            attr: "due_sk",
+            lower: Some("S#"),
+            upper: &upper,
+        };
         let items = self
-            .query_index(
+            .query_index_from(
                 index::DUE,
                 "due_pk",
-                &format!("Q#{queue}"),
-                Some(("due_sk", &upper)),
+                &due_pk(queue),
+                Some(range),
+                None,
                 true,
                 limit,
             )
@@ -1079,15 +1259,9 @@ impl RunStore for DynamoStore {
             Err(SdkError::ServiceError(se))
                 if se.err().code() == Some("TransactionCanceledException") =>
             {
-                let reasons: Vec<Option<String>> = match se.err() {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
-                        t.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect()
-                    }
-                    _ => Vec::new(),
-                };
-                let failed = |i: usize| {
-                    reasons.get(i).and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed")
-                };
+                let reasons = reasons_of(se.err());
+                let failed =
+                    |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
                 if failed(0) || reasons.is_empty() {
                     return Ok(ClaimOutcome::Lost);
                 }

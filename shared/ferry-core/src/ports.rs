@@ -158,13 +158,48 @@ pub trait RunStore: Send + Sync {
     /// Releases the slots that the stored copy holds and `run` does not. A replay of the very
     /// same write (a retried request whose first attempt landed) may report success.
     async fn update_run(&self, run: &FlowRun, expected_version: u64) -> StoreResult<()>;
+    /// Atomically: replace `held` (its stored version must still be `held.version`) with
+    /// `finished`, and insert `retry` (no run with its id may exist). All or nothing, so a
+    /// writer that dies can never leave a failed run without the retry it was owed. Slots
+    /// `held` holds and `finished` does not are released (possibly just after the write, where
+    /// the backend cannot do both atomically; [`RunStore::sweep_slots`] covers a crash in
+    /// between). `retry` must not carry an idempotency key. `Conflict` if either condition
+    /// fails; a replay of the very same write may report success.
+    async fn finish_with_retry(
+        &self,
+        held: &FlowRun,
+        finished: &FlowRun,
+        retry: &FlowRun,
+    ) -> StoreResult<()>;
     /// Deletes `id` if its version is `expected_version` (used to drop stale scheduled runs).
     async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()>;
     /// Runs matching `filter`, newest scheduled time first.
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>>;
-    /// Waiting (Scheduled/Late) runs of `queue` due at or before `before`, earliest first (the
-    /// due-runs index; a hint).
+    /// Waiting (Scheduled/Late) runs of `queue` due at or before `before`, at most `limit`
+    /// (the due-runs index; a hint). Late runs come first, then Scheduled ones, each group in
+    /// scheduled-time order.
     async fn due_runs(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        self.due_runs_after(queue, before, None, limit).await
+    }
+    /// The page of [`RunStore::due_runs`] that follows `after` (a run returned by the previous
+    /// page, as it was read then): lets an agent look past runs it cannot start now (their
+    /// deployment is at its limit) without reading them again.
+    async fn due_runs_after(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>>;
+    /// Scheduled runs (not yet Late) of `queue` due at or before `before`, earliest first, at
+    /// most `limit`. Late marking reads this, so its cost is the runs becoming late, not the
+    /// backlog of runs already Late.
+    async fn scheduled_due(
         &self,
         queue: &str,
         before: DateTime<Utc>,

@@ -147,4 +147,98 @@ impl FlowRun {
     pub fn is_waiting(&self) -> bool {
         self.state.is_waiting()
     }
+
+    /// The next attempt this Failed/Crashed run is owed under its deployment's retry policy
+    /// (`retries` retries, `retry_delay` after the failure), due on the deployment's current
+    /// queue; `None` when it is not failed or its retries are used up. Its id is derived from
+    /// this run and the attempt, and carries its due time.
+    pub fn next_attempt(
+        &self,
+        retries: u32,
+        retry_delay: chrono::Duration,
+        work_queue: &str,
+        now: DateTime<Utc>,
+    ) -> Option<FlowRun> {
+        if !matches!(self.state, StateType::Failed | StateType::Crashed) || self.attempt > retries {
+            return None;
+        }
+        let at = self.ended_at.unwrap_or(now) + retry_delay;
+        let attempt = self.attempt + 1;
+        let mut retry = FlowRun::new_scheduled(
+            RunId::retry(self.id, attempt, at),
+            self.deployment.clone(),
+            work_queue.to_owned(),
+            self.parameters.clone(),
+            at,
+            Origin::Retry,
+            attempt,
+            now,
+        );
+        retry.retry_of = Some(self.id);
+        retry.history[0].message = Some(format!(
+            "retry {} of {retries} after {} {}",
+            attempt - 1,
+            self.state,
+            self.id
+        ));
+        Some(retry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn failed(attempt: u32) -> FlowRun {
+        let t = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let d = DeploymentId::new("etl", "nightly").unwrap();
+        let mut run = FlowRun::new_scheduled(
+            RunId::scheduled(&d, t),
+            d,
+            "default".into(),
+            serde_json::Map::new(),
+            t,
+            Origin::Schedule,
+            attempt,
+            t,
+        );
+        run.state = StateType::Failed;
+        run.ended_at = Some(t + chrono::Duration::seconds(30));
+        run
+    }
+
+    #[test]
+    fn a_retry_is_due_after_the_delay_and_its_id_carries_that_time() {
+        let run = failed(1);
+        let delay = chrono::Duration::seconds(600);
+        let retry = run.next_attempt(2, delay, "q2", Utc::now()).unwrap();
+        let due = run.ended_at.unwrap() + delay;
+        assert_eq!(retry.scheduled_time, due);
+        assert_eq!(retry.id, RunId::retry(run.id, 2, due));
+        let id_ms = u64::from_be_bytes({
+            let mut b = [0u8; 8];
+            b[2..].copy_from_slice(&retry.id.as_uuid().as_bytes()[..6]);
+            b
+        });
+        assert_eq!(
+            id_ms as i64,
+            due.timestamp_millis(),
+            "the id sorts by due time"
+        );
+        assert_eq!((retry.attempt, retry.work_queue.as_str()), (2, "q2"));
+        assert_eq!(retry.retry_of, Some(run.id));
+    }
+
+    #[test]
+    fn no_retry_when_retries_are_used_up_or_the_run_did_not_fail() {
+        assert!(failed(3)
+            .next_attempt(2, chrono::Duration::zero(), "q", Utc::now())
+            .is_none());
+        let mut done = failed(1);
+        done.state = StateType::Completed;
+        assert!(done
+            .next_attempt(2, chrono::Duration::zero(), "q", Utc::now())
+            .is_none());
+    }
 }

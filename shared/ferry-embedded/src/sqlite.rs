@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idempotency ON runs(deployment, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_due ON runs(queue, scheduled_time)
+DROP INDEX IF EXISTS runs_due;
+CREATE INDEX IF NOT EXISTS runs_waiting ON runs(queue, state, scheduled_time, id)
     WHERE state IN ('scheduled', 'late');
 CREATE INDEX IF NOT EXISTS runs_lease ON runs(lease_expires) WHERE lease_expires IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_by_deployment ON runs(deployment, scheduled_time);
@@ -204,6 +205,33 @@ fn write_run(tx: &Connection, run: &FlowRun, expected_version: u64) -> StoreResu
         )
         .map_err(db_err)?;
     }
+    Ok(())
+}
+
+fn insert_row(tx: &Connection, run: &FlowRun, body: &str) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO runs (id, deployment, queue, state, scheduled_time, idempotency_key,
+             lease_expires, version, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            run.id.to_string(),
+            run.deployment.to_string(),
+            run.work_queue,
+            run.state.as_str(),
+            ms(run.scheduled_time),
+            run.idempotency_key,
+            run.lease.as_ref().map(|l| ms(l.expires_at)),
+            run.version as i64,
+            body
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict(format!("run {} exists", run.id))
+        } else {
+            db_err(e)
+        }
+    })?;
     Ok(())
 }
 
@@ -399,23 +427,7 @@ impl RunStore for SqliteStore {
             if let Some(found) = existing.into_iter().next() {
                 return Ok(InsertOutcome::Exists(Box::new(found)));
             }
-            tx.execute(
-                "INSERT INTO runs (id, deployment, queue, state, scheduled_time, idempotency_key,
-                     lease_expires, version, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    run.id.to_string(),
-                    run.deployment.to_string(),
-                    run.work_queue,
-                    run.state.as_str(),
-                    ms(run.scheduled_time),
-                    run.idempotency_key,
-                    run.lease.as_ref().map(|l| ms(l.expires_at)),
-                    run.version as i64,
-                    body
-                ],
-            )
-            .map_err(db_err)?;
+            insert_row(&tx, &run, &body)?;
             tx.commit().map_err(db_err)?;
             Ok(InsertOutcome::Inserted)
         })
@@ -442,6 +454,25 @@ impl RunStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             write_run(&tx, &run, expected_version)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn finish_with_retry(
+        &self,
+        held: &FlowRun,
+        finished: &FlowRun,
+        retry: &FlowRun,
+    ) -> StoreResult<()> {
+        let (expected, finished, retry) = (held.version, finished.clone(), retry.clone());
+        let body = encode(&retry)?;
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            write_run(&tx, &finished, expected)?;
+            insert_row(&tx, &retry, &body)?;
             tx.commit().map_err(db_err)
         })
         .await
@@ -507,7 +538,31 @@ impl RunStore for SqliteStore {
         .await
     }
 
-    async fn due_runs(
+    async fn due_runs_after(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let queue = queue.to_owned();
+        // 'late' sorts before 'scheduled': late runs first, as on DynamoDB.
+        let after = after.map(|r| (r.state.as_str(), ms(r.scheduled_time), r.id.to_string()));
+        let (state, time, id) = after.unwrap_or(("", i64::MIN, String::new()));
+        self.with(move |c| {
+            runs_where(
+                c,
+                "SELECT id, body FROM runs INDEXED BY runs_waiting
+                 WHERE queue = ?1 AND state IN ('scheduled', 'late') AND scheduled_time <= ?2
+                 AND (state, scheduled_time, id) > (?3, ?4, ?5)
+                 ORDER BY state, scheduled_time, id LIMIT ?6",
+                &[&queue, &ms(before), &state, &time, &id, &(limit as i64)],
+            )
+        })
+        .await
+    }
+
+    async fn scheduled_due(
         &self,
         queue: &str,
         before: DateTime<Utc>,
@@ -517,8 +572,10 @@ impl RunStore for SqliteStore {
         self.with(move |c| {
             runs_where(
                 c,
-                "SELECT id, body FROM runs WHERE queue = ?1 AND state IN ('scheduled', 'late')
-                 AND scheduled_time <= ?2 ORDER BY scheduled_time, id LIMIT ?3",
+                "SELECT id, body FROM runs INDEXED BY runs_waiting
+                 WHERE queue = ?1 AND state IN ('scheduled', 'late') AND state = 'scheduled'
+                 AND scheduled_time <= ?2
+                 ORDER BY scheduled_time, id LIMIT ?3",
                 &[&queue, &ms(before), &(limit as i64)],
             )
         })

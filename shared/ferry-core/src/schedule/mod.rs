@@ -85,7 +85,9 @@ fn default_true() -> bool {
 }
 
 /// A schedule as a user declares it (wire/YAML/JSON form). Exactly one of cron / interval / rrule.
+/// Unknown fields are refused by name (a `time_zone` typo must not silently mean UTC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Standard 5-field cron expression or a nickname such as `@daily`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

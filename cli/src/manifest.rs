@@ -27,3 +27,23 @@ pub fn write(path: &Path, spec: &DeploymentSpec) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_mistyped_field_inside_a_schedule_is_an_error_naming_it_and_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etl-deployment.yaml");
+        let yaml = "flow: etl\nname: nightly\nentrypoint: flows/etl.py:main\nschedules:\n  \
+                    - cron: \"0 9 * * *\"\n    time_zone: Europe/Berlin\n";
+        std::fs::write(&path, yaml).unwrap();
+        let e = super::read(&path).unwrap_err().to_string();
+        assert!(e.contains("unknown field `time_zone`"), "{e}");
+        assert!(
+            e.contains("expected one of") && e.contains("`timezone`"),
+            "{e}"
+        );
+        assert!(e.contains("schedules[0]"), "{e}");
+        assert!(e.contains("etl-deployment.yaml"), "{e}");
+    }
+}

@@ -7,7 +7,7 @@ use ferry_core::ids::{check_name, DeploymentId, RunId};
 use ferry_core::ports::{
     CodeStore, CodeStoreError, InsertOutcome, LogPage, LogSink, RunFilter, Store, StoreError,
 };
-use ferry_core::queue::{WorkQueue, DEFAULT_QUEUE};
+use ferry_core::queue::{check_concurrency_limit, WorkQueue, DEFAULT_QUEUE};
 use ferry_core::run::{FlowRun, Origin};
 use ferry_core::schedule::fire_times;
 use ferry_core::state::{transition, RunEvent, StateType};
@@ -184,6 +184,7 @@ impl Ferry {
         priority: Option<u32>,
     ) -> Result<WorkQueue, AppError> {
         check_name("name", name)?;
+        check_concurrency_limit(limit)?;
         if priority == Some(0) {
             return Err(AppError::invalid(
                 "priority",
@@ -225,6 +226,7 @@ impl Ferry {
                 "give either a limit or clear_concurrency_limit, not both",
             ));
         }
+        check_concurrency_limit(patch.concurrency_limit)?;
         if patch.priority == Some(0) {
             return Err(AppError::invalid("priority", "must be at least 1"));
         }
@@ -371,15 +373,12 @@ impl Ferry {
                     removed_runs: 0,
                 },
                 Some(old) => {
-                    let reschedule = old.schedule_digest != digest
-                        || old.spec.paused != spec.paused
-                        || old.spec.parameters != spec.parameters
-                        || old.spec.work_queue != spec.work_queue;
                     let mut d = old.clone();
                     d.spec = spec.clone();
                     d.revision = old.revision + 1;
                     d.updated_at = now;
                     d.schedule_digest = digest.clone();
+                    let reschedule = old.reschedules(&d);
                     if reschedule {
                         d.scheduled_until = Some(now);
                         d.next_tick_at = (has_active && !spec.paused).then_some(now);

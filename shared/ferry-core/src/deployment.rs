@@ -148,6 +148,11 @@ impl Entrypoint {
                 "is empty: give `path/file.py:function` or a path to an executable".into(),
             ));
         }
+        if s.contains('\0') {
+            return Err(err(format!(
+                "{s:?} contains a NUL byte (\\0), which no file path can hold: remove it"
+            )));
+        }
         let (path, function) = match s.rsplit_once(':') {
             Some((p, f)) => (p, Some(f)),
             None => (s, None),
@@ -285,6 +290,18 @@ impl Deployment {
     pub fn slot_key(&self) -> String {
         deployment_slot_key(&self.id)
     }
+
+    /// Whether replacing this deployment by `next` makes the runs its schedules wrote stale:
+    /// the active schedules (their digest), the parameters, the work queue or the pause flag
+    /// changed (pausing and resuming alike). Such a change removes the not-yet-due scheduled
+    /// runs and restarts the horizon at now. The one rule for applying a spec and for a tick
+    /// that lost a race to a change.
+    pub fn reschedules(&self, next: &Deployment) -> bool {
+        self.schedule_digest != next.schedule_digest
+            || self.spec.paused != next.spec.paused
+            || self.spec.parameters != next.spec.parameters
+            || self.spec.work_queue != next.spec.work_queue
+    }
 }
 
 /// The concurrency-slot key of deployment `id`.
@@ -322,6 +339,8 @@ mod tests {
             "x.py:",
             "x.txt:main",
             "x.py:1a",
+            "x\0.py:main",
+            "bin/run\0",
         ] {
             assert_eq!(
                 Entrypoint::parse(bad).unwrap_err().field,
@@ -329,6 +348,74 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// Deserializes a minimal spec with `value` put at `path` (object keys); returns the error.
+    fn spec_error_with(path: &[&str], value: serde_json::Value) -> String {
+        let mut spec = serde_json::json!({
+            "flow": "etl", "name": "nightly", "entrypoint": "flows/etl.py:main"
+        });
+        let mut at = &mut spec;
+        for key in &path[..path.len() - 1] {
+            at = &mut at[*key];
+        }
+        at[path[path.len() - 1]] = value;
+        match serde_json::from_value::<DeploymentSpec>(spec.clone()) {
+            Ok(parsed) => panic!("{spec} was accepted as {parsed:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_manifest_object_rejects_unknown_fields_naming_them() {
+        use serde_json::json;
+        let sha = "a".repeat(64);
+        let cases = [
+            (vec!["colour"], json!("blue"), "colour"),
+            (
+                vec!["schedules"],
+                json!([{ "cron": "0 9 * * *", "time_zone": "Europe/Berlin" }]),
+                "time_zone",
+            ),
+            (
+                vec!["schedules"],
+                json!([{ "interval": 60, "anchor": "2026-01-01T00:00:00Z" }]),
+                "anchor",
+            ),
+            (
+                vec!["infrastructure"],
+                json!({ "type": "process", "pyhton": "/usr/bin/python3" }),
+                "pyhton",
+            ),
+            (
+                vec!["infrastructure"],
+                json!({ "type": "ecs", "cpu": 256, "memroy": 512 }),
+                "memroy",
+            ),
+            (
+                vec!["bundle"],
+                json!({ "sha256": sha, "size": 1, "sha": sha }),
+                "sha",
+            ),
+        ];
+        for (path, value, field) in cases {
+            let e = spec_error_with(&path, value);
+            assert!(
+                e.contains(&format!("unknown field `{field}`")),
+                "{path:?}: {e}"
+            );
+        }
+        // Catch-up is a string: an object is refused with the accepted forms.
+        let e = spec_error_with(&["catchup"], json!({ "policy": "all" }));
+        assert!(e.contains("invalid type: map"), "{e}");
+        let e = spec_error_with(&["catchup"], json!("sometimes"));
+        assert!(e.contains("\"skip\", \"latest\", \"all\""), "{e}");
+        // An unknown infrastructure type names the ones there are.
+        let e = spec_error_with(&["infrastructure"], json!({ "type": "lambda" }));
+        assert!(
+            e.contains("unknown variant `lambda`") && e.contains("`ecs`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -339,5 +426,54 @@ mod tests {
         assert_eq!("all".parse::<CatchUp>().unwrap(), CatchUp::All { max: 100 });
         assert!("all:0".parse::<CatchUp>().is_err());
         assert!("sometimes".parse::<CatchUp>().is_err());
+    }
+
+    fn deployment(spec: serde_json::Value) -> Deployment {
+        let mut base = serde_json::json!({
+            "flow": "etl", "name": "nightly", "entrypoint": "flows/etl.py:main",
+            "schedules": [{ "cron": "0 9 * * *" }]
+        });
+        for (k, v) in spec.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        let spec: DeploymentSpec = serde_json::from_value(base).unwrap();
+        let at = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        Deployment {
+            id: DeploymentId::new(&spec.flow, &spec.name).unwrap(),
+            schedule_digest: crate::validate::schedule_digest(&spec),
+            spec,
+            revision: 1,
+            scheduled_until: Some(at),
+            next_tick_at: Some(at),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn what_reschedules_a_deployment() {
+        use serde_json::json;
+        let old = deployment(json!({}));
+        let paused = deployment(json!({ "paused": true }));
+        assert!(old.reschedules(&paused), "pausing");
+        assert!(paused.reschedules(&old), "resuming");
+        for change in [
+            json!({ "schedules": [{ "cron": "0 10 * * *" }] }),
+            json!({ "schedules": [{ "cron": "0 9 * * *", "timezone": "Europe/Berlin" }] }),
+            json!({ "schedules": [{ "cron": "0 9 * * *", "active": false }] }),
+            json!({ "parameters": { "n": 2 } }),
+            json!({ "work_queue": "prod" }),
+        ] {
+            assert!(old.reschedules(&deployment(change.clone())), "{change}");
+        }
+        for same in [
+            json!({}),
+            json!({ "schedules": [{ "cron": "0 9 * * *" }, { "cron": "* * * * *", "active": false }] }),
+            json!({ "description": "nightly ETL", "version": "abc", "tags": ["x"] }),
+            json!({ "entrypoint": "flows/etl.py:run", "retries": 3, "catchup": "latest" }),
+            json!({ "env": { "MODE": "fast" }, "timeout_seconds": 60, "concurrency_limit": 2 }),
+        ] {
+            assert!(!old.reschedules(&deployment(same.clone())), "{same}");
+        }
     }
 }

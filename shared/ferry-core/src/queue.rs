@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error::ValidationError;
+
 /// The queue every deployment uses unless told otherwise; it always exists.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -51,7 +53,38 @@ impl WorkQueue {
     }
 }
 
+/// Checks a queue's concurrency limit: at least 1 (`None` is unlimited). A limit of 0 would
+/// let agents claim nothing while the queue does not show as paused, so it is refused, like a
+/// deployment's.
+pub fn check_concurrency_limit(limit: Option<u32>) -> Result<(), ValidationError> {
+    if limit == Some(0) {
+        return Err(ValidationError::new(
+            "concurrency_limit",
+            "must be at least 1: a queue with limit 0 would never run anything \
+             (to stop its runs, pause it with `ferry work-queue pause`)",
+        ));
+    }
+    Ok(())
+}
+
 /// The concurrency-slot key of queue `name`.
 pub fn queue_slot_key(name: &str) -> String {
     format!("Q#{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_limit_must_be_at_least_one() {
+        let e = check_concurrency_limit(Some(0)).unwrap_err();
+        assert_eq!(e.field, "concurrency_limit");
+        assert!(
+            e.message.contains("at least 1") && e.message.contains("pause"),
+            "{e}"
+        );
+        assert!(check_concurrency_limit(Some(1)).is_ok());
+        assert!(check_concurrency_limit(None).is_ok());
+    }
 }

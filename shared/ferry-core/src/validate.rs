@@ -1,5 +1,7 @@
 //! Validation of user input: everything is checked before anything is written.
 
+use std::collections::BTreeMap;
+
 use crate::deployment::{DeploymentSpec, Entrypoint, Infrastructure};
 use crate::error::ValidationError;
 use crate::ids::{check_name, DeploymentId};
@@ -65,6 +67,27 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
     }
+}
+
+/// Refuses a NUL byte in a value handed to a process (a path, an argument, an environment
+/// variable): the OS cannot carry it, so the run would only fail later, on the agent. The
+/// value is not echoed (it may be a secret).
+fn check_no_nul(field: &str, value: &str, what: &str) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        return Err(ValidationError::new(
+            field,
+            format!("contains a NUL byte (\\0), which {what} cannot hold: remove it"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    for (k, v) in env {
+        check_env_key(field, k)?;
+        check_no_nul(&format!("{field}.{k}"), v, "an environment variable")?;
+    }
+    Ok(())
 }
 
 fn check_env_key(field: &str, key: &str) -> Result<(), ValidationError> {
@@ -135,15 +158,20 @@ pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError
             format!("{env_size} bytes exceeds the {MAX_ENV_BYTES}-byte limit"),
         ));
     }
-    for k in spec.env.keys() {
-        check_env_key("env", k)?;
+    check_env("env", &spec.env)?;
+    if let Infrastructure::Process { python: Some(p) } = &spec.infrastructure {
+        check_no_nul("infrastructure.python", p, "an interpreter path")?;
     }
     if let Infrastructure::Ecs {
-        cpu, memory, env, ..
+        cpu,
+        memory,
+        env,
+        image,
     } = &spec.infrastructure
     {
-        for k in env.keys() {
-            check_env_key("infrastructure.env", k)?;
+        check_env("infrastructure.env", env)?;
+        if let Some(i) = image {
+            check_no_nul("infrastructure.image", i, "an image reference")?;
         }
         if let Some(c) = cpu {
             if ![256, 512, 1024, 2048, 4096, 8192, 16384].contains(c) {
@@ -218,4 +246,70 @@ pub fn schedule_digest(spec: &DeploymentSpec) -> String {
     let active: Vec<_> = spec.schedules.iter().filter(|s| s.active).collect();
     let json = serde_json::to_vec(&active).unwrap_or_default();
     hex::encode(&Sha256::digest(&json)[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> DeploymentSpec {
+        serde_json::from_value(serde_json::json!({
+            "flow": "etl", "name": "nightly", "entrypoint": "flows/etl.py:main"
+        }))
+        .unwrap()
+    }
+
+    fn refused(spec: &DeploymentSpec) -> ValidationError {
+        match validate_spec(spec) {
+            Ok(_) => panic!("{spec:?} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn nul_bytes_are_refused_where_a_process_would_carry_them() {
+        assert!(validate_spec(&spec()).is_ok());
+        let mut cases: Vec<(DeploymentSpec, &str)> = Vec::new();
+        for entrypoint in ["flows/e\0tl.py:main", "bin/run\0.sh", "bin/run.sh\0"] {
+            let mut s = spec();
+            s.entrypoint = entrypoint.into();
+            cases.push((s, "entrypoint"));
+        }
+        let mut s = spec();
+        s.env.insert("TOKEN".into(), "abc\0def".into());
+        cases.push((s, "env.TOKEN"));
+        let mut s = spec();
+        s.env.insert("TO\0KEN".into(), "abc".into());
+        cases.push((s, "env"));
+        let mut s = spec();
+        s.infrastructure = Infrastructure::Process {
+            python: Some("/usr/bin/python3\0".into()),
+        };
+        cases.push((s, "infrastructure.python"));
+        let mut s = spec();
+        s.infrastructure = Infrastructure::Ecs {
+            cpu: None,
+            memory: None,
+            image: Some("python:3.12\0".into()),
+            env: Default::default(),
+        };
+        cases.push((s, "infrastructure.image"));
+        let mut s = spec();
+        s.infrastructure = Infrastructure::Ecs {
+            cpu: None,
+            memory: None,
+            image: None,
+            env: [("MODE".to_string(), "\0".to_string())].into(),
+        };
+        cases.push((s, "infrastructure.env.MODE"));
+        for (s, field) in cases {
+            let e = refused(&s);
+            assert_eq!(e.field, field, "{s:?}: {e}");
+            if field != "env" {
+                assert!(e.message.contains("NUL byte"), "{field}: {e}");
+            }
+            // An environment value may be a secret: never echoed.
+            assert!(!e.message.contains("abc"), "{field}: {e}");
+        }
+    }
 }

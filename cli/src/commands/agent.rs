@@ -75,7 +75,7 @@ pub async fn run(cmd: AgentCmd) -> Result<()> {
     let cfg = config(&args)?;
     let ferry = with_lease(build_ferry().await?, &args)?;
     for q in &cfg.queues {
-        if ferry.store.get_queue(q).await?.is_none() {
+        if let Err(ferry_app::AppError::NotFound { .. }) = ferry.get_queue(q).await {
             tracing::warn!(queue = %q, "work queue does not exist (yet): create it with `ferry work-queue create {q}`");
         }
     }

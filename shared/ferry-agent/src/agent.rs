@@ -143,14 +143,7 @@ impl Agent {
         shutdown: &CancellationToken,
         kill: &CancellationToken,
     ) -> Result<usize, AppError> {
-        let mut queues = Vec::new();
-        for name in &self.cfg.queues {
-            match self.ferry.store.get_queue(name).await? {
-                Some(q) if !q.paused => queues.push(q),
-                _ => {}
-            }
-        }
-        queues.sort_by_key(|q| (q.priority, q.name.clone()));
+        let queues = self.ferry.queues_to_serve(&self.cfg.queues).await?;
         let mut claimed = 0;
         let horizon =
             self.ferry.now() + chrono::Duration::from_std(self.cfg.prefetch).unwrap_or_default();
@@ -193,8 +186,7 @@ impl Agent {
             let want = if after.is_none() { free * 2 + 4 } else { 100 };
             let page = self
                 .ferry
-                .store
-                .due_runs_after(&q.name, horizon, after.as_ref(), want)
+                .claimable_runs(&q.name, horizon, after.as_ref(), want)
                 .await?;
             scanned += page.len();
             let exhausted = page.len() < want;

@@ -45,6 +45,31 @@ impl Ferry {
         }
     }
 
+    /// The queues an agent serves that exist and are not paused, in the order they are served
+    /// (priority 1 first, then by name).
+    pub async fn queues_to_serve(&self, names: &[String]) -> Result<Vec<WorkQueue>, AppError> {
+        let mut queues = Vec::new();
+        for name in names {
+            if let Some(q) = self.store.get_queue(name).await?.filter(|q| !q.paused) {
+                queues.push(q);
+            }
+        }
+        queues.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+        Ok(queues)
+    }
+
+    /// A page of the runs waiting in `queue` that are due by `before` (late ones first), after
+    /// `after` (a run of the previous page): what an agent may claim.
+    pub async fn claimable_runs(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> Result<Vec<FlowRun>, AppError> {
+        Ok(self.store.due_runs_after(queue, before, after, limit).await?)
+    }
+
     /// Claims a waiting run for `agent_id`, taking the queue's and the deployment's
     /// concurrency slots in the same transaction.
     pub async fn claim(&self, run: &FlowRun, agent_id: &str) -> Result<Claim, AppError> {
@@ -140,6 +165,7 @@ impl Ferry {
         F: Fn(FlowRun, FlowRun) -> Fut,
         Fut: std::future::Future<Output = Result<(), StoreError>>,
     {
+        let mut unavailable = None;
         for attempt in 0..RETRIES {
             let next = match transition(&run, event.clone(), self.now()) {
                 Ok(n) => n,
@@ -150,6 +176,7 @@ impl Ferry {
                 Err(StoreError::Conflict(_)) => {}
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(run_id = %run.id, error = %ferry_core::error::error_chain(&e), "run write failed; retrying");
+                    unavailable = Some(e);
                     backoff(attempt).await;
                 }
                 Err(e) => return Err(e.into()),
@@ -160,7 +187,10 @@ impl Ferry {
                 .await?
                 .ok_or_else(|| AppError::not_found("flow run", run.id))?;
         }
-        Err(AppError::Conflict(format!("run {} keeps changing", run.id)))
+        Err(match unavailable {
+            Some(e) => e.into(),
+            None => AppError::Conflict(format!("run {} keeps changing", run.id)),
+        })
     }
     /// Marks a claimed run Running. `Ok(None)`: it was cancelled or reaped meanwhile.
     pub async fn start(

@@ -217,12 +217,7 @@ impl Ferry {
                 let current = self.store.get_deployment(&d.id).await?;
                 let stale = match &current {
                     None => true,
-                    Some(c) => {
-                        c.schedule_digest != d.schedule_digest
-                            || c.spec.paused
-                            || c.spec.parameters != d.spec.parameters
-                            || c.spec.work_queue != d.spec.work_queue
-                    }
+                    Some(c) => d.reschedules(c),
                 };
                 if stale {
                     for r in written {

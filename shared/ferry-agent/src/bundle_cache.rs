@@ -1,6 +1,30 @@
 use std::path::{Path, PathBuf};
 
-use ferry_core::ports::CodeStore;
+use ferry_core::ports::{CodeStore, CodeStoreError};
+
+/// Why a run's bundle could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BundleCacheError {
+    /// The code store failed.
+    #[error("cannot fetch bundle {sha256}")]
+    Fetch {
+        sha256: String,
+        #[source]
+        source: CodeStoreError,
+    },
+    /// The code store does not hold it.
+    #[error(
+        "bundle {0} is not in the code store: rebuild the deployment with `ferry deployment build`"
+    )]
+    Missing(String),
+    /// The bytes fetched do not hash to the digest.
+    #[error("bundle {sha256} is corrupt")]
+    Corrupt {
+        sha256: String,
+        #[source]
+        source: ferry_bundle::BundleError,
+    },
+}
 
 /// Bundles cached on the agent's disk by digest, verified on every use.
 pub(crate) struct BundleCache {
@@ -14,7 +38,11 @@ impl BundleCache {
 
     /// The bundle's bytes: from the cache if present and intact, else from the code store
     /// (then cached).
-    pub(crate) async fn get(&self, code: &dyn CodeStore, sha256: &str) -> Result<Vec<u8>, String> {
+    pub(crate) async fn get(
+        &self,
+        code: &dyn CodeStore,
+        sha256: &str,
+    ) -> Result<Vec<u8>, BundleCacheError> {
         let path = self.dir.join(format!("{sha256}.tar.gz"));
         if let Ok(bytes) = tokio::fs::read(&path).await {
             if ferry_bundle::verify_digest(&bytes, sha256).is_ok() {
@@ -25,9 +53,17 @@ impl BundleCache {
         let bytes = code
             .get_bundle(sha256)
             .await
-            .map_err(|e| format!("cannot fetch bundle {sha256}: {e}"))?
-            .ok_or_else(|| format!("bundle {sha256} is not in the code store: rebuild the deployment with `ferry deployment build`"))?;
-        ferry_bundle::verify_digest(&bytes, sha256).map_err(|e| e.to_string())?;
+            .map_err(|source| BundleCacheError::Fetch {
+                sha256: sha256.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| BundleCacheError::Missing(sha256.to_owned()))?;
+        ferry_bundle::verify_digest(&bytes, sha256).map_err(|source| {
+            BundleCacheError::Corrupt {
+                sha256: sha256.to_owned(),
+                source,
+            }
+        })?;
         if let Err(e) = write_atomic(&self.dir, &path, &bytes).await {
             tracing::warn!(error = %e, "cannot cache bundle; continuing without the cache");
         }

@@ -103,7 +103,7 @@ async fn execute_inner(
             log(ctx, &run, format!("fetching bundle sha256 {}", b.sha256)).await;
             let bytes = match ctx.cache.get(ctx.ferry.code.as_ref(), &b.sha256).await {
                 Ok(bytes) => bytes,
-                Err(e) => return fail(ctx, run, None, e).await,
+                Err(e) => return fail(ctx, run, None, ferry_core::error::error_chain(&e)).await,
             };
             let dest = work.0.clone();
             let unpacked =

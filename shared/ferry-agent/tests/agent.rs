@@ -28,7 +28,10 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
     std::fs::create_dir_all(&proj).unwrap();
     std::fs::write(proj.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
     let packed = ferry_bundle::pack_dir(&proj).unwrap();
-    ferry.put_bundle(&packed.sha256, &packed.bytes).await.unwrap();
+    ferry
+        .put_bundle(&packed.sha256, &packed.bytes)
+        .await
+        .unwrap();
     let spec = serde_json::from_value(serde_json::json!({
         "flow": "etl", "name": "n", "entrypoint": "run.sh",
         "bundle": {"sha256": packed.sha256, "size": packed.bytes.len()}
@@ -56,15 +59,25 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
         guard: None,
     };
     let agent = Agent::new(ferry.clone(), cfg);
-    let (mut tasks, shutdown, kill) = (JoinSet::new(), CancellationToken::new(), CancellationToken::new());
-    assert_eq!(agent.poll_once(&mut tasks, &shutdown, &kill).await.unwrap(), 1);
+    let (mut tasks, shutdown, kill) = (
+        JoinSet::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    assert_eq!(
+        agent.poll_once(&mut tasks, &shutdown, &kill).await.unwrap(),
+        1
+    );
     let finished = tokio::time::timeout(Duration::from_secs(60), tasks.join_next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
     assert!(!finished, "the run could not be started");
-    assert_eq!(ferry.get_run(run.id).await.unwrap().state, StateType::Pending);
+    assert_eq!(
+        ferry.get_run(run.id).await.unwrap().state,
+        StateType::Pending
+    );
     let left: Vec<_> = std::fs::read_dir(&work)
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();

@@ -67,7 +67,10 @@ impl Ferry {
         after: Option<&FlowRun>,
         limit: usize,
     ) -> Result<Vec<FlowRun>, AppError> {
-        Ok(self.store.due_runs_after(queue, before, after, limit).await?)
+        Ok(self
+            .store
+            .due_runs_after(queue, before, after, limit)
+            .await?)
     }
 
     /// Claims a waiting run for `agent_id`, taking the queue's and the deployment's

@@ -3,8 +3,8 @@ use ferry_core::horizon;
 use ferry_core::ids::RunId;
 use ferry_core::ports::{InsertOutcome, StoreError};
 use ferry_core::run::{FlowRun, Origin};
+use ferry_core::schedule::{Schedule, ScheduleError};
 use ferry_core::state::{transition, RunEvent};
-use ferry_core::validate::validate_spec;
 use ferry_core::Deployment;
 use serde::{Deserialize, Serialize};
 
@@ -168,18 +168,21 @@ impl Ferry {
         now: DateTime<Utc>,
         report: &mut TickReport,
     ) -> Result<(), AppError> {
-        let valid = match validate_spec(&d.spec) {
+        // The spec was validated when it was applied; only its schedules need parsing here.
+        let parsed: Result<Vec<Schedule>, ScheduleError> =
+            d.spec.schedules.iter().map(Schedule::parse).collect();
+        let schedules = match parsed {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(deployment = %d.id, error = %e, "stored deployment is invalid; not scheduling it");
+                tracing::error!(deployment = %d.id, error = %e, "stored schedule is invalid; not scheduling it");
                 return self.park(d).await;
             }
         };
-        if d.spec.paused || !valid.schedules.iter().any(|s| s.spec().active) {
+        if d.spec.paused || !schedules.iter().any(|s| s.spec().active) {
             return self.park(d).await;
         }
         let cursor = d.scheduled_until.unwrap_or(now);
-        let plan = horizon::plan(&valid.schedules, cursor, now, d.spec.catchup);
+        let plan = horizon::plan(&schedules, cursor, now, d.spec.catchup);
         let mut written = Vec::new();
         for t in &plan.fire_times {
             let mut run = FlowRun::new_scheduled(

@@ -54,9 +54,8 @@ impl App {
         let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
             .await
             .unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        });
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Answer {
             status,
             content_type,
@@ -80,8 +79,10 @@ impl App {
             .call(
                 "PUT",
                 "/v1/deployments",
-                Some(json!({"flow": "etl", "name": "daily", "entrypoint": "run.sh",
-                            "parameters": parameters})),
+                Some(
+                    json!({"flow": "etl", "name": "daily", "entrypoint": "run.sh",
+                            "parameters": parameters}),
+                ),
             )
             .await;
         assert!(a.status.is_success(), "{:?}", a.body);
@@ -180,14 +181,22 @@ async fn an_idempotency_key_reused_with_other_parameters_is_a_409_naming_the_key
     assert_error_shape(&other, StatusCode::CONFLICT, "conflict");
     assert_eq!(other.body["field"], "idempotency_key");
     let message = other.body["message"].as_str().unwrap();
-    assert!(message.contains("k-2") && message.contains("parameters"), "{message}");
-    assert!(message.contains(first.body["id"].as_str().unwrap()), "{message}");
+    assert!(
+        message.contains("k-2") && message.contains("parameters"),
+        "{message}"
+    );
+    assert!(
+        message.contains(first.body["id"].as_str().unwrap()),
+        "{message}"
+    );
 
     let later = app
         .call(
             "POST",
             "/v1/deployments/etl/daily/runs",
-            Some(json!({"parameters": {"n": 2}, "idempotency_key": "k-2", "start_in_seconds": 600})),
+            Some(
+                json!({"parameters": {"n": 2}, "idempotency_key": "k-2", "start_in_seconds": 600}),
+            ),
         )
         .await;
     assert_error_shape(&later, StatusCode::CONFLICT, "conflict");
@@ -240,7 +249,9 @@ async fn router_refusals_have_the_json_error_shape() {
     assert_error_shape(&a, StatusCode::NOT_FOUND, "not_found");
     let a = app.call("GET", "/v1/flow-runs/%FF", None).await;
     assert_error_shape(&a, StatusCode::BAD_REQUEST, "invalid");
-    let a = app.call("POST", "/v1/work-queues", Some(json!([1, 2]))).await;
+    let a = app
+        .call("POST", "/v1/work-queues", Some(json!([1, 2])))
+        .await;
     assert_error_shape(&a, StatusCode::BAD_REQUEST, "invalid");
 }
 
@@ -256,10 +267,21 @@ async fn the_bearer_scheme_is_case_insensitive() {
             .body(Body::empty())
             .unwrap()
     };
-    for ok in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "beArer   s3cret"] {
+    for ok in [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "BEARER s3cret",
+        "beArer   s3cret",
+    ] {
         assert_eq!(app.send(with(ok)).await.status, StatusCode::OK, "{ok}");
     }
-    for refused in ["Bearer wrong", "Basic s3cret", "s3cret", "Bearers3cret", "Bearer"] {
+    for refused in [
+        "Bearer wrong",
+        "Basic s3cret",
+        "s3cret",
+        "Bearers3cret",
+        "Bearer",
+    ] {
         let a = app.send(with(refused)).await;
         assert_error_shape(&a, StatusCode::UNAUTHORIZED, "unauthorized");
     }
@@ -323,7 +345,10 @@ fn every_operation_with_input_documents_its_400() {
             );
         }
         for status in ["401", "503"] {
-            assert!(op["responses"].get(status).is_some(), "{method} {path}: {status}");
+            assert!(
+                op["responses"].get(status).is_some(),
+                "{method} {path}: {status}"
+            );
         }
     }
     assert!(checked >= 15, "only {checked} operations with input");

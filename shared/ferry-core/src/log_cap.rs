@@ -101,9 +101,14 @@ mod tests {
         let b = encode_capped(&lines, 100, 100 + 2 * one + 1).unwrap();
         assert_eq!(b.line_ends.len(), 4, "three lines and the marker");
         assert_eq!(b.dropped, 7);
-        let last: LogLine =
-            serde_json::from_str(std::str::from_utf8(&b.body).unwrap().lines().last().unwrap())
-                .unwrap();
+        let last: LogLine = serde_json::from_str(
+            std::str::from_utf8(&b.body)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(last.stream, LogStream::Ferry);
         assert!(last.line.contains("cap"), "{}", last.line);
         assert_eq!(b.line_ends[0], 100 + one);

@@ -412,7 +412,10 @@ mod tests {
         let run = RunId::adhoc(chrono::Utc::now(), [2; 10]);
         sink.append(run, &[line(0)]).await.unwrap();
         // An append that wrote its lines (and half a line) but not their index entries.
-        let mut f = OpenOptions::new().append(true).open(sink.path(run)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(sink.path(run))
+            .unwrap();
         let mut body = serde_json::to_vec(&line(1)).unwrap();
         body.push(b'\n');
         body.extend_from_slice(b"{\"at\":");

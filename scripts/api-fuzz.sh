@@ -119,10 +119,11 @@ export PYTHONPATH="$RUN" SCHEMATHESIS_HOOKS=ferry_fuzz_hooks
 SEED_ARGS=()
 [[ -n "${FERRY_FUZZ_SEED:-}" ]] && SEED_ARGS=(--seed "$FERRY_FUZZ_SEED")
 info "schemathesis: $EXAMPLES examples per operation"
-"$VENV/bin/st" run "$RUN/openapi.json" --url "$URL" \
+# Run from $RUN: schemathesis keeps a cache (.schemathesis/) in its working directory.
+(cd "$RUN" && "$VENV/bin/st" run "$RUN/openapi.json" --url "$URL" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,unsupported_method \
     --phases examples,coverage,fuzzing \
     --max-examples "$EXAMPLES" --workers 2 --request-timeout 10 \
-    --suppress-health-check all --no-color "${SEED_ARGS[@]}" \
+    --suppress-health-check all --no-color "${SEED_ARGS[@]}") \
     || die "schemathesis found answers the document does not allow (see above)"
 info "ok: the document is valid and the API answered as documented"

@@ -6,12 +6,13 @@ use ferry_core::error::error_chain;
 use ferry_core::ports::StoreError;
 use serde::{Deserialize, Serialize};
 
-/// The body of every error response.
+/// The body of every error response (every 4xx and 5xx has this shape).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// `invalid`, `not_found`, `conflict`, `unauthorized`, `unavailable`, `internal`.
+    /// `invalid`, `not_found`, `method_not_allowed`, `conflict`, `too_large`, `unauthorized`,
+    /// `unavailable`, `internal`.
     pub kind: String,
-    /// The request field at fault (for `invalid`).
+    /// The request field at fault (for `invalid`, and `conflict` on a reused idempotency key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// What went wrong and how to fix it (generic for 5xx; the cause is logged).
@@ -23,15 +24,27 @@ pub struct ErrorBody {
 pub enum ApiError {
     /// A use-case error.
     App(AppError),
-    /// A request body or query that does not parse.
+    /// A request body, path or query that does not parse.
     BadRequest {
         /// Field, or `body`.
         field: String,
         /// Parser message.
         message: String,
     },
+    /// The request body is larger than the route accepts (413).
+    TooLarge {
+        /// The route's limit in bytes.
+        limit: usize,
+    },
     /// Missing or wrong bearer token.
     Unauthorized,
+    /// Any other 4xx answered by the router itself (405, 415...), given the JSON shape.
+    Status {
+        /// The status (a 4xx).
+        status: StatusCode,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl From<AppError> for ApiError {
@@ -52,18 +65,52 @@ fn body(status: StatusCode, kind: &str, field: Option<String>, message: String) 
         .into_response()
 }
 
+/// The `kind` of a status answered without a more specific error.
+fn kind_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        s if s.is_server_error() => "internal",
+        _ => "invalid",
+    }
+}
+
+/// `1 MiB`, `256 MiB`, `300 KiB`, `17 bytes`.
+pub(crate) fn human_bytes(n: usize) -> String {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", n / (1024 * 1024))
+    } else if n >= 1024 && n.is_multiple_of(1024) {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::BadRequest { field, message } => {
                 body(StatusCode::BAD_REQUEST, "invalid", Some(field), message)
             }
+            ApiError::TooLarge { limit } => body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                Some("body".into()),
+                format!(
+                    "body: larger than this route accepts ({}); send a smaller body",
+                    human_bytes(limit)
+                ),
+            ),
             ApiError::Unauthorized => body(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 None,
                 "missing or wrong bearer token: set FERRY_API_TOKEN to the server's token".into(),
             ),
+            ApiError::Status { status, message } => body(status, kind_of(status), None, message),
             ApiError::App(AppError::Invalid(v)) => body(
                 StatusCode::BAD_REQUEST,
                 "invalid",
@@ -73,6 +120,12 @@ impl IntoResponse for ApiError {
             ApiError::App(e @ AppError::NotFound { .. }) => {
                 body(StatusCode::NOT_FOUND, "not_found", None, e.to_string())
             }
+            ApiError::App(e @ AppError::IdempotencyKeyReused { .. }) => body(
+                StatusCode::CONFLICT,
+                "conflict",
+                Some("idempotency_key".into()),
+                e.to_string(),
+            ),
             ApiError::App(AppError::Conflict(m)) => body(StatusCode::CONFLICT, "conflict", None, m),
             ApiError::App(AppError::Store(StoreError::Conflict(m))) => {
                 body(StatusCode::CONFLICT, "conflict", None, m)

@@ -1,5 +1,4 @@
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,13 +9,25 @@ use ferry_core::{Deployment, DeploymentSpec, FlowRun, StateType, WorkQueue};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::json::JsonBody;
+use crate::extract::{BundleBody, JsonBody, PathParams, QueryParams};
 use crate::{ApiDoc, ApiError, ApiState, ErrorBody};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 fn deployment_id(flow: &str, name: &str) -> ApiResult<DeploymentId> {
     DeploymentId::new(flow, name).map_err(|e| ApiError::App(e.into()))
+}
+
+/// `value` if within `min..=max`, else a 400 naming the query parameter and its range.
+fn in_range(field: &str, value: i64, min: i64, max: i64) -> ApiResult<i64> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest {
+            field: field.into(),
+            message: format!("{field}: must be between {min} and {max}, not {value}"),
+        })
+    }
 }
 
 fn run_id(id: &str) -> ApiResult<RunId> {
@@ -77,7 +88,8 @@ pub(crate) async fn list_queues(State(s): State<ApiState>) -> ApiResult<Json<Vec
 }
 
 #[utoipa::path(post, path = "/v1/work-queues", request_body = CreateQueue,
-    responses((status = 201, body = WorkQueue), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = WorkQueue), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn create_queue(
     State(s): State<ApiState>,
     JsonBody(req): JsonBody<CreateQueue>,
@@ -90,19 +102,20 @@ pub(crate) async fn create_queue(
 }
 
 #[utoipa::path(get, path = "/v1/work-queues/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = WorkQueue), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = WorkQueue), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_queue(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<WorkQueue>> {
     Ok(Json(s.ferry.get_queue(&name).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/work-queues/{name}", params(("name" = String, Path)), request_body = QueuePatch,
-    responses((status = 200, body = WorkQueue), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = WorkQueue), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn update_queue(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     JsonBody(patch): JsonBody<QueuePatch>,
 ) -> ApiResult<Json<WorkQueue>> {
     Ok(Json(s.ferry.update_queue(&name, patch).await?))
@@ -110,26 +123,22 @@ pub(crate) async fn update_queue(
 
 /// Query of the queue preview.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PreviewQuery {
     /// Look-ahead in hours (default 24, at most 2400).
-    pub hours: Option<u32>,
+    #[param(minimum = 1, maximum = 2400)]
+    pub hours: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/work-queues/{name}/preview", params(("name" = String, Path), PreviewQuery),
-    responses((status = 200, body = Vec<PreviewItem>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<PreviewItem>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn preview_queue(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
-    Query(q): Query<PreviewQuery>,
+    PathParams(name): PathParams<String>,
+    QueryParams(q): QueryParams<PreviewQuery>,
 ) -> ApiResult<Json<Vec<PreviewItem>>> {
-    let hours = q.hours.unwrap_or(24);
-    if hours == 0 || hours > 2400 {
-        return Err(ApiError::BadRequest {
-            field: "hours".into(),
-            message: "hours: must be between 1 and 2400".into(),
-        });
-    }
-    Ok(Json(s.ferry.preview_queue(&name, hours).await?))
+    let hours = in_range("hours", q.hours.unwrap_or(24), 1, 2400)?;
+    Ok(Json(s.ferry.preview_queue(&name, hours as u32).await?))
 }
 
 // ------------------------------------------------------------------ deployments
@@ -137,7 +146,8 @@ pub(crate) async fn preview_queue(
 #[utoipa::path(put, path = "/v1/deployments", request_body = DeploymentSpec,
     responses((status = 200, body = ApplyOutcome, description = "updated or unchanged"),
               (status = 201, body = ApplyOutcome, description = "created"),
-              (status = 400, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn apply_deployment(
     State(s): State<ApiState>,
     JsonBody(spec): JsonBody<DeploymentSpec>,
@@ -160,10 +170,10 @@ pub(crate) async fn list_deployments(
 
 #[utoipa::path(get, path = "/v1/deployments/{flow}/{name}",
     params(("flow" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = Deployment), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Deployment), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_deployment(
     State(s): State<ApiState>,
-    Path((flow, name)): Path<(String, String)>,
+    PathParams((flow, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Deployment>> {
     Ok(Json(
         s.ferry
@@ -181,10 +191,11 @@ pub struct Deleted {
 
 #[utoipa::path(delete, path = "/v1/deployments/{flow}/{name}",
     params(("flow" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Deleted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
 pub(crate) async fn delete_deployment(
     State(s): State<ApiState>,
-    Path((flow, name)): Path<(String, String)>,
+    PathParams((flow, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Deleted>> {
     let removed_runs = s
         .ferry
@@ -195,10 +206,11 @@ pub(crate) async fn delete_deployment(
 
 #[utoipa::path(post, path = "/v1/deployments/{flow}/{name}/pause",
     params(("flow" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = ApplyOutcome), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ApplyOutcome), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
 pub(crate) async fn pause_deployment(
     State(s): State<ApiState>,
-    Path((flow, name)): Path<(String, String)>,
+    PathParams((flow, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<ApplyOutcome>> {
     let id = deployment_id(&flow, &name)?;
     Ok(Json(s.ferry.set_deployment_paused(&id, true).await?))
@@ -206,10 +218,11 @@ pub(crate) async fn pause_deployment(
 
 #[utoipa::path(post, path = "/v1/deployments/{flow}/{name}/resume",
     params(("flow" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = ApplyOutcome), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ApplyOutcome), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
 pub(crate) async fn resume_deployment(
     State(s): State<ApiState>,
-    Path((flow, name)): Path<(String, String)>,
+    PathParams((flow, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<ApplyOutcome>> {
     let id = deployment_id(&flow, &name)?;
     Ok(Json(s.ferry.set_deployment_paused(&id, false).await?))
@@ -218,11 +231,13 @@ pub(crate) async fn resume_deployment(
 #[utoipa::path(post, path = "/v1/deployments/{flow}/{name}/runs",
     params(("flow" = String, Path), ("name" = String, Path)), request_body = RunRequest,
     responses((status = 201, body = FlowRun, description = "created"),
-              (status = 200, body = FlowRun, description = "existing run with the same idempotency key"),
-              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 200, body = FlowRun, description = "the run an earlier identical request with this idempotency key created"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the idempotency key was used with other parameters or start time"),
+              (status = 413, body = ErrorBody)))]
 pub(crate) async fn create_run(
     State(s): State<ApiState>,
-    Path((flow, name)): Path<(String, String)>,
+    PathParams((flow, name)): PathParams<(String, String)>,
     JsonBody(req): JsonBody<RunRequest>,
 ) -> ApiResult<(StatusCode, Json<FlowRun>)> {
     let id = deployment_id(&flow, &name)?;
@@ -239,6 +254,7 @@ pub(crate) async fn create_run(
 
 /// Query of the run list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// `flow/name`.
     pub deployment: Option<String>,
@@ -247,14 +263,15 @@ pub struct RunsQuery {
     /// Queue name.
     pub work_queue: Option<String>,
     /// At most this many (default 50, at most 10000).
-    pub limit: Option<usize>,
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs", params(RunsQuery),
     responses((status = 200, body = Vec<FlowRun>), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_runs(
     State(s): State<ApiState>,
-    Query(q): Query<RunsQuery>,
+    QueryParams(q): QueryParams<RunsQuery>,
 ) -> ApiResult<Json<Vec<FlowRun>>> {
     let deployment = q
         .deployment
@@ -277,13 +294,7 @@ pub(crate) async fn list_runs(
                 })?,
         );
     }
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > 10_000 {
-        return Err(ApiError::BadRequest {
-            field: "limit".into(),
-            message: "limit: must be between 1 and 10000".into(),
-        });
-    }
+    let limit = in_range("limit", q.limit.unwrap_or(50), 1, 10_000)? as usize;
     let filter = RunFilter {
         deployment,
         states,
@@ -294,40 +305,44 @@ pub(crate) async fn list_runs(
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = FlowRun), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = FlowRun), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_run(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowRun>> {
     Ok(Json(s.ferry.get_run(run_id(&id)?).await?))
 }
 
 #[utoipa::path(post, path = "/v1/flow-runs/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = FlowRun), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = FlowRun), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
 pub(crate) async fn cancel_run(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowRun>> {
     Ok(Json(s.ferry.cancel_run(run_id(&id)?).await?))
 }
 
 /// Query of the log endpoint.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// First line number to return (0-based).
+    #[param(minimum = 0)]
     pub offset: Option<u64>,
     /// At most this many lines (default 1000, at most 10000).
-    pub limit: Option<usize>,
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs/{id}/logs", params(("id" = String, Path), LogsQuery),
-    responses((status = 200, body = LogPage), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_logs(
     State(s): State<ApiState>,
-    Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
+    PathParams(id): PathParams<String>,
+    QueryParams(q): QueryParams<LogsQuery>,
 ) -> ApiResult<Json<LogPage>> {
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let limit = in_range("limit", q.limit.unwrap_or(1000), 1, 10_000)? as usize;
     Ok(Json(
         s.ferry
             .run_logs(run_id(&id)?, q.offset.unwrap_or(0), limit)
@@ -347,12 +362,12 @@ pub struct BundleStored {
 }
 
 #[utoipa::path(put, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "application/gzip"),
-    responses((status = 201, body = BundleStored), (status = 400, body = ErrorBody)))]
+    request_body(content = BundleBytes, content_type = "application/gzip"),
+    responses((status = 201, body = BundleStored), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn put_bundle(
     State(s): State<ApiState>,
-    Path(sha256): Path<String>,
-    body: Bytes,
+    PathParams(sha256): PathParams<String>,
+    BundleBody(body): BundleBody,
 ) -> ApiResult<(StatusCode, Json<BundleStored>)> {
     s.ferry.put_bundle(&sha256, &body).await?;
     Ok((
@@ -363,6 +378,11 @@ pub(crate) async fn put_bundle(
         }),
     ))
 }
+
+/// A bundle: the gzip-compressed tar `ferry deployment build` packs, as raw bytes.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BundleBytes(#[allow(dead_code)] Vec<u8>);
 
 /// Where to upload a bundle.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -375,7 +395,7 @@ pub struct UploadUrl {
     responses((status = 200, body = UploadUrl), (status = 400, body = ErrorBody)))]
 pub(crate) async fn bundle_upload_url(
     State(s): State<ApiState>,
-    Path(sha256): Path<String>,
+    PathParams(sha256): PathParams<String>,
 ) -> ApiResult<Json<UploadUrl>> {
     Ok(Json(UploadUrl {
         target: s.ferry.bundle_upload_target(&sha256).await?,
@@ -383,10 +403,11 @@ pub(crate) async fn bundle_upload_url(
 }
 
 #[utoipa::path(head, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path)),
-    responses((status = 200), (status = 404)))]
+    responses((status = 200, description = "stored"), (status = 400, description = "a path segment that does not decode"),
+              (status = 404, description = "not stored")))]
 pub(crate) async fn head_bundle(
     State(s): State<ApiState>,
-    Path(sha256): Path<String>,
+    PathParams(sha256): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     Ok(if s.ferry.has_bundle(&sha256).await? {
         StatusCode::OK
@@ -396,10 +417,11 @@ pub(crate) async fn head_bundle(
 }
 
 #[utoipa::path(get, path = "/v1/bundles/{sha256}", params(("sha256" = String, Path)),
-    responses((status = 200, content_type = "application/gzip"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = BundleBytes, content_type = "application/gzip"), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_bundle(
     State(s): State<ApiState>,
-    Path(sha256): Path<String>,
+    PathParams(sha256): PathParams<String>,
 ) -> ApiResult<Response> {
     let bytes = s.ferry.get_bundle(&sha256).await?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())

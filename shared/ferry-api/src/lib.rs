@@ -3,18 +3,31 @@
 
 mod auth;
 mod error;
+mod extract;
 mod handlers;
-mod json;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler;
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use ferry_app::Ferry;
+use ferry_core::limits::{MAX_BUNDLE_BYTES, MAX_DEPLOYMENT_BYTES};
+use utoipa::openapi::{RefOr, Response as OaResponse};
 use utoipa::OpenApi;
 
 pub use error::{ApiError, ErrorBody};
+
+/// Largest JSON request body (every route but the bundle upload). The largest JSON document is
+/// a deployment spec, capped at [`MAX_DEPLOYMENT_BYTES`] serialized compactly; this leaves room
+/// for indentation and escapes. A longer body is refused with 413 once this many bytes were
+/// read, so it is never buffered whole.
+pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
+const _: () = assert!(MAX_JSON_BODY_BYTES >= 3 * MAX_DEPLOYMENT_BYTES);
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -57,9 +70,92 @@ pub struct ApiState {
         handlers::bundle_upload_url,
         handlers::get_bundle,
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody)),
+    modifiers(&AnyRouteErrors)
 )]
 pub struct ApiDoc;
+
+/// Answers every operation may give: 401 (a token is configured and the request lacks it) and
+/// 503 (storage busy).
+struct AnyRouteErrors;
+
+impl utoipa::Modify for AnyRouteErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| -> RefOr<OaResponse> {
+            utoipa::openapi::ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into()
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                responses.entry("401".into()).or_insert_with(|| {
+                    error("the server has a token (FERRY_API_TOKEN) and the request lacks it")
+                });
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| error("storage is busy; retry shortly"));
+            }
+        }
+    }
+}
+
+/// Gives every 4xx the router answers itself (405 for a method a path lacks, ...) the JSON
+/// error shape; answers that already are JSON, and HEAD answers (no body), pass unchanged.
+async fn uniform_errors(req: Request, next: Next) -> Response {
+    let head = req.method() == Method::HEAD;
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() || is_json || head {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = match (status, text.is_empty()) {
+        (axum::http::StatusCode::METHOD_NOT_ALLOWED, _) => format!(
+            "method not allowed here; allowed: {} (see GET /v1/openapi.json)",
+            parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+        ),
+        (_, false) => text,
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned(),
+    };
+    let mut out = ApiError::Status { status, message }.into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
 
 /// The `/v1` router over `state`.
 pub fn router(state: ApiState) -> Router {
@@ -84,12 +180,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/flow-runs/{id}/logs", get(run_logs))
         .route(
             "/bundles/{sha256}",
-            put(put_bundle).head(head_bundle).get(get_bundle),
+            put(put_bundle.layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES)))
+                .head(head_bundle)
+                .get(get_bundle),
         )
         .route("/bundles/{sha256}/upload-url", post(bundle_upload_url))
-        .layer(DefaultBodyLimit::max(
-            ferry_core::limits::MAX_BUNDLE_BYTES + 1024,
-        ))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -98,4 +194,5 @@ pub fn router(state: ApiState) -> Router {
         .nest("/v1", v1)
         .fallback(handlers::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(uniform_errors))
 }

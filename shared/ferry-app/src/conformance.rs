@@ -511,8 +511,8 @@ pub async fn code_store_suite(c: Arc<dyn ferry_core::ports::CodeStore>) {
     assert!(!c.has_bundle("not-a-digest").await.unwrap());
 }
 
-/// The log-sink checks: appends are read back in order, pages follow offsets, a log is
-/// readable while it grows, an unknown run has an empty log.
+/// The log-sink checks: appends are read back in order, pages follow offsets (from anywhere in
+/// a log of many appends), a log is readable while it grows, an unknown run has an empty log.
 pub async fn log_sink_suite(l: Arc<dyn ferry_core::ports::LogSink>) {
     use ferry_core::ports::{LogLine, LogStream};
     let run = RunId::adhoc(t0(), [7; 10]);
@@ -546,4 +546,68 @@ pub async fn log_sink_suite(l: Arc<dyn ferry_core::ports::LogSink>) {
     assert_eq!(page.next_offset, 5);
     assert!(l.read(run, 8, 10).await.unwrap().lines.is_empty());
     assert!(!l.location(run).is_empty());
+
+    // Pages from any offset of a log written in many appends: a page spans appends, ends at
+    // the log's end, and an offset past the end is an empty page that keeps its offset.
+    let paged = RunId::adhoc(t0(), [9; 10]);
+    let all: Vec<_> = (0..1_000).map(line).collect();
+    for batch in all.chunks(97) {
+        l.append(paged, batch).await.unwrap();
+    }
+    for (offset, limit) in [(0, 1_000), (950, 30), (96, 3), (500, 200), (990, 50)] {
+        let page = l.read(paged, offset, limit).await.unwrap();
+        let end = (offset as usize + limit).min(all.len());
+        assert_eq!(
+            page.lines,
+            all[offset as usize..end],
+            "page {offset}+{limit}"
+        );
+        assert_eq!(page.next_offset, end as u64, "page {offset}+{limit}");
+    }
+    let past = l.read(paged, 5_000, 10).await.unwrap();
+    assert!(past.lines.is_empty());
+    assert_eq!(past.next_offset, 5_000);
+}
+
+/// The log cap, for a sink built to keep at most `cap` bytes per run (at least 3 lines' worth,
+/// at most 20): lines are kept until the log reaches `cap`, then one marker line (stream
+/// `ferry`, naming the cap) closes it and every later line is dropped, in that append and the
+/// next ones; the capped log still pages from any offset.
+pub async fn log_sink_cap_suite(l: Arc<dyn ferry_core::ports::LogSink>, cap: u64) {
+    use ferry_core::ports::{LogLine, LogStream};
+    let run = RunId::adhoc(t0(), [10; 10]);
+    // Whole seconds and fixed-width text: every line has the same stored size.
+    let line = |i: usize| LogLine {
+        at: t0() + Duration::seconds(i as i64),
+        stream: LogStream::Stdout,
+        line: format!("capped line {i:04}"),
+    };
+    let size = serde_json::to_vec(&line(0)).unwrap().len() as u64 + 1;
+    assert!(
+        (3 * size..=20 * size).contains(&cap),
+        "pick a cap of 3 to 20 lines ({size} bytes each)"
+    );
+    // The first line that takes the log to the cap is kept, then the marker.
+    let kept = cap.div_ceil(size) as usize;
+    let sent: Vec<_> = (0..30).map(line).collect();
+    for batch in sent.chunks(7) {
+        l.append(run, batch).await.unwrap();
+    }
+    let page = l.read(run, 0, 1_000).await.unwrap();
+    assert_eq!(page.lines.len(), kept + 1, "{kept} lines and the marker");
+    assert_eq!(page.lines[..kept], sent[..kept]);
+    let marker = &page.lines[kept];
+    assert_eq!(marker.stream, LogStream::Ferry);
+    assert!(
+        marker.line.contains("cap") && marker.line.contains(&cap.to_string()),
+        "the marker names the cap: {}",
+        marker.line
+    );
+    // A closed log stays closed.
+    l.append(run, &[line(99)]).await.unwrap();
+    let again = l.read(run, 0, 1_000).await.unwrap();
+    assert_eq!(again.lines, page.lines);
+    let tail = l.read(run, kept as u64, 10).await.unwrap();
+    assert_eq!(tail.lines, vec![marker.clone()]);
+    assert_eq!(tail.next_offset, kept as u64 + 1);
 }

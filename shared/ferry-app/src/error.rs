@@ -15,6 +15,16 @@ pub enum AppError {
         /// Its id.
         id: String,
     },
+    /// An idempotency key sent again with a different request (409).
+    #[error("idempotency_key {key:?} was already used for run {run} with other {differs}: send the same request again to get that run, or use a new key")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+        /// The run created with it.
+        run: ferry_core::RunId,
+        /// What differs: `parameters` or `start_in_seconds`.
+        differs: &'static str,
+    },
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),

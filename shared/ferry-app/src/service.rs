@@ -503,8 +503,9 @@ impl Ferry {
 
     // ---------------------------------------------------------------- flow runs
 
-    /// Creates an ad-hoc run; with an idempotency key, a repeat returns the first run
-    /// (`false` = it existed).
+    /// Creates an ad-hoc run; with an idempotency key, a repeat of the same request returns the
+    /// first run (`false` = it existed), and a different request with that key is refused
+    /// ([`AppError::IdempotencyKeyReused`]): its parameters would be dropped silently otherwise.
     pub async fn create_run(
         &self,
         id: &DeploymentId,
@@ -554,7 +555,14 @@ impl Ferry {
                 }
                 Ok((run, true))
             }
-            InsertOutcome::Exists(existing) => Ok((*existing, false)),
+            InsertOutcome::Exists(existing) => match idempotent_repeat_differs(&existing, &run) {
+                None => Ok((*existing, false)),
+                Some(differs) => Err(AppError::IdempotencyKeyReused {
+                    key: run.idempotency_key.unwrap_or_default(),
+                    run: existing.id,
+                    differs,
+                }),
+            },
         }
     }
 
@@ -671,5 +679,24 @@ impl Ferry {
             .get_bundle(sha256)
             .await?
             .ok_or_else(|| AppError::not_found("bundle", sha256))
+    }
+}
+
+/// What differs between the run an idempotency key created and a repeated request's would-be
+/// run: its merged `parameters`, or its start offset (`start_in_seconds`, compared as the gap
+/// between creation and scheduled time, whole seconds). `None`: the same request.
+fn idempotent_repeat_differs(existing: &FlowRun, repeat: &FlowRun) -> Option<&'static str> {
+    let start_in = |r: &FlowRun| {
+        (r.scheduled_time - r.created_at)
+            .num_milliseconds()
+            .saturating_add(500)
+            .div_euclid(1000)
+    };
+    if existing.parameters != repeat.parameters {
+        Some("parameters")
+    } else if start_in(existing) != start_in(repeat) {
+        Some("start_in_seconds")
+    } else {
+        None
     }
 }

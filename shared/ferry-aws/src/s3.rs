@@ -5,7 +5,9 @@
 //! - `bundles/<sha256>.tar.gz` — a bundle, stored with its SHA-256 checksum
 //!   (`x-amz-checksum-sha256`) so S3 itself checks the upload;
 //! - `logs/<run-id>/<first-line-number, 12 digits>.jsonl` — one chunk per `append`, its lines
-//!   numbered from the number in the key.
+//!   numbered from the number in the key. A run's chunks hold at most
+//!   [`MAX_RUN_LOG_BYTES`](ferry_core::log_cap::MAX_RUN_LOG_BYTES) in all (then a marker line,
+//!   and later lines are dropped).
 //!
 //! Errors of the SDK are kept as the `source` of the port's error (never stringified). There is
 //! no retry here: throttling, 5xx and timeouts were already retried by the SDK with backoff
@@ -23,6 +25,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
 use ferry_core::digest::{is_sha256_hex, verify};
 use ferry_core::ids::RunId;
+use ferry_core::log_cap::{encode_capped, MAX_RUN_LOG_BYTES};
 use ferry_core::ports::{CodeStore, CodeStoreError, LogError, LogLine, LogPage, LogSink};
 
 /// Key prefix of bundles.
@@ -246,28 +249,39 @@ impl CodeStore for S3CodeStore {
     }
 }
 
-/// The next line number of a run, once known in this process (`None`: list the chunks first).
-type NextLine = Arc<tokio::sync::Mutex<Option<u64>>>;
+/// Where a run's log ends: its next line number and its size in bytes.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    next_line: u64,
+    bytes: u64,
+}
+
+/// The tail of a run's log, once known in this process (`None`: list the chunks first).
+type RunTail = Arc<tokio::sync::Mutex<Option<Tail>>>;
 
 /// Run logs as chunk objects `logs/<run-id>/<first-line:012>.jsonl`, one per `append`.
 ///
-/// The next line number of each run is cached in memory. On the first append for a run in this
-/// process (and after any failed append, whose outcome is unknown) the sink lists the run's
-/// chunks and continues after the last one, so an agent restart or a second writer does not
-/// overwrite. Chunks are written with `If-None-Match: *`: a writer whose cache is stale loses
-/// with `412 Precondition Failed`, re-lists and writes the next free chunk instead.
+/// The tail of each run's log (next line number, bytes so far) is cached in memory. On the
+/// first append for a run in this process (and after any failed append, whose outcome is
+/// unknown) the sink lists the run's chunks and continues after the last one, so an agent
+/// restart or a second writer does not overwrite. Chunks are written with `If-None-Match: *`:
+/// a writer whose cache is stale loses with `412 Precondition Failed`, re-lists and writes the
+/// next free chunk instead. A run's log keeps at most [`MAX_RUN_LOG_BYTES`] (or
+/// [`S3LogSink::with_max_bytes`]); past it, appends are dropped without a request.
 #[derive(Debug)]
 pub struct S3LogSink {
     client: aws_sdk_s3::Client,
     bucket: String,
-    next: Mutex<HashMap<RunId, NextLine>>,
+    max_bytes: u64,
+    tails: Mutex<HashMap<RunId, RunTail>>,
 }
 
-/// One chunk in a listing: its first line number and key.
+/// One chunk in a listing: its first line number, key and size.
 #[derive(Debug, Clone)]
 struct Chunk {
     first: u64,
     key: String,
+    size: u64,
 }
 
 impl S3LogSink {
@@ -276,8 +290,15 @@ impl S3LogSink {
         Self {
             client,
             bucket: bucket.into(),
-            next: Mutex::new(HashMap::new()),
+            max_bytes: MAX_RUN_LOG_BYTES,
+            tails: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same sink keeping at most `max_bytes` of each run's log.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     fn prefix(run: RunId) -> String {
@@ -288,8 +309,8 @@ impl S3LogSink {
         format!("{}{first:012}.jsonl", Self::prefix(run))
     }
 
-    fn slot(&self, run: RunId) -> NextLine {
-        let mut map = self.next.lock().unwrap_or_else(|p| p.into_inner());
+    fn slot(&self, run: RunId) -> RunTail {
+        let mut map = self.tails.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(run).or_default().clone()
     }
 
@@ -316,6 +337,7 @@ impl S3LogSink {
                     chunks.push(Chunk {
                         first,
                         key: key.to_owned(),
+                        size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
                     });
                 }
             }
@@ -349,16 +371,15 @@ impl S3LogSink {
             .collect()
     }
 
-    /// The next line number of the run, from the chunks in the bucket.
-    async fn next_from_bucket(&self, run: RunId) -> Result<u64, LogError> {
+    /// The tail of the run's log, from the chunks in the bucket.
+    async fn tail_from_bucket(&self, run: RunId) -> Result<Tail, LogError> {
         let chunks = self.list_chunks(run).await?;
-        match chunks.last() {
-            None => Ok(0),
-            Some(last) => {
-                let n = self.get_chunk(&last.key).await?.len() as u64;
-                Ok(last.first + n)
-            }
-        }
+        let bytes = chunks.iter().map(|c| c.size).sum();
+        let next_line = match chunks.last() {
+            None => 0,
+            Some(last) => last.first + self.get_chunk(&last.key).await?.len() as u64,
+        };
+        Ok(Tail { next_line, bytes })
     }
 
     /// Writes the chunk `first` unless it exists; `Ok(false)` if it does.
@@ -396,29 +417,31 @@ impl LogSink for S3LogSink {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut body = Vec::with_capacity(lines.len() * 64);
-        for l in lines {
-            serde_json::to_writer(&mut body, l).map_err(log_err)?;
-            body.push(b'\n');
-        }
         let slot = self.slot(run);
-        let mut next = slot.lock().await;
+        let mut cached = slot.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
-            let first = match *next {
-                Some(n) => n,
-                None => {
-                    let n = self.next_from_bucket(run).await?;
-                    *next = Some(n);
-                    n
-                }
+            let tail = match *cached {
+                Some(t) => t,
+                None => self.tail_from_bucket(run).await?,
             };
-            // Until the write is known to have happened (or not), the cache is unknown.
-            *next = None;
-            if self.put_chunk(run, first, &body).await? {
-                *next = Some(first + lines.len() as u64);
+            let batch = encode_capped(lines, tail.bytes, self.max_bytes).map_err(log_err)?;
+            if batch.dropped > 0 {
+                tracing::debug!(%run, dropped = batch.dropped, cap = self.max_bytes, "run log at its cap: lines dropped");
+            }
+            if batch.body.is_empty() {
+                *cached = Some(tail);
                 return Ok(());
             }
-            tracing::debug!(%run, first, "log chunk already exists; re-listing the run's chunks");
+            // Until the write is known to have happened (or not), the cache is unknown.
+            *cached = None;
+            if self.put_chunk(run, tail.next_line, &batch.body).await? {
+                *cached = Some(Tail {
+                    next_line: tail.next_line + batch.line_ends.len() as u64,
+                    bytes: tail.bytes + batch.body.len() as u64,
+                });
+                return Ok(());
+            }
+            tracing::debug!(%run, first = tail.next_line, "log chunk already exists; re-listing the run's chunks");
         }
         Err(log_err(AppendContention {
             bucket: self.bucket.clone(),

@@ -372,3 +372,28 @@ async fn read_of_an_unknown_run_is_empty() {
     assert!(page.lines.is_empty());
     assert_eq!(page.next_offset, 42);
 }
+
+#[tokio::test]
+async fn s3_log_sink_keeps_its_cap() {
+    let Some((client, bucket)) = setup().await else {
+        return;
+    };
+    let sink = S3LogSink::new(client, &bucket).with_max_bytes(700);
+    ferry_app::conformance::log_sink_cap_suite(std::sync::Arc::new(sink), 700).await;
+}
+
+#[tokio::test]
+async fn a_capped_log_stays_closed_for_a_second_sink() {
+    let Some((client, bucket)) = setup().await else {
+        return;
+    };
+    let run = run_id(13);
+    let first = S3LogSink::new(client.clone(), &bucket).with_max_bytes(200);
+    first.append(run, &lines(0, 10)).await.unwrap();
+    let closed = first.read(run, 0, 100).await.unwrap();
+    assert_eq!(closed.lines.last().unwrap().stream, LogStream::Ferry);
+    // A sink that never saw the run (an agent restart) learns the size from the bucket.
+    let second = S3LogSink::new(client, &bucket).with_max_bytes(200);
+    second.append(run, &lines(10, 5)).await.unwrap();
+    assert_eq!(second.read(run, 0, 100).await.unwrap().lines, closed.lines);
+}

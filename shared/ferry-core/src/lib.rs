@@ -11,6 +11,7 @@ pub mod error;
 pub mod horizon;
 pub mod ids;
 pub mod limits;
+pub mod log_cap;
 pub mod ports;
 pub mod queue;
 pub mod run;

@@ -1,0 +1,122 @@
+//! Every key of the table and its indexes, in one place (the table in the module docs of
+//! [`super`] says which item carries which). No other module builds a key by hand.
+
+use std::fmt::Display;
+
+use chrono::{DateTime, Utc};
+use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::state::StateType;
+use ferry_core::FlowRun;
+use sha2::{Digest, Sha256};
+
+/// Partition of the work queues (sort key: the queue name).
+pub(super) const QUEUES: &str = "QUEUES";
+/// Partition of the deployments (sort key: the deployment id, `flow/name`).
+pub(super) const DEPLOYMENTS: &str = "DEPLOYMENTS";
+/// Partition of the concurrency slots (sort key: the slot key).
+pub(super) const SLOTS: &str = "SLOTS";
+/// Sort key of a run item.
+pub(super) const RUN_SK: &str = "R";
+/// Sort key of an idempotency-key item.
+pub(super) const IDEMPOTENCY_SK: &str = "I";
+/// The one partition of the `leases` index.
+pub(super) const LEASE_PK: &str = "L";
+/// The one partition of the `horizon` index.
+pub(super) const HORIZON_PK: &str = "H";
+/// The lower bound of the `due` index's Scheduled range (every Late key sorts below it).
+pub(super) const DUE_SCHEDULED_FROM: &str = "S#";
+
+/// Shards of the `all_runs` index (spreads insert load over partitions).
+pub const ALL_SHARDS: u32 = 8;
+
+/// Index names, for `bootstrap` and the template.
+pub mod index {
+    /// Waiting runs per queue.
+    pub const DUE: &str = "due";
+    /// Held runs (the reaper's view).
+    pub const LEASES: &str = "leases";
+    /// Deployments by `next_tick_at`.
+    pub const HORIZON: &str = "horizon";
+    /// Runs per deployment.
+    pub const BY_DEPLOYMENT: &str = "by_deployment";
+    /// All runs by scheduled time, sharded.
+    pub const ALL_RUNS: &str = "all_runs";
+}
+
+/// A time as a sort-key prefix: milliseconds, zero-padded so keys sort by time.
+pub(super) fn ms_key(t: DateTime<Utc>) -> String {
+    format!("{:015}", t.timestamp_millis().max(0))
+}
+
+/// The partition of a run: `R#<id>`. Takes a typed id or one as stored in a slot's holders.
+pub(super) fn run_pk(id: impl Display) -> String {
+    format!("R#{id}")
+}
+
+/// The partition of an idempotency key: `I#<flow/name>#<key>`.
+pub(super) fn idempotency_pk(deployment: &DeploymentId, key: &str) -> String {
+    format!("I#{deployment}#{key}")
+}
+
+/// The `all_runs` shard of a run.
+pub(super) fn shard(id: RunId) -> u32 {
+    let d = Sha256::digest(id.to_string().as_bytes());
+    u32::from(d[0]) % ALL_SHARDS
+}
+
+/// The partition of an `all_runs` shard: `A#<n>`.
+pub(super) fn all_runs_pk(shard: u32) -> String {
+    format!("A#{shard}")
+}
+
+/// The partition of a deployment's runs in `by_deployment`: `D#<id>`.
+pub(super) fn by_deployment_pk(deployment: &DeploymentId) -> String {
+    format!("D#{deployment}")
+}
+
+/// The sort key of a run in `by_deployment` and `all_runs`: `<scheduled ms>#<id>`.
+pub(super) fn scheduled_sk(run: &FlowRun) -> String {
+    format!("{}#{}", ms_key(run.scheduled_time), run.id)
+}
+
+/// The partition of a queue's waiting runs in `due`: `Q#<queue>`.
+pub(super) fn due_pk(queue: &str) -> String {
+    format!("Q#{queue}")
+}
+
+/// The run's sort key in the `due` index while it waits: Late runs (`L#…`) sort before
+/// Scheduled ones (`S#…`), so agents read overdue runs first and late marking reads only the
+/// `S#` range — the runs that can still become late, never the backlog already Late.
+pub(super) fn due_sk(run: &FlowRun) -> Option<String> {
+    let prefix = match run.state {
+        StateType::Late => "L",
+        StateType::Scheduled => "S",
+        _ => return None,
+    };
+    Some(format!(
+        "{prefix}#{}#{}",
+        ms_key(run.scheduled_time),
+        run.id
+    ))
+}
+
+/// The upper bound of the `due` range of runs due by `before`: every Late key, then the
+/// Scheduled ones up to `before`.
+pub(super) fn due_upper(before: DateTime<Utc>) -> String {
+    format!("S#{}#~", ms_key(before))
+}
+
+/// The sort key of a run in `leases`: its id (stable, so a heartbeat costs no index write).
+pub(super) fn lease_sk(id: RunId) -> String {
+    id.to_string()
+}
+
+/// The sort key of a deployment in `horizon`: `<next_tick ms>#<id>`.
+pub(super) fn horizon_sk(next_tick_at: DateTime<Utc>, id: &str) -> String {
+    format!("{}#{id}", ms_key(next_tick_at))
+}
+
+/// The upper bound of the `horizon` range of deployments due by `now`.
+pub(super) fn horizon_upper(now: DateTime<Utc>) -> String {
+    format!("{}#~", ms_key(now))
+}

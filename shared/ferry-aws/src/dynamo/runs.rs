@@ -1,0 +1,534 @@
+//! The flow runs: items `R#<id>` / `R` with their index attributes (see `codec::run_item`),
+//! idempotency keys `I#<flow/name>#<key>` / `I`, and the claim and finish transactions that
+//! write a run together with its slots or its retry.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
+use chrono::{DateTime, Utc};
+use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ports::{
+    ClaimOutcome, InsertOutcome, RunFilter, RunStore, SlotTake, StoreError, StoreResult,
+};
+use ferry_core::FlowRun;
+
+use super::codec::{decode, encode, get_s, n, request_token, run_item, s, slots_of};
+use super::errors::{cancellation_codes, classify, is_condition_failed, reasons_of};
+use super::keys::{
+    all_runs_pk, by_deployment_pk, due_pk, due_sk, due_upper, idempotency_pk, index, run_pk,
+    ALL_SHARDS, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LEASE_PK, RUN_SK, SLOTS,
+};
+use super::{DynamoStore, SortRange};
+
+#[async_trait]
+impl RunStore for DynamoStore {
+    async fn insert_run(&self, run: &FlowRun) -> StoreResult<InsertOutcome> {
+        let item = run_item(run)?;
+        for _ in 0..3 {
+            let Some(key) = &run.idempotency_key else {
+                let r = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item.clone()))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .set_return_consumed_capacity(self.rcc())
+                    .send()
+                    .await
+                    .map(|o| self.metered(o));
+                return match r {
+                    Ok(_) => Ok(InsertOutcome::Inserted),
+                    Err(e) if is_condition_failed(&e) => {
+                        let existing = match self.get_run(run.id).await? {
+                            Some(r) => r,
+                            None => continue,
+                        };
+                        // Our own earlier attempt (retried after a lost response) counts as ours.
+                        if existing == *run {
+                            return Ok(InsertOutcome::Inserted);
+                        }
+                        Ok(InsertOutcome::Exists(Box::new(existing)))
+                    }
+                    Err(e) => Err(classify(e)),
+                };
+            };
+            let idem_pk = idempotency_pk(&run.deployment, key);
+            let put_run = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(StoreError::backend)?;
+            let put_key = Put::builder()
+                .table_name(&self.table)
+                .item("pk", s(idem_pk.clone()))
+                .item("sk", s(IDEMPOTENCY_SK))
+                .item("run_id", s(run.id.to_string()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(StoreError::backend)?;
+            let r = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put_run).build())
+                .transact_items(TransactWriteItem::builder().put(put_key).build())
+                .client_request_token(request_token(&[
+                    "insert",
+                    &self.table,
+                    get_s(&item, "body").unwrap_or_default(),
+                ]))
+                .set_return_consumed_capacity(self.rcc())
+                .send()
+                .await
+                .map(|o| self.metered(o));
+            match r {
+                Ok(_) => return Ok(InsertOutcome::Inserted),
+                Err(e) if e.code() == Some("TransactionCanceledException") => {
+                    let owner: Option<RunId> = self
+                        .get_item(&idem_pk, IDEMPOTENCY_SK, true)
+                        .await?
+                        .and_then(|i| get_s(&i, "run_id").and_then(|s| s.parse().ok()));
+                    let Some(owner) = owner else {
+                        // The key is free: the transaction was cancelled for another reason
+                        // (or the run id exists without the key). Look at the id, else retry.
+                        if let Some(existing) = self.get_run(run.id).await? {
+                            return Ok(InsertOutcome::Exists(Box::new(existing)));
+                        }
+                        continue;
+                    };
+                    if let Some(existing) = self.get_run(owner).await? {
+                        return Ok(InsertOutcome::Exists(Box::new(existing)));
+                    }
+                    // The key points at a run that was deleted: free it — only if it still
+                    // points there, so a key a concurrent create just took is never removed.
+                    let r = self
+                        .client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", s(idem_pk))
+                        .key("sk", s(IDEMPOTENCY_SK))
+                        .condition_expression("run_id = :stale")
+                        .expression_attribute_values(":stale", s(owner.to_string()))
+                        .set_return_consumed_capacity(self.rcc())
+                        .send()
+                        .await
+                        .map(|o| self.metered(o));
+                    match r {
+                        Ok(_) => {}
+                        Err(e) if is_condition_failed(&e) => {}
+                        Err(e) => return Err(classify(e)),
+                    }
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "run {} could not be inserted",
+            run.id
+        )))
+    }
+
+    async fn get_run(&self, id: RunId) -> StoreResult<Option<FlowRun>> {
+        self.get_item(&run_pk(id), RUN_SK, true)
+            .await?
+            .map(|i| decode(&i))
+            .transpose()
+    }
+
+    async fn update_run(&self, run: &FlowRun, expected_version: u64) -> StoreResult<()> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(run_item(run)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o));
+        let old = match r {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if is_condition_failed(&e) => {
+                // A retry of our own write that already landed is a success.
+                if let Some(current) = self.get_run(run.id).await? {
+                    if current == *run {
+                        let _ = self.sweep_run_slots(&current).await;
+                        return Ok(());
+                    }
+                }
+                return Err(StoreError::Conflict(format!(
+                    "run {} is not at version {expected_version}",
+                    run.id
+                )));
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        let released: Vec<String> = slots_of(&old)
+            .into_iter()
+            .filter(|k| !run.slots.contains(k))
+            .collect();
+        self.release_slots(run.id, &released).await
+    }
+
+    async fn finish_with_retry(
+        &self,
+        held: &FlowRun,
+        finished: &FlowRun,
+        retry: &FlowRun,
+    ) -> StoreResult<()> {
+        if retry.idempotency_key.is_some() {
+            return Err(StoreError::backend(std::io::Error::other(
+                "finish_with_retry: a retry carries no idempotency key",
+            )));
+        }
+        let put_finished = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(run_item(finished)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(held.version))
+            .build()
+            .map_err(StoreError::backend)?;
+        let put_retry = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(run_item(retry)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::backend)?;
+        let finished_body = encode(finished)?;
+        let r = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_finished).build())
+            .transact_items(TransactWriteItem::builder().put(put_retry).build())
+            .client_request_token(request_token(&[
+                "finish",
+                &self.table,
+                &held.version.to_string(),
+                &finished_body,
+            ]))
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o));
+        match r {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("TransactionCanceledException") => {
+                // Our own write, replayed after a lost response, found both items in place.
+                let ours = self.get_run(finished.id).await?.as_ref() == Some(finished)
+                    && self.get_run(retry.id).await?.is_some();
+                if !ours {
+                    if !cancellation_codes(&e).contains(&"ConditionalCheckFailed".to_owned()) {
+                        return Err(StoreError::Unavailable {
+                            source: Box::new(e),
+                        });
+                    }
+                    return Err(StoreError::Conflict(format!(
+                        "run {} is not at version {} (or its retry {} exists)",
+                        held.id, held.version, retry.id
+                    )));
+                }
+            }
+            Err(e) => return Err(classify(e)),
+        }
+        let released: Vec<String> = held
+            .slots
+            .iter()
+            .filter(|k| !finished.slots.contains(k))
+            .cloned()
+            .collect();
+        self.release_slots(finished.id, &released).await
+    }
+
+    async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()> {
+        let r = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(id)))
+            .key("sk", s(RUN_SK))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .return_values(ReturnValue::AllOld)
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o));
+        match r {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                self.release_slots(id, &slots_of(&old)).await
+            }
+            Err(e) if is_condition_failed(&e) => Err(StoreError::Conflict(format!(
+                "run {id} is not at version {expected_version}"
+            ))),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        // Newest first; index pages are read until enough runs pass the filter.
+        let mut keys: Vec<(String, String)> = Vec::new(); // (sort key, pk)
+        let want = limit
+            .saturating_mul(if filter.states.is_empty() && filter.work_queue.is_none() {
+                1
+            } else {
+                20
+            })
+            .min(20_000);
+        match &filter.deployment {
+            Some(d) => {
+                for it in self
+                    .query_index(
+                        index::BY_DEPLOYMENT,
+                        "dep_pk",
+                        &by_deployment_pk(d),
+                        None,
+                        false,
+                        want,
+                    )
+                    .await?
+                {
+                    keys.push((
+                        get_s(&it, "dep_sk").unwrap_or_default().into(),
+                        get_s(&it, "pk").unwrap_or_default().into(),
+                    ));
+                }
+            }
+            None => {
+                for shard in 0..ALL_SHARDS {
+                    for it in self
+                        .query_index(
+                            index::ALL_RUNS,
+                            "all_pk",
+                            &all_runs_pk(shard),
+                            None,
+                            false,
+                            want,
+                        )
+                        .await?
+                    {
+                        keys.push((
+                            get_s(&it, "all_sk").unwrap_or_default().into(),
+                            get_s(&it, "pk").unwrap_or_default().into(),
+                        ));
+                    }
+                }
+            }
+        }
+        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut out = Vec::new();
+        for chunk in keys.chunks(100) {
+            let pks: Vec<String> = chunk.iter().map(|k| k.1.clone()).collect();
+            for r in self.batch_get_runs(&pks).await? {
+                if (filter.states.is_empty() || filter.states.contains(&r.state))
+                    && filter
+                        .work_queue
+                        .as_ref()
+                        .is_none_or(|q| *q == r.work_queue)
+                {
+                    out.push(r);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn due_runs_after(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        // Every `L#` key sorts below `S#`: late runs of any time, then scheduled ones due.
+        let upper = due_upper(before);
+        let pk = due_pk(queue);
+        let start = after.and_then(|r| {
+            let sk = due_sk(r)?;
+            Some(HashMap::from([
+                ("due_pk".to_owned(), s(pk.clone())),
+                ("due_sk".to_owned(), s(sk)),
+                ("pk".to_owned(), s(run_pk(r.id))),
+                ("sk".to_owned(), s(RUN_SK)),
+            ]))
+        });
+        let range = SortRange {
+            attr: "due_sk",
+            lower: None,
+            upper: &upper,
+        };
+        let items = self
+            .query_index_from(index::DUE, "due_pk", &pk, Some(range), start, true, limit)
+            .await?;
+        items.iter().map(decode).collect()
+    }
+
+    async fn scheduled_due(
+        &self,
+        queue: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let upper = due_upper(before);
+        let range = SortRange {
+            attr: "due_sk",
+            lower: Some(DUE_SCHEDULED_FROM),
+            upper: &upper,
+        };
+        let items = self
+            .query_index_from(
+                index::DUE,
+                "due_pk",
+                &due_pk(queue),
+                Some(range),
+                None,
+                true,
+                limit,
+            )
+            .await?;
+        items.iter().map(decode).collect()
+    }
+
+    async fn waiting_runs_of(&self, deployment: &DeploymentId) -> StoreResult<Vec<FlowRun>> {
+        let keys = self
+            .query_index(
+                index::BY_DEPLOYMENT,
+                "dep_pk",
+                &by_deployment_pk(deployment),
+                None,
+                true,
+                100_000,
+            )
+            .await?;
+        let pks: Vec<String> = keys
+            .iter()
+            .filter_map(|k| get_s(k, "pk").map(str::to_owned))
+            .collect();
+        Ok(self
+            .batch_get_runs(&pks)
+            .await?
+            .into_iter()
+            .filter(FlowRun::is_waiting)
+            .collect())
+    }
+
+    async fn expired_leases(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<FlowRun>> {
+        // The lease index is KEYS_ONLY with a stable key, so a heartbeat (which moves the
+        // expiry) costs no index write; the reaper reads the held runs' bodies instead —
+        // O(runs held right now), once per tick.
+        let keys = self
+            .query_index(index::LEASES, "lease_pk", LEASE_PK, None, true, 100_000)
+            .await?;
+        let pks: Vec<String> = keys
+            .iter()
+            .filter_map(|k| get_s(k, "pk").map(str::to_owned))
+            .collect();
+        let mut expired: Vec<FlowRun> = self
+            .batch_get_runs(&pks)
+            .await?
+            .into_iter()
+            .filter(|r| r.state.is_held() && r.lease.as_ref().is_some_and(|l| l.expires_at < now))
+            .collect();
+        expired.truncate(limit);
+        Ok(expired)
+    }
+
+    async fn claim_run(
+        &self,
+        claimed: &FlowRun,
+        expected_version: u64,
+        slots: &[SlotTake],
+    ) -> StoreResult<ClaimOutcome> {
+        if slots.is_empty() {
+            return match self.update_run(claimed, expected_version).await {
+                Ok(()) => Ok(ClaimOutcome::Claimed(Box::new(claimed.clone()))),
+                Err(StoreError::Conflict(_)) => Ok(ClaimOutcome::Lost),
+                Err(e) => Err(e),
+            };
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(run_item(claimed)?))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected_version))
+            .build()
+            .map_err(StoreError::backend)?;
+        let mut tx = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build());
+        let id = claimed.id.to_string();
+        for slot in slots {
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(SLOTS))
+                .key("sk", s(slot.key.clone()))
+                .update_expression("ADD holders :r")
+                .condition_expression("attribute_not_exists(holders) OR size(holders) < :limit")
+                .expression_attribute_values(":r", AttributeValue::Ss(vec![id.clone()]))
+                .expression_attribute_values(":limit", n(slot.limit))
+                .build()
+                .map_err(StoreError::backend)?;
+            tx = tx.transact_items(TransactWriteItem::builder().update(update).build());
+        }
+        // The same claim replayed (a retried request) has the same token; any other differs.
+        let body = encode(claimed)?;
+        let token = request_token(&["claim", &self.table, &expected_version.to_string(), &body]);
+        match tx
+            .client_request_token(token)
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o))
+        {
+            Ok(_) => Ok(ClaimOutcome::Claimed(Box::new(claimed.clone()))),
+            Err(SdkError::ServiceError(se))
+                if se.err().code() == Some("TransactionCanceledException") =>
+            {
+                let reasons = reasons_of(se.err());
+                let failed =
+                    |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
+                if failed(0) || reasons.is_empty() {
+                    return Ok(ClaimOutcome::Lost);
+                }
+                for (i, slot) in slots.iter().enumerate() {
+                    if failed(i + 1) {
+                        return Ok(ClaimOutcome::SlotFull(slot.key.clone()));
+                    }
+                }
+                // Cancelled for another reason (a concurrent transaction on the same items).
+                Err(StoreError::Unavailable {
+                    source: format!("claim transaction cancelled: {reasons:?}").into(),
+                })
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn sweep_slots(&self, now: DateTime<Utc>) -> StoreResult<usize> {
+        self.sweep_stale_slots(now).await
+    }
+
+    async fn slot_holders(&self, key: &str) -> StoreResult<u32> {
+        self.count_slot_holders(key).await
+    }
+}

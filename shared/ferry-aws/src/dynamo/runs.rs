@@ -163,7 +163,9 @@ impl RunStore for DynamoStore {
                 // A retry of our own write that already landed is a success.
                 if let Some(current) = self.get_run(run.id).await? {
                     if current == *run {
-                        let _ = self.sweep_run_slots(&current).await;
+                        // The first attempt may have died before releasing its slots; a
+                        // failure here is the caller's to retry (the write is idempotent).
+                        self.sweep_run_slots(&current).await?;
                         return Ok(());
                     }
                 }

@@ -8,11 +8,16 @@ use ferry_core::deployment::Deployment;
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::ports::{ClaimOutcome, InsertOutcome, RunFilter, SlotTake, Store, StoreError};
 use ferry_core::run::{FlowRun, Origin, RunLease};
+use ferry_core::slot::SlotKey;
 use ferry_core::state::{transition, RunEvent, StateType};
 use ferry_core::{DeploymentSpec, WorkQueue};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn queue(name: &str) -> SlotKey {
+    SlotKey::Queue(name.into())
 }
 
 fn dep_id() -> DeploymentId {
@@ -50,7 +55,7 @@ fn deployment(next_tick_s: Option<i64>) -> Deployment {
     }
 }
 
-fn claimed(run: &FlowRun, agent: &str, slots: Vec<String>) -> FlowRun {
+fn claimed(run: &FlowRun, agent: &str, slots: Vec<SlotKey>) -> FlowRun {
     transition(
         run,
         RunEvent::Claim {
@@ -170,7 +175,7 @@ pub async fn slot_limits_hold_under_concurrent_claims(s: Arc<dyn Store>) {
         s.insert_run(r).await.unwrap();
     }
     let slot = SlotTake {
-        key: "Q#limited".into(),
+        key: queue("limited"),
         limit: 2,
     };
     let mut tasks = Vec::new();
@@ -186,12 +191,12 @@ pub async fn slot_limits_hold_under_concurrent_claims(s: Arc<dyn Store>) {
     for t in tasks {
         match t.await.unwrap() {
             ClaimOutcome::Claimed(_) => claimed_n += 1,
-            ClaimOutcome::SlotFull(k) => assert_eq!(k, "Q#limited"),
+            ClaimOutcome::SlotFull(k) => assert_eq!(k, queue("limited")),
             ClaimOutcome::Lost => panic!("no one else touched these runs"),
         }
     }
     assert_eq!(claimed_n, 2);
-    assert_eq!(s.slot_holders("Q#limited").await.unwrap(), 2);
+    assert_eq!(s.slot_holders(&queue("limited")).await.unwrap(), 2);
 }
 
 /// A terminal state drops the slots; the next claim gets one.
@@ -201,7 +206,7 @@ pub async fn finishing_a_run_releases_its_slots(s: Arc<dyn Store>) {
     s.insert_run(&a).await.unwrap();
     s.insert_run(&b).await.unwrap();
     let slot = [SlotTake {
-        key: "D#etl/nightly".into(),
+        key: SlotKey::Deployment(dep_id()),
         limit: 1,
     }];
     let ca = claimed(&a, "x", vec![slot[0].key.clone()]);
@@ -216,10 +221,20 @@ pub async fn finishing_a_run_releases_its_slots(s: Arc<dyn Store>) {
     ));
     let started = transition(&ca, RunEvent::Start { log_location: None }, t0()).unwrap();
     s.update_run(&started, ca.version).await.unwrap();
-    assert_eq!(s.slot_holders("D#etl/nightly").await.unwrap(), 1);
+    assert_eq!(
+        s.slot_holders(&SlotKey::Deployment(dep_id()))
+            .await
+            .unwrap(),
+        1
+    );
     let done = transition(&started, RunEvent::Complete, t0()).unwrap();
     s.update_run(&done, started.version).await.unwrap();
-    assert_eq!(s.slot_holders("D#etl/nightly").await.unwrap(), 0);
+    assert_eq!(
+        s.slot_holders(&SlotKey::Deployment(dep_id()))
+            .await
+            .unwrap(),
+        0
+    );
     assert!(matches!(
         s.claim_run(&cb, 0, &slot).await.unwrap(),
         ClaimOutcome::Claimed(_)
@@ -315,9 +330,9 @@ pub async fn scheduled_due_reads_only_runs_not_yet_late(s: Arc<dyn Store>) {
 pub async fn finish_with_retry_is_all_or_nothing(s: Arc<dyn Store>) {
     let r = run_at(0, "default");
     s.insert_run(&r).await.unwrap();
-    let c = claimed(&r, "a", vec!["Q#default".into()]);
+    let c = claimed(&r, "a", vec![queue("default")]);
     let slot = [SlotTake {
-        key: "Q#default".into(),
+        key: queue("default"),
         limit: 1,
     }];
     s.claim_run(&c, 0, &slot).await.unwrap();
@@ -356,7 +371,7 @@ pub async fn finish_with_retry_is_all_or_nothing(s: Arc<dyn Store>) {
     s.finish_with_retry(&c, &failed, &retry).await.unwrap();
     assert_eq!(s.get_run(r.id).await.unwrap().unwrap(), failed);
     assert_eq!(s.get_run(retry.id).await.unwrap().unwrap(), retry);
-    assert_eq!(s.slot_holders("Q#default").await.unwrap(), 0);
+    assert_eq!(s.slot_holders(&queue("default")).await.unwrap(), 0);
 }
 
 /// Held runs whose lease expired are found; others are not.

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Duration, Utc};
 use ferry_core::deployment::Deployment;
 use ferry_core::ports::{ClaimOutcome, SlotTake, StoreError};
-use ferry_core::queue::queue_slot_key;
 use ferry_core::run::{FlowRun, RunLease};
 use ferry_core::state::{transition, RunEvent, StateType};
 use ferry_core::WorkQueue;
@@ -23,7 +22,7 @@ pub enum Claim {
     /// Another agent (or a cancel) changed it first.
     Lost,
     /// A concurrency limit is reached (slot key).
-    SlotFull(String),
+    SlotFull(ferry_core::slot::SlotKey),
 }
 
 /// Result of a heartbeat.
@@ -111,7 +110,7 @@ impl Ferry {
             }
             if let Some(limit) = q.concurrency_limit {
                 slots.push(SlotTake {
-                    key: queue_slot_key(&q.name),
+                    key: q.slot_key(),
                     limit,
                 });
             }

@@ -180,7 +180,7 @@ impl RunStore for FaultyStore {
     ) -> StoreResult<ClaimOutcome> {
         self.inner.claim_run(claimed, expected_version, slots).await
     }
-    async fn slot_holders(&self, key: &str) -> StoreResult<u32> {
+    async fn slot_holders(&self, key: &ferry_core::slot::SlotKey) -> StoreResult<u32> {
         self.inner.slot_holders(key).await
     }
     async fn sweep_slots(&self, now: DateTime<Utc>) -> StoreResult<usize> {

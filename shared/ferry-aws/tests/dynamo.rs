@@ -59,7 +59,7 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     );
     store.insert_run(&r).await.unwrap();
     let slot = SlotTake {
-        key: "Q#q".into(),
+        key: ferry_core::slot::SlotKey::Queue("q".into()),
         limit: 1,
     };
     let claimed = transition(
@@ -75,7 +75,13 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     )
     .unwrap();
     store.claim_run(&claimed, 0, &[slot]).await.unwrap();
-    assert_eq!(store.slot_holders("Q#q").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .slot_holders(&ferry_core::slot::SlotKey::Queue("q".into()))
+            .await
+            .unwrap(),
+        1
+    );
     // Nothing to sweep while the run is held.
     let later = chrono::Utc::now() + chrono::Duration::minutes(5);
     assert_eq!(store.sweep_stale_slots(later).await.unwrap(), 0);
@@ -102,12 +108,24 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
         .send()
         .await
         .unwrap();
-    assert_eq!(store.slot_holders("Q#q").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .slot_holders(&ferry_core::slot::SlotKey::Queue("q".into()))
+            .await
+            .unwrap(),
+        1
+    );
     // A run that just ended is left to its own writer for a minute...
     assert_eq!(store.sweep_stale_slots(t).await.unwrap(), 0);
     // ...after which its holder is freed.
     assert_eq!(store.sweep_stale_slots(later).await.unwrap(), 1);
-    assert_eq!(store.slot_holders("Q#q").await.unwrap(), 0);
+    assert_eq!(
+        store
+            .slot_holders(&ferry_core::slot::SlotKey::Queue("q".into()))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[tokio::test]

@@ -769,7 +769,12 @@ async fn runs_survive_throttling_5xx_and_dropped_responses_exactly_once() {
                     }
                     Err(e) => errors.record("tick", &e),
                 }
-                let holders = direct.slot_holders("D#f/d").await.unwrap();
+                let holders = direct
+                    .slot_holders(&ferry_core::slot::SlotKey::Deployment(
+                        "f/d".parse().unwrap(),
+                    ))
+                    .await
+                    .unwrap();
                 max_holders.fetch_max(u64::from(holders), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -863,14 +868,26 @@ async fn runs_survive_throttling_5xx_and_dropped_responses_exactly_once() {
         );
     }
     // (3) slots released; the limit held.
-    let mut holders = fx.direct.slot_holders("D#f/d").await.unwrap();
+    let mut holders = fx
+        .direct
+        .slot_holders(&ferry_core::slot::SlotKey::Deployment(
+            "f/d".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
     let holders_before_sweep = holders;
     if holders > 0 {
         fx.direct
             .sweep_stale_slots(chrono::Utc::now() + chrono::Duration::minutes(5))
             .await
             .unwrap();
-        holders = fx.direct.slot_holders("D#f/d").await.unwrap();
+        holders = fx
+            .direct
+            .slot_holders(&ferry_core::slot::SlotKey::Deployment(
+                "f/d".parse().unwrap(),
+            ))
+            .await
+            .unwrap();
     }
     assert_eq!(holders, 0, "slot holders left after every run ended");
     let windows = stats.windows.lock().unwrap().clone();

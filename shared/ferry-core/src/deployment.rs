@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::error::ValidationError;
 use crate::ids::DeploymentId;
 use crate::schedule::ScheduleSpec;
+use crate::slot::SlotKey;
 
 /// A content-addressed code bundle (gzip'd tar of the project directory).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -286,9 +287,9 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// The concurrency-slot key of this deployment.
-    pub fn slot_key(&self) -> String {
-        deployment_slot_key(&self.id)
+    /// The concurrency slot of this deployment.
+    pub fn slot_key(&self) -> SlotKey {
+        SlotKey::Deployment(self.id.clone())
     }
 
     /// Whether replacing this deployment by `next` makes the runs its schedules wrote stale:
@@ -302,11 +303,6 @@ impl Deployment {
             || self.spec.parameters != next.spec.parameters
             || self.spec.work_queue != next.spec.work_queue
     }
-}
-
-/// The concurrency-slot key of deployment `id`.
-pub fn deployment_slot_key(id: &DeploymentId) -> String {
-    format!("D#{id}")
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod ports;
 pub mod queue;
 pub mod run;
 pub mod schedule;
+pub mod slot;
 pub mod state;
 pub mod validate;
 

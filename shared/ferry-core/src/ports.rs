@@ -12,6 +12,7 @@ use crate::deployment::Deployment;
 use crate::ids::{DeploymentId, RunId};
 use crate::queue::WorkQueue;
 use crate::run::FlowRun;
+use crate::slot::SlotKey;
 use crate::state::StateType;
 
 /// Errors of the storage ports.
@@ -74,8 +75,8 @@ pub enum InsertOutcome {
 /// A concurrency slot to take with a claim: at most `limit` holders of `key` at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotTake {
-    /// `Q#queue` or `D#flow/name`.
-    pub key: String,
+    /// The queue's or the deployment's slot.
+    pub key: SlotKey,
     /// The limit in force.
     pub limit: u32,
 }
@@ -88,7 +89,7 @@ pub enum ClaimOutcome {
     /// Someone else changed the run first.
     Lost,
     /// A concurrency slot is full (its key).
-    SlotFull(String),
+    SlotFull(SlotKey),
 }
 
 /// Filter of `list_runs`.
@@ -218,7 +219,7 @@ pub trait RunStore: Send + Sync {
         slots: &[SlotTake],
     ) -> StoreResult<ClaimOutcome>;
     /// Current holders of a concurrency slot.
-    async fn slot_holders(&self, key: &str) -> StoreResult<u32>;
+    async fn slot_holders(&self, key: &SlotKey) -> StoreResult<u32>;
     /// Frees slot holders whose runs are no longer held (left by a writer that died between a
     /// run's final write and its slot release, where the backend cannot do both atomically).
     /// Holders whose run changed within the last minute are left alone. Returns how many

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ValidationError;
+use crate::slot::SlotKey;
 
 /// The queue every deployment uses unless told otherwise; it always exists.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -47,9 +48,9 @@ impl WorkQueue {
         }
     }
 
-    /// The concurrency-slot key of this queue.
-    pub fn slot_key(&self) -> String {
-        queue_slot_key(&self.name)
+    /// The concurrency slot of this queue.
+    pub fn slot_key(&self) -> SlotKey {
+        SlotKey::Queue(self.name.clone())
     }
 }
 
@@ -65,11 +66,6 @@ pub fn check_concurrency_limit(limit: Option<u32>) -> Result<(), ValidationError
         ));
     }
     Ok(())
-}
-
-/// The concurrency-slot key of queue `name`.
-pub fn queue_slot_key(name: &str) -> String {
-    format!("Q#{name}")
 }
 
 #[cfg(test)]

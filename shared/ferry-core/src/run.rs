@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{DeploymentId, RunId};
+use crate::slot::SlotKey;
 use crate::state::StateType;
 
 /// Why a run exists.
@@ -94,7 +95,8 @@ pub struct FlowRun {
     pub log_location: Option<String>,
     /// Concurrency slots held while Pending/Running (queue and/or deployment).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub slots: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub slots: Vec<SlotKey>,
     /// Optimistic-concurrency version; every stored change increments it.
     pub version: u64,
     /// When the run was created.

@@ -120,7 +120,7 @@ pub enum RunEvent {
         /// Agent and lease expiry.
         lease: RunLease,
         /// Slot keys taken atomically with the claim.
-        slots: Vec<String>,
+        slots: Vec<crate::slot::SlotKey>,
     },
     /// The agent gave a claimed run back before starting it (shutdown, prefetch abandoned).
     Release,
@@ -300,7 +300,7 @@ mod tests {
             Just(RunEvent::MarkLate),
             Just(RunEvent::Claim {
                 lease: lease(),
-                slots: vec!["Q#default".into()]
+                slots: vec![crate::slot::SlotKey::Queue("default".into())]
             }),
             Just(RunEvent::Release),
             Just(RunEvent::Start { log_location: None }),

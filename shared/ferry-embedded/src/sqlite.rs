@@ -9,6 +9,7 @@ use ferry_core::ports::{
     ClaimOutcome, DeploymentStore, InsertOutcome, QueueStore, RunFilter, RunStore, SlotTake,
     StoreError, StoreResult,
 };
+use ferry_core::slot::SlotKey;
 use ferry_core::{Deployment, FlowRun, WorkQueue};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -198,7 +199,8 @@ fn write_run(tx: &Connection, run: &FlowRun, expected_version: u64) -> StoreResu
             .map_err(db_err)?;
         rows.collect::<Result<_, _>>().map_err(db_err)?
     };
-    for key in held.iter().filter(|k| !run.slots.contains(k)) {
+    let keep: Vec<String> = run.slots.iter().map(slot_column).collect();
+    for key in held.iter().filter(|k| !keep.contains(k)) {
         tx.execute(
             "DELETE FROM slots WHERE key = ?1 AND run_id = ?2",
             params![key, run.id.to_string()],
@@ -206,6 +208,14 @@ fn write_run(tx: &Connection, run: &FlowRun, expected_version: u64) -> StoreResu
         .map_err(db_err)?;
     }
     Ok(())
+}
+
+/// How a slot is keyed in the `slots` table.
+fn slot_column(key: &SlotKey) -> String {
+    match key {
+        SlotKey::Queue(q) => format!("Q#{q}"),
+        SlotKey::Deployment(d) => format!("D#{d}"),
+    }
 }
 
 fn insert_row(tx: &Connection, run: &FlowRun, body: &str) -> StoreResult<()> {
@@ -631,19 +641,18 @@ impl RunStore for SqliteStore {
                 return Ok(ClaimOutcome::Lost);
             }
             for slot in &slots {
+                let key = slot_column(&slot.key);
                 let holders: i64 = tx
-                    .query_row(
-                        "SELECT COUNT(*) FROM slots WHERE key = ?1",
-                        [&slot.key],
-                        |r| r.get(0),
-                    )
+                    .query_row("SELECT COUNT(*) FROM slots WHERE key = ?1", [&key], |r| {
+                        r.get(0)
+                    })
                     .map_err(db_err)?;
                 if holders >= i64::from(slot.limit) {
                     return Ok(ClaimOutcome::SlotFull(slot.key.clone()));
                 }
                 tx.execute(
                     "INSERT OR IGNORE INTO slots (key, run_id) VALUES (?1, ?2)",
-                    params![slot.key, run.id.to_string()],
+                    params![key, run.id.to_string()],
                 )
                 .map_err(db_err)?;
             }
@@ -654,8 +663,8 @@ impl RunStore for SqliteStore {
         .await
     }
 
-    async fn slot_holders(&self, key: &str) -> StoreResult<u32> {
-        let key = key.to_owned();
+    async fn slot_holders(&self, key: &SlotKey) -> StoreResult<u32> {
+        let key = slot_column(key);
         self.with(move |c| {
             let n: i64 = c
                 .query_row("SELECT COUNT(*) FROM slots WHERE key = ?1", [&key], |r| {

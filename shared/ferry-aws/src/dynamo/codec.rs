@@ -70,7 +70,8 @@ pub(super) fn run_item(run: &FlowRun) -> StoreResult<Item> {
         );
     }
     if !run.slots.is_empty() {
-        item.insert("slots".into(), AttributeValue::Ss(run.slots.clone()));
+        let slots = run.slots.iter().map(super::keys::slot_sk).collect();
+        item.insert("slots".into(), AttributeValue::Ss(slots));
     }
     Ok(item)
 }

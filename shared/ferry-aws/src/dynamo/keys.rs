@@ -13,8 +13,17 @@ use sha2::{Digest, Sha256};
 pub(super) const QUEUES: &str = "QUEUES";
 /// Partition of the deployments (sort key: the deployment id, `flow/name`).
 pub(super) const DEPLOYMENTS: &str = "DEPLOYMENTS";
-/// Partition of the concurrency slots (sort key: the slot key).
+/// Partition of the concurrency slots (sort key: [`slot_sk`]).
 pub(super) const SLOTS: &str = "SLOTS";
+
+/// The sort key of a concurrency slot's item, also how a run's `slots` attribute names it:
+/// `Q#<queue>` or `D#<flow/name>`.
+pub(super) fn slot_sk(key: &ferry_core::slot::SlotKey) -> String {
+    match key {
+        ferry_core::slot::SlotKey::Queue(q) => format!("Q#{q}"),
+        ferry_core::slot::SlotKey::Deployment(d) => format!("D#{d}"),
+    }
+}
 /// Sort key of a run item.
 pub(super) const RUN_SK: &str = "R";
 /// Sort key of an idempotency-key item.

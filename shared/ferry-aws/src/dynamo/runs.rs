@@ -15,13 +15,14 @@ use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::ports::{
     ClaimOutcome, InsertOutcome, RunFilter, RunStore, SlotTake, StoreError, StoreResult,
 };
+use ferry_core::slot::SlotKey;
 use ferry_core::FlowRun;
 
 use super::codec::{decode, encode, get_s, n, request_token, run_item, s, slots_of};
 use super::errors::{cancellation_codes, classify, is_condition_failed, reasons_of};
 use super::keys::{
     all_runs_pk, by_deployment_pk, due_pk, due_sk, due_upper, idempotency_pk, index, run_pk,
-    ALL_SHARDS, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LEASE_PK, RUN_SK, SLOTS,
+    slot_sk, ALL_SHARDS, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LEASE_PK, RUN_SK, SLOTS,
 };
 use super::{DynamoStore, SortRange};
 
@@ -176,9 +177,10 @@ impl RunStore for DynamoStore {
             }
             Err(e) => return Err(classify(e)),
         };
+        let keep: Vec<String> = run.slots.iter().map(slot_sk).collect();
         let released: Vec<String> = slots_of(&old)
             .into_iter()
-            .filter(|k| !run.slots.contains(k))
+            .filter(|k| !keep.contains(k))
             .collect();
         self.release_slots(run.id, &released).await
     }
@@ -247,7 +249,7 @@ impl RunStore for DynamoStore {
             .slots
             .iter()
             .filter(|k| !finished.slots.contains(k))
-            .cloned()
+            .map(slot_sk)
             .collect();
         self.release_slots(finished.id, &released).await
     }
@@ -483,7 +485,7 @@ impl RunStore for DynamoStore {
             let update = Update::builder()
                 .table_name(&self.table)
                 .key("pk", s(SLOTS))
-                .key("sk", s(slot.key.clone()))
+                .key("sk", s(slot_sk(&slot.key)))
                 .update_expression("ADD holders :r")
                 .condition_expression("attribute_not_exists(holders) OR size(holders) < :limit")
                 .expression_attribute_values(":r", AttributeValue::Ss(vec![id.clone()]))
@@ -530,7 +532,7 @@ impl RunStore for DynamoStore {
         self.sweep_stale_slots(now).await
     }
 
-    async fn slot_holders(&self, key: &str) -> StoreResult<u32> {
-        self.count_slot_holders(key).await
+    async fn slot_holders(&self, key: &SlotKey) -> StoreResult<u32> {
+        self.count_slot_holders(&slot_sk(key)).await
     }
 }

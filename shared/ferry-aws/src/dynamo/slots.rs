@@ -12,7 +12,7 @@ use ferry_core::FlowRun;
 
 use super::codec::{get_s, s};
 use super::errors::classify;
-use super::keys::{run_pk, SLOTS};
+use super::keys::{run_pk, slot_sk, SLOTS};
 use super::DynamoStore;
 
 impl DynamoStore {
@@ -58,7 +58,8 @@ impl DynamoStore {
                 .into_iter()
                 .filter(|r| {
                     let last_change = r.history.last().map(|h| h.at).unwrap_or(r.created_at);
-                    (r.state.is_held() && r.slots.contains(&key)) || last_change > settled
+                    (r.state.is_held() && r.slots.iter().any(|k| slot_sk(k) == key))
+                        || last_change > settled
                 })
                 .map(|r| r.id.to_string())
                 .collect();

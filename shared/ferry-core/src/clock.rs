@@ -8,10 +8,12 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }
 
-/// A clock that tests move by hand.
+/// A clock that tests move by hand (feature `testkit`).
+#[cfg(any(test, feature = "testkit"))]
 #[derive(Debug)]
 pub struct MockClock(std::sync::Mutex<DateTime<Utc>>);
 
+#[cfg(any(test, feature = "testkit"))]
 impl MockClock {
     /// A clock frozen at `at`.
     pub fn at(at: DateTime<Utc>) -> Self {
@@ -28,6 +30,7 @@ impl MockClock {
     }
 }
 
+#[cfg(any(test, feature = "testkit"))]
 impl Clock for MockClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().expect("mock clock poisoned")

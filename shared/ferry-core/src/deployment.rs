@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::error::ValidationError;
 use crate::ids::DeploymentId;
@@ -15,7 +14,8 @@ use crate::schedule::ScheduleSpec;
 use crate::slot::SlotKey;
 
 /// A content-addressed code bundle (gzip'd tar of the project directory).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BundleRef {
     /// Lowercase hex sha256 of the tar.gz bytes.
@@ -26,7 +26,8 @@ pub struct BundleRef {
 }
 
 /// How the agent runs the flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Infrastructure {
     /// A child process on the agent's machine.
@@ -204,7 +205,8 @@ fn default_queue() -> String {
 
 /// A deployment as the user declares it: the manifest (`ferry deployment build -o x.yaml`) and
 /// the body of `PUT /v1/deployments`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     /// Flow name (first half of the id).
@@ -230,7 +232,7 @@ pub struct DeploymentSpec {
     pub bundle: Option<BundleRef>,
     /// Default parameters (a JSON object).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: serde_json::Map<String, serde_json::Value>,
     /// Schedules; fire times of all active ones are merged.
     #[serde(default)]
@@ -258,15 +260,16 @@ pub struct DeploymentSpec {
     pub paused: bool,
     /// What to do with fire times missed while nothing ticked.
     #[serde(default)]
-    #[schema(value_type = String, example = "skip")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "skip"))]
     pub catchup: CatchUp,
 }
 
 /// A stored deployment: the spec plus what the server keeps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployment {
     /// `flow/name`.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: DeploymentId,
     /// What the user declared.
     pub spec: DeploymentSpec,

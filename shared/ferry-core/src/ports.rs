@@ -254,7 +254,8 @@ pub enum CodeStoreError {
 }
 
 /// Where a client uploads a bundle itself (a presigned S3 PUT in AWS mode).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadTarget {
     /// URL to send the bundle to.
     pub url: String,
@@ -281,9 +282,8 @@ pub trait CodeStore: Send + Sync {
 }
 
 /// Which stream a log line came from.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     /// The flow's standard output.
@@ -295,7 +295,8 @@ pub enum LogStream {
 }
 
 /// One line of a run's log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// When the line was read.
     pub at: DateTime<Utc>,
@@ -306,7 +307,8 @@ pub struct LogLine {
 }
 
 /// A page of a run's log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogPage {
     /// Lines from the requested offset on.
     pub lines: Vec<LogLine>,

@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::error::ValidationError;
 use crate::slot::SlotKey;
@@ -11,7 +10,8 @@ use crate::slot::SlotKey;
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// A work queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkQueue {
     /// Unique name.
     pub name: String,

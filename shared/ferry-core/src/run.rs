@@ -2,14 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::ids::{DeploymentId, RunId};
 use crate::slot::SlotKey;
 use crate::state::StateType;
 
 /// Why a run exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// Written by the tick from the deployment's schedules.
@@ -21,7 +21,8 @@ pub enum Origin {
 }
 
 /// An agent's claim on a run; it expires unless renewed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunLease {
     /// The agent holding the run.
     pub agent_id: String,
@@ -30,7 +31,8 @@ pub struct RunLease {
 }
 
 /// One entry of a run's state history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateRecord {
     /// The state entered.
     pub state: StateType,
@@ -42,18 +44,19 @@ pub struct StateRecord {
 }
 
 /// A flow run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlowRun {
     /// Time-ordered id.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: RunId,
     /// `flow/name` of the deployment.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub deployment: DeploymentId,
     /// Work queue the run is due in.
     pub work_queue: String,
     /// Parameters the flow is called with (deployment defaults merged with run overrides).
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: serde_json::Map<String, serde_json::Value>,
     /// When the run is due.
     pub scheduled_time: DateTime<Utc>,
@@ -68,7 +71,7 @@ pub struct FlowRun {
     pub attempt: u32,
     /// The run this one retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub retry_of: Option<RunId>,
     /// Caller's key: a repeated create with the same key returns this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,7 +98,7 @@ pub struct FlowRun {
     pub log_location: Option<String>,
     /// Concurrency slots held while Pending/Running (queue and/or deployment).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub slots: Vec<SlotKey>,
     /// Optimistic-concurrency version; every stored change increments it.
     pub version: u64,

@@ -14,13 +14,13 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::limits::MAX_HISTORY;
 use crate::run::{FlowRun, RunLease, StateRecord};
 
 /// A run's state. `Display`/`FromStr` use the stable lowercase names shown in the CLI and API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StateType {
     /// Waiting for its scheduled time / an agent.

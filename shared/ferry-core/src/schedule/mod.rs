@@ -86,7 +86,8 @@ fn default_true() -> bool {
 
 /// A schedule as a user declares it (wire/YAML/JSON form). Exactly one of cron / interval / rrule.
 /// Unknown fields are refused by name (a `time_zone` typo must not silently mean UTC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Standard 5-field cron expression or a nickname such as `@daily`.

@@ -2,17 +2,17 @@
 //! It orchestrates the ports of `ferry-core` and knows no adapter: the same code runs on the
 //! embedded store and on DynamoDB/S3.
 
+mod agent_runs;
 #[cfg(feature = "testkit")]
 pub mod conformance;
 mod error;
-mod runs;
 mod service;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tick;
 
+pub use agent_runs::{Claim, Heartbeat};
 pub use error::AppError;
-pub use runs::{Claim, Heartbeat};
 pub use service::{
     ApplyOutcome, Ferry, PreviewItem, QueuePatch, RunRequest, Settings, SystemClock,
 };

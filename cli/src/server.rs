@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use ferry_api::ApiState;
-use ferry_app::{Ferry, SystemClock};
+use ferry_api::{ApiState, Backend};
+use ferry_app::{Ferry, Settings, SystemClock};
 use ferry_embedded::{FsCodeStore, FsLogSink, SqliteStore};
 
 use crate::args::{DevArgs, ServerStart};
@@ -22,22 +22,21 @@ pub fn ferry_home() -> Result<PathBuf> {
 
 /// Which backend the environment selects: `FERRY_BACKEND=aws` (with `FERRY_TABLE`,
 /// `FERRY_BUCKET` and the standard AWS environment) or the embedded default.
-pub fn backend_name() -> Result<&'static str> {
+pub fn backend() -> Result<Backend> {
     match std::env::var("FERRY_BACKEND").unwrap_or_default().as_str() {
-        "" | "embedded" => Ok("embedded"),
-        "aws" => Ok("aws"),
-        other => bail!("FERRY_BACKEND={other:?}: use \"embedded\" (default) or \"aws\""),
+        "" => Ok(Backend::default()),
+        name => Ok(name.parse()?),
     }
 }
 
 /// The AWS table and bucket from the environment.
 pub fn aws_config() -> Result<ferry_aws::AwsConfig> {
-    ferry_aws::AwsConfig::from_env().map_err(anyhow::Error::msg)
+    Ok(ferry_aws::AwsConfig::from_env()?)
 }
 
-/// The use cases over the backend the environment selects.
-pub async fn build_ferry() -> Result<Ferry> {
-    if backend_name()? == "embedded" {
+/// The use cases over `backend` (see [`backend`]).
+pub async fn build_ferry(backend: Backend) -> Result<Ferry> {
+    if backend == Backend::Embedded {
         return embedded_ferry();
     }
     let cfg = aws_config()?;
@@ -48,8 +47,7 @@ pub async fn build_ferry() -> Result<Ferry> {
         &cfg.table,
         &cfg.bucket,
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     let a = cfg.adapters(&sdk);
     Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock)))
 }
@@ -85,11 +83,16 @@ pub async fn start(args: ServerStart) -> Result<()> {
         );
     }
     init_tracing();
-    let mut ferry = build_ferry().await?;
-    ferry.settings.late_after =
-        chrono::Duration::from_std(args.late_after).context("--late-after is too large")?;
+    let backend = backend()?;
+    let ferry = build_ferry(backend).await?;
+    let settings = Settings {
+        late_after: chrono::Duration::from_std(args.late_after)
+            .context("--late-after is too large")?,
+        ..ferry.settings().clone()
+    };
     serve(
-        ferry,
+        ferry.with_settings(settings),
+        backend,
         SocketAddr::new(ip, args.port),
         token,
         args.tick_interval,
@@ -102,13 +105,15 @@ pub async fn start(args: ServerStart) -> Result<()> {
 pub async fn dev(args: DevArgs) -> Result<()> {
     init_tracing();
     let cfg = crate::commands::agent_config(&args.agent)?;
-    let ferry = crate::commands::with_lease(build_ferry().await?, &args.agent)?;
+    let backend = backend()?;
+    let ferry = crate::commands::with_lease(build_ferry(backend).await?, &args.agent)?;
     let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.port);
-    serve(ferry, addr, None, args.tick_interval, Some(cfg)).await
+    serve(ferry, backend, addr, None, args.tick_interval, Some(cfg)).await
 }
 
 async fn serve(
-    mut ferry: Ferry,
+    ferry: Ferry,
+    backend: Backend,
     addr: SocketAddr,
     token: Option<String>,
     tick_every: std::time::Duration,
@@ -116,33 +121,35 @@ async fn serve(
 ) -> Result<()> {
     ferry.ensure_default_queue().await?;
     let shutdown = CancellationToken::new();
-    let agent_task = match agent {
+    let (ferry, agent_task) = match agent {
         Some(cfg) => {
             let a = Agent::new(ferry.clone(), cfg);
             let wake = a.waker();
             // Runs created through this process's API wake the agent at once.
-            ferry.on_run_created = Some(Arc::new(move || wake.notify_one()));
+            let ferry = ferry.with_on_run_created(move || wake.notify_one());
             let stop = shutdown.clone();
-            Some(tokio::spawn(async move { a.run(stop).await }))
+            (ferry, Some(tokio::spawn(async move { a.run(stop).await })))
         }
-        None => None,
+        None => (ferry, None),
     };
     let state = ApiState {
         ferry: ferry.clone(),
         token: token.map(Arc::from),
-        backend: backend_name()?,
+        backend,
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
     let local = listener.local_addr()?;
-    match backend_name()? {
-        "aws" => println!(
-            "Ferry API listening on http://{local} (backend aws: table {}, bucket {})",
-            aws_config()?.table,
-            aws_config()?.bucket
-        ),
-        _ => println!(
+    match backend {
+        Backend::Aws => {
+            let cfg = aws_config()?;
+            println!(
+                "Ferry API listening on http://{local} (backend aws: table {}, bucket {})",
+                cfg.table, cfg.bucket
+            )
+        }
+        Backend::Embedded => println!(
             "Ferry API listening on http://{local} (FERRY_HOME={})",
             ferry_home()?.display()
         ),
@@ -170,8 +177,12 @@ async fn serve(
 
 /// `ferry server tick`: one tick, its report and duration as JSON.
 pub async fn tick_once(late_after: std::time::Duration) -> Result<()> {
-    let mut ferry = build_ferry().await?;
-    ferry.settings.late_after = chrono::Duration::from_std(late_after)?;
+    let ferry = build_ferry(backend()?).await?;
+    let settings = Settings {
+        late_after: chrono::Duration::from_std(late_after)?,
+        ..ferry.settings().clone()
+    };
+    let ferry = ferry.with_settings(settings);
     let started = std::time::Instant::now();
     let report = ferry.tick().await?;
     let mut v = serde_json::to_value(&report)?;

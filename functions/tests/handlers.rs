@@ -43,7 +43,7 @@ async fn the_api_router_serves_api_gateway_v2_events_unchanged() {
     let router = ferry_api::router(ferry_api::ApiState {
         ferry: f,
         token: None,
-        backend: "aws",
+        backend: ferry_api::Backend::Aws,
     });
 
     let req = lambda_http::request::from_str(&apigw_event("GET", "/v1/health", None)).unwrap();

@@ -2,11 +2,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use ferry_agent::{Agent, AgentConfig, ProcessGuard};
-use ferry_app::Ferry;
+use ferry_app::{Ferry, Settings};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{AgentArgs, AgentCmd};
-use crate::server::{build_ferry, ferry_home, init_tracing, shutdown_signal};
+use crate::server::{backend, build_ferry, ferry_home, init_tracing, shutdown_signal};
 
 fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -58,9 +58,12 @@ fn spawn_guard(kill_grace: std::time::Duration) -> Result<ProcessGuard> {
 }
 
 /// Sets the lease length on the agent's use cases.
-pub(crate) fn with_lease(mut ferry: Ferry, args: &AgentArgs) -> Result<Ferry> {
-    ferry.settings.lease = chrono::Duration::from_std(args.lease)?;
-    Ok(ferry)
+pub(crate) fn with_lease(ferry: Ferry, args: &AgentArgs) -> Result<Ferry> {
+    let settings = Settings {
+        lease: chrono::Duration::from_std(args.lease)?,
+        ..ferry.settings().clone()
+    };
+    Ok(ferry.with_settings(settings))
 }
 
 pub async fn run(cmd: AgentCmd) -> Result<()> {
@@ -73,7 +76,7 @@ pub async fn run(cmd: AgentCmd) -> Result<()> {
     };
     init_tracing();
     let cfg = config(&args)?;
-    let ferry = with_lease(build_ferry().await?, &args)?;
+    let ferry = with_lease(build_ferry(backend()?).await?, &args)?;
     for q in &cfg.queues {
         if let Err(ferry_app::AppError::NotFound { .. }) = ferry.get_queue(q).await {
             tracing::warn!(queue = %q, "work queue does not exist (yet): create it with `ferry work-queue create {q}`");

@@ -10,7 +10,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = ferry_api::ApiState {
         ferry,
         token: token.map(Into::into),
-        backend: "aws",
+        backend: ferry_api::Backend::Aws,
     };
     lambda_http::run(ferry_api::router(state)).await
 }

@@ -51,7 +51,7 @@ pub(crate) async fn health(State(s): State<ApiState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        backend: s.backend.into(),
+        backend: s.backend.to_string(),
     })
 }
 

@@ -36,8 +36,51 @@ pub struct ApiState {
     pub ferry: Ferry,
     /// Bearer token every request must carry (`None` = no auth, loopback only).
     pub token: Option<Arc<str>>,
-    /// Name of the backend, shown by `/v1/health`.
-    pub backend: &'static str,
+    /// The backend, shown by `/v1/health`.
+    pub backend: Backend,
+}
+
+/// Where Ferry keeps its state: `FERRY_BACKEND`, parsed once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// SQLite and files under `FERRY_HOME` (the default).
+    #[default]
+    Embedded,
+    /// DynamoDB and S3 (`FERRY_TABLE`, `FERRY_BUCKET`).
+    Aws,
+}
+
+impl Backend {
+    /// The name `FERRY_BACKEND` and `/v1/health` use: `embedded` or `aws`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Aws => "aws",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `FERRY_BACKEND` value that names no backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("FERRY_BACKEND={0:?}: use \"embedded\" (default) or \"aws\"")]
+pub struct UnknownBackend(pub String);
+
+impl std::str::FromStr for Backend {
+    type Err = UnknownBackend;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "embedded" => Ok(Backend::Embedded),
+            "aws" => Ok(Backend::Aws),
+            other => Err(UnknownBackend(other.to_owned())),
+        }
+    }
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -195,4 +238,27 @@ pub fn router(state: ApiState) -> Router {
         .fallback(handlers::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(uniform_errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_parses_from_the_name_it_displays() {
+        for b in [Backend::Embedded, Backend::Aws] {
+            assert_eq!(b.to_string().parse::<Backend>(), Ok(b));
+        }
+        assert_eq!(Backend::Aws.as_str(), "aws");
+        assert_eq!(Backend::Embedded.as_str(), "embedded");
+    }
+
+    #[test]
+    fn an_unknown_backend_names_the_variable_and_the_choices() {
+        let e = "cloud".parse::<Backend>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"FERRY_BACKEND="cloud": use "embedded" (default) or "aws""#
+        );
+    }
 }

@@ -27,7 +27,7 @@ async fn app_with_token(token: Option<&str>) -> App {
     let router = ferry_api::router(ferry_api::ApiState {
         ferry,
         token: token.map(Into::into),
-        backend: "embedded",
+        backend: ferry_api::Backend::Embedded,
     });
     App { router, _dir: dir }
 }

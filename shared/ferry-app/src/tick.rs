@@ -103,9 +103,9 @@ impl Ferry {
         for _ in 0..50 {
             let due = self
                 .store
-                .deployments_due_for_tick(now, self.settings.tick_batch)
+                .deployments_due_for_tick(now, self.settings().tick_batch)
                 .await?;
-            let full = due.len() == self.settings.tick_batch;
+            let full = due.len() == self.settings().tick_batch;
             let mut fresh = 0;
             // Deployments are independent: extend up to TICK_PARALLELISM of them at once.
             let mut tasks = tokio::task::JoinSet::new();
@@ -257,7 +257,7 @@ impl Ferry {
         failures: &mut Vec<TickFailure>,
     ) -> Result<usize, AppError> {
         const PAGE: usize = 500;
-        let threshold = now - self.settings.late_after;
+        let threshold = now - self.settings().late_after;
         let mut marked = 0;
         for q in self.store.list_queues().await? {
             // Each page's runs leave the Scheduled range once marked (or claimed meanwhile), so

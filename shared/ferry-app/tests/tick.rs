@@ -268,7 +268,11 @@ async fn a_concurrent_schedule_change_leaves_no_run_of_the_old_schedule() {
 #[tokio::test]
 async fn one_tick_drains_every_due_deployment_in_batches() {
     let mut e = env().await;
-    e.ferry.settings.tick_batch = 10;
+    let settings = ferry_app::Settings {
+        tick_batch: 10,
+        ..e.ferry.settings().clone()
+    };
+    e.ferry = e.ferry.with_settings(settings);
     for i in 0..25 {
         e.ferry
             .apply_deployment(spec(

@@ -10,8 +10,6 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
 };
 
-use ferry_core::error::error_chain;
-
 use crate::dynamo::index;
 
 /// Errors of bootstrap.
@@ -167,6 +165,50 @@ pub async fn ensure_bucket(
     }
 }
 
+/// Why the table or bucket a process is configured with cannot be used ([`check`]). Each
+/// names the variable and the fix. When the service could not be asked, the SDK's error is the
+/// source; when it answered "no such table", "no such bucket" or "denied", that answer is the
+/// whole diagnosis (and the SDK's own chain would repeat it).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// `FERRY_TABLE` names no table.
+    #[error("FERRY_TABLE={table}: no such DynamoDB table in this account/region: create it with `ferry aws bootstrap` (development) or infra/storage.yaml")]
+    TableMissing {
+        /// The table.
+        table: String,
+    },
+    /// DynamoDB did not answer the table's description.
+    #[error("FERRY_TABLE={table}: cannot reach DynamoDB: check AWS_REGION, credentials and AWS_ENDPOINT_URL_DYNAMODB")]
+    DynamoUnreachable {
+        /// The table.
+        table: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `FERRY_BUCKET` names no bucket.
+    #[error("FERRY_BUCKET={bucket}: no such S3 bucket: create it with `ferry aws bootstrap` (development) or infra/storage.yaml")]
+    BucketMissing {
+        /// The bucket.
+        bucket: String,
+    },
+    /// The credentials may not list the bucket.
+    #[error("FERRY_BUCKET={bucket}: access denied: the credentials need s3:ListBucket on it")]
+    BucketDenied {
+        /// The bucket.
+        bucket: String,
+    },
+    /// S3 did not answer for the bucket.
+    #[error("FERRY_BUCKET={bucket}: cannot reach S3: check AWS_REGION, credentials and AWS_ENDPOINT_URL")]
+    S3Unreachable {
+        /// The bucket.
+        bucket: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Checks that the table and bucket exist, so a process fails at start with a message naming
 /// the missing resource and the fix, instead of on its first request.
 pub async fn check(
@@ -174,30 +216,47 @@ pub async fn check(
     s3: &aws_sdk_s3::Client,
     table: &str,
     bucket: &str,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     if let Err(e) = dynamodb.describe_table().table_name(table).send().await {
+        let table = table.to_owned();
         return Err(match e.code() {
-            Some("ResourceNotFoundException") => format!(
-                "FERRY_TABLE={table}: no such DynamoDB table in this account/region: create it with `ferry aws bootstrap` (development) or infra/storage.yaml"
-            ),
-            _ => format!(
-                "FERRY_TABLE={table}: cannot reach DynamoDB ({}): check AWS_REGION, credentials and AWS_ENDPOINT_URL_DYNAMODB",
-                error_chain(&e)
-            ),
+            Some("ResourceNotFoundException") => CheckError::TableMissing { table },
+            _ => CheckError::DynamoUnreachable {
+                table,
+                source: Box::new(e),
+            },
         });
     }
     if let Err(e) = s3.head_bucket().bucket(bucket).send().await {
         let status = e.raw_response().map(|r| r.status().as_u16());
+        let bucket = bucket.to_owned();
         return Err(match status {
-            Some(404) => format!(
-                "FERRY_BUCKET={bucket}: no such S3 bucket: create it with `ferry aws bootstrap` (development) or infra/storage.yaml"
-            ),
-            Some(403) => format!("FERRY_BUCKET={bucket}: access denied: the credentials need s3:ListBucket on it"),
-            _ => format!(
-                "FERRY_BUCKET={bucket}: cannot reach S3 ({}): check AWS_REGION, credentials and AWS_ENDPOINT_URL",
-                error_chain(&e)
-            ),
+            Some(404) => CheckError::BucketMissing { bucket },
+            Some(403) => CheckError::BucketDenied { bucket },
+            _ => CheckError::S3Unreachable {
+                bucket,
+                source: Box::new(e),
+            },
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_error_names_the_variable_and_the_fix_and_keeps_its_cause_apart() {
+        let e = CheckError::DynamoUnreachable {
+            table: "ferry".into(),
+            source: Box::new(std::io::Error::other("connection refused")),
+        };
+        assert_eq!(
+            e.to_string(),
+            "FERRY_TABLE=ferry: cannot reach DynamoDB: check AWS_REGION, credentials and AWS_ENDPOINT_URL_DYNAMODB"
+        );
+        let chain = ferry_core::error::error_chain(&e);
+        assert_eq!(chain.matches("connection refused").count(), 1, "{chain}");
+    }
 }

@@ -61,14 +61,27 @@ pub struct Adapters {
     pub logs: std::sync::Arc<crate::S3LogSink>,
 }
 
+/// Why the AWS configuration cannot be read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable the AWS backend needs is unset or empty.
+    #[error("{0} is not set: the AWS backend needs FERRY_TABLE and FERRY_BUCKET (create them with `ferry aws bootstrap` or infra/storage.yaml)")]
+    Missing(&'static str),
+}
+
 impl AwsConfig {
     /// `FERRY_TABLE` and `FERRY_BUCKET` from the environment, with an error naming the missing
     /// variable and how to create the resources.
-    pub fn from_env() -> Result<Self, String> {
-        let get = |k: &str| {
-            std::env::var(k).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                format!("{k} is not set: the AWS backend needs FERRY_TABLE and FERRY_BUCKET (create them with `ferry aws bootstrap` or infra/storage.yaml)")
-            })
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// [`AwsConfig::from_env`] over any variable lookup.
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &'static str| {
+            var(k)
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(k))
         };
         Ok(Self {
             table: get("FERRY_TABLE")?,
@@ -84,5 +97,39 @@ impl AwsConfig {
             code: std::sync::Arc::new(crate::S3CodeStore::new(s3.clone(), &self.bucket)),
             logs: std::sync::Arc::new(crate::S3LogSink::new(s3, &self.bucket)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars<'a>(set: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            set.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_table_and_bucket_come_from_their_variables() {
+        let cfg =
+            AwsConfig::from_vars(vars(&[("FERRY_TABLE", "t"), ("FERRY_BUCKET", "b")])).unwrap();
+        assert_eq!((cfg.table.as_str(), cfg.bucket.as_str()), ("t", "b"));
+    }
+
+    #[test]
+    fn a_missing_or_empty_variable_is_named_with_the_fix() {
+        let e = AwsConfig::from_vars(vars(&[("FERRY_BUCKET", "b")])).unwrap_err();
+        assert_eq!(e, ConfigError::Missing("FERRY_TABLE"));
+        let e =
+            AwsConfig::from_vars(vars(&[("FERRY_TABLE", "t"), ("FERRY_BUCKET", "")])).unwrap_err();
+        assert_eq!(e, ConfigError::Missing("FERRY_BUCKET"));
+        let m = e.to_string();
+        assert!(
+            m.starts_with("FERRY_BUCKET is not set") && m.contains("ferry aws bootstrap"),
+            "{m}"
+        );
     }
 }

@@ -384,14 +384,16 @@ impl Fixture {
     }
 
     fn ferry(&self, store: Arc<dyn Store>) -> Ferry {
-        let mut f = Ferry::new(
+        Ferry::new(
             store,
             Arc::new(FsCodeStore::new(self.dir.path().join("code"))),
             Arc::new(FsLogSink::new(self.dir.path().join("logs"))),
             Arc::new(SystemClock),
-        );
-        f.settings.lease = chrono::Duration::seconds(2);
-        f
+        )
+        .with_settings(ferry_app::Settings {
+            lease: chrono::Duration::seconds(2),
+            ..ferry_app::Settings::default()
+        })
     }
 }
 

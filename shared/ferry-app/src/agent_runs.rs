@@ -9,6 +9,7 @@ use ferry_core::run::{FlowRun, RunLease};
 use ferry_core::state::{transition, RunEvent, StateType};
 use ferry_core::WorkQueue;
 
+use crate::retry::{backoff, UNAVAILABLE_PAUSE_MAX_MS};
 use crate::tick::TickFailure;
 use crate::{AppError, Ferry};
 
@@ -40,7 +41,7 @@ impl Ferry {
     fn lease_for(&self, agent_id: &str, now: DateTime<Utc>) -> RunLease {
         RunLease {
             agent_id: agent_id.to_owned(),
-            expires_at: now + self.settings.lease,
+            expires_at: now + self.settings().lease,
         }
     }
 
@@ -179,7 +180,7 @@ impl Ferry {
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(run_id = %run.id, error = %ferry_core::error::error_chain(&e), "run write failed; retrying");
                     unavailable = Some(e);
-                    backoff(attempt).await;
+                    backoff(attempt, UNAVAILABLE_PAUSE_MAX_MS).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -215,7 +216,7 @@ impl Ferry {
             .unwrap_or_default();
         let now = self.now();
         let event = RunEvent::Heartbeat {
-            expires_at: now + self.settings.lease,
+            expires_at: now + self.settings().lease,
         };
         let (r, applied) = self.apply_event(run, event).await?;
         if !applied || r.lease.as_ref().map(|l| l.agent_id.as_str()) != Some(agent.as_str()) {
@@ -334,12 +335,4 @@ fn owed_retry(
     // Validated to at most 7 days at apply.
     let delay = Duration::seconds(d.spec.retry_delay_seconds.min(7 * 86_400) as i64);
     finished.next_attempt(d.spec.retries, delay, &d.spec.work_queue, now)
-}
-
-/// Sleeps before the next try of a retryable write: exponential from 50 ms, capped at 2 s,
-/// with full jitter so writers that collided do not collide again in step.
-pub(crate) async fn backoff(attempt: usize) {
-    let cap = 50u64.saturating_mul(1 << attempt.min(6)).min(2_000);
-    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * cap / 255;
-    tokio::time::sleep(std::time::Duration::from_millis(jitter.max(10))).await;
 }

@@ -25,7 +25,7 @@ impl BundleCache {
         let bytes = code
             .get_bundle(sha256)
             .await
-            .map_err(|e| format!("cannot fetch bundle {sha256}: {e}"))?
+            .map_err(|e| format!("cannot fetch bundle {sha256}: {}", ferry_core::error::error_chain(&e)))?
             .ok_or_else(|| format!("bundle {sha256} is not in the code store: rebuild the deployment with `ferry deployment build`"))?;
         ferry_bundle::verify_digest(&bytes, sha256).map_err(|e| e.to_string())?;
         if let Err(e) = write_atomic(&self.dir, &path, &bytes).await {

@@ -229,11 +229,11 @@ impl Ferry {
                 Ok(_) => break,
                 Err(e) if e.is_retryable() && tries < 10 => {
                     tries += 1;
-                    tracing::warn!(error = %e, tries, "retry insert failed; trying again");
+                    tracing::warn!(error = %ferry_core::error::error_chain(&e), tries, "retry insert failed; trying again");
                     tokio::time::sleep(std::time::Duration::from_millis(100 * tries)).await;
                 }
                 Err(e) => {
-                    tracing::error!(run_id = %failed.id, error = %e, "could not schedule the retry of a failed run");
+                    tracing::error!(run_id = %failed.id, error = %ferry_core::error::error_chain(&e), "could not schedule the retry of a failed run");
                     return Err(e.into());
                 }
             }

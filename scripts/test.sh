@@ -27,11 +27,13 @@ echo "test.sh: checking that an emulator test fails without the emulators ($GATE
 gate_run() {
     env -u FERRY_EMULATORS -u AWS_ENDPOINT_URL -u AWS_ENDPOINT_URL_DYNAMODB "$@" >"$gate_out" 2>&1
 }
+# --workspace (not -p ferry-aws): the same features as the full run below, so nothing is
+# compiled twice.
 if have_nextest; then
-    gate_cmd=(cargo nextest run --locked -p ferry-aws --test s3 --run-ignored only --no-fail-fast
-        -E "test(=$GATE_TEST)")
+    gate_cmd=(cargo nextest run --locked --workspace --run-ignored only --no-fail-fast
+        -E "package(ferry-aws) & binary(s3) & test(=$GATE_TEST)")
 else
-    gate_cmd=(cargo test --locked -p ferry-aws --test s3 -- --ignored --exact "$GATE_TEST")
+    gate_cmd=(cargo test --locked --workspace --test s3 -- --ignored --exact "$GATE_TEST")
 fi
 if gate_run "${gate_cmd[@]}"; then
     cat "$gate_out" >&2

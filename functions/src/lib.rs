@@ -32,7 +32,11 @@ pub async fn tick_handler(
     ferry: &Ferry,
     _event: LambdaEvent<serde_json::Value>,
 ) -> Result<TickReport, Error> {
-    let report = ferry.tick().await?;
+    // The whole cause chain: a Lambda error result shows only the top error's message.
+    let report = ferry
+        .tick()
+        .await
+        .map_err(|e| ferry_core::error::error_chain(&e))?;
     tracing::info!(?report, "tick");
     Ok(report)
 }

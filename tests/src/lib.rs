@@ -47,19 +47,14 @@ pub struct Server {
     env: Vec<(String, String)>,
 }
 
-/// Whether the AWS emulators are up for this test run (`scripts/test.sh` sets it).
-pub fn emulators_enabled() -> bool {
-    std::env::var("FERRY_EMULATORS").as_deref() == Ok("1")
-}
+pub use ferry_testkit::require_emulators;
 
 impl Server {
     /// Starts a server on the AWS backend (DynamoDB Local + moto) with its own fresh table and
-    /// bucket, created by `ferry aws bootstrap`. `None` (test skipped) without the emulators.
-    pub fn start_aws() -> Option<Self> {
-        if !emulators_enabled() {
-            eprintln!("skipped: AWS backend tests need FERRY_EMULATORS=1 (scripts/test.sh)");
-            return None;
-        }
+    /// bucket, created by `ferry aws bootstrap`. Panics (failing the test) when the emulators
+    /// are not up: such tests are `#[ignore]`d and run by `scripts/test.sh` (`ferry_testkit`).
+    pub fn start_aws() -> Self {
+        require_emulators();
         let id = format!(
             "{:x}",
             std::time::SystemTime::now()
@@ -84,19 +79,16 @@ impl Server {
             "bootstrap failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Some(Self::start_with(
-            &["--tick-interval", "200ms", "--late-after", "2s"],
-            &env,
-        ))
+        Self::start_with(&["--tick-interval", "200ms", "--late-after", "2s"], &env)
     }
 
-    /// Starts a server on the embedded backend (`false`) or the AWS one (`true`, `None` when
-    /// the emulators are not running).
-    pub fn start_on(aws: bool) -> Option<Self> {
+    /// Starts a server on the embedded backend (`false`) or the AWS one (`true`, see
+    /// [`Server::start_aws`]).
+    pub fn start_on(aws: bool) -> Self {
         if aws {
             Self::start_aws()
         } else {
-            Some(Self::start())
+            Self::start()
         }
     }
 

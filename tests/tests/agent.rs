@@ -103,14 +103,13 @@ fn parameters_reach_a_python_function_and_watch_streams_logs() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn parameters_reach_a_python_function_and_watch_streams_logs_on_aws() {
     parameters_reach_a_python_function_and_watch_streams_logs_on(true);
 }
 
 fn parameters_reach_a_python_function_and_watch_streams_logs_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = project(&s);
     s.ok(&[
         "deployment",
@@ -155,14 +154,13 @@ fn three_agents_execute_each_of_210_runs_exactly_once() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn three_agents_execute_each_of_210_runs_exactly_once_on_aws() {
     three_agents_execute_each_of_210_runs_exactly_once_on(true);
 }
 
 fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = project(&s);
     let out = build(&s, &proj, "many", "none", &[]);
     let ids: Vec<String> = (0..210)
@@ -207,14 +205,13 @@ fn queue_and_deployment_limits_hold_across_agents() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn queue_and_deployment_limits_hold_across_agents_on_aws() {
     queue_and_deployment_limits_hold_across_agents_on(true);
 }
 
 fn queue_and_deployment_limits_hold_across_agents_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = project(&s);
     s.ok(&["work-queue", "create", "narrow", "--limit", "2"]);
     let q_out = build(
@@ -258,14 +255,13 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on_aws() {
     a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(true);
 }
 
 fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = project(&s);
     let out = build(
         &s,
@@ -323,14 +319,13 @@ fn cancel_kills_the_whole_process_group() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn cancel_kills_the_whole_process_group_on_aws() {
     cancel_kills_the_whole_process_group_on(true);
 }
 
 fn cancel_kills_the_whole_process_group_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = project(&s);
     let out = build(&s, &proj, "spawner", "spawn", &[]);
     let _agent = s.agent(&[]);
@@ -390,14 +385,13 @@ fn a_failed_attempt_is_retried_after_the_delay() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn a_failed_attempt_is_retried_after_the_delay_on_aws() {
     a_failed_attempt_is_retried_after_the_delay_on(true);
 }
 
 fn a_failed_attempt_is_retried_after_the_delay_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = project(&s);
     build(
         &s,
@@ -645,14 +639,13 @@ fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on_aws() {
     a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(true);
 }
 
 fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = project(&s);
     // A: limit 1, 30 runs of 3 s each, due first. B: 3 trivial runs due after them.
     build(

@@ -118,14 +118,13 @@ fn work_queue_lifecycle() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn work_queue_lifecycle_on_aws() {
     work_queue_lifecycle_on(true);
 }
 
 fn work_queue_lifecycle_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let qs = s.json(&["work-queue", "ls"]);
     assert_eq!(qs[0]["name"], "default");
     s.ok(&[
@@ -174,14 +173,13 @@ fn build_apply_schedules_runs_and_reapply_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn build_apply_schedules_runs_and_reapply_changes_nothing_on_aws() {
     build_apply_schedules_runs_and_reapply_changes_nothing_on(true);
 }
 
 fn build_apply_schedules_runs_and_reapply_changes_nothing_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = etl_project(&s);
     s.ok(&["work-queue", "create", "prod"]);
     let out = s.ok(&[
@@ -308,14 +306,13 @@ fn changing_the_schedule_replaces_future_runs() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn changing_the_schedule_replaces_future_runs_on_aws() {
     changing_the_schedule_replaces_future_runs_on(true);
 }
 
 fn changing_the_schedule_replaces_future_runs_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = etl_project(&s);
     s.ok(&[
         "deployment",
@@ -387,14 +384,13 @@ fn ad_hoc_runs_idempotency_inspect_and_cancel() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn ad_hoc_runs_idempotency_inspect_and_cancel_on_aws() {
     ad_hoc_runs_idempotency_inspect_and_cancel_on(true);
 }
 
 fn ad_hoc_runs_idempotency_inspect_and_cancel_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = etl_project(&s);
     s.ok(&[
         "deployment",
@@ -472,14 +468,13 @@ fn queue_preview_lists_written_and_planned_runs() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn queue_preview_lists_written_and_planned_runs_on_aws() {
     queue_preview_lists_written_and_planned_runs_on(true);
 }
 
 fn queue_preview_lists_written_and_planned_runs_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = etl_project(&s);
     s.ok(&[
         "deployment",
@@ -519,14 +514,13 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_written() {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn bad_input_is_refused_with_the_field_named_and_nothing_written_on_aws() {
     bad_input_is_refused_with_the_field_named_and_nothing_written_on(true);
 }
 
 fn bad_input_is_refused_with_the_field_named_and_nothing_written_on(aws: bool) {
-    let Some(s) = Server::start_on(aws) else {
-        return;
-    };
+    let s = Server::start_on(aws);
     let proj = etl_project(&s);
     let cases: &[(&[&str], &str)] = &[
         (&["--cron", "0 0 2 * * *"], "cron"),
@@ -701,40 +695,47 @@ fn schedule_preview_prints_local_times_across_dst() {
     assert!(err.contains("--cron"), "{err}");
 }
 
+/// Runs `ferry server start` with `env` (and no FERRY_TABLE/FERRY_BUCKET of the caller's),
+/// expects it to refuse to start, and returns its stderr.
+fn server_start_refused(env: &[(&str, &str)]) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["server", "start", "--port", "0"])
+        .env("FERRY_HOME", home.path())
+        .env_remove("FERRY_TABLE")
+        .env_remove("FERRY_BUCKET")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn the_aws_backend_refuses_to_start_without_its_table_naming_the_fix() {
-    let home = tempfile::tempdir().unwrap();
-    let run = |env: &[(&str, &str)]| {
-        let out = std::process::Command::new(ferry_tests::ferry_bin())
-            .args(["server", "start", "--port", "0"])
-            .env("FERRY_HOME", home.path())
-            .env_remove("FERRY_TABLE")
-            .env_remove("FERRY_BUCKET")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let err = run(&[("FERRY_BACKEND", "aws")]);
+    let err = server_start_refused(&[("FERRY_BACKEND", "aws")]);
     assert!(
         err.contains("FERRY_TABLE") && err.contains("bootstrap"),
         "{err}"
     );
-    let err = run(&[("FERRY_BACKEND", "cloud")]);
+    let err = server_start_refused(&[("FERRY_BACKEND", "cloud")]);
     assert!(
         err.contains("FERRY_BACKEND") && err.contains("embedded"),
         "{err}"
     );
-    if ferry_tests::emulators_enabled() {
-        let err = run(&[
-            ("FERRY_BACKEND", "aws"),
-            ("FERRY_TABLE", "ferry-no-such-table"),
-            ("FERRY_BUCKET", "ferry-no-such-bucket"),
-        ]);
-        assert!(
-            err.contains("FERRY_TABLE=ferry-no-such-table") && err.contains("ferry aws bootstrap"),
-            "{err}"
-        );
-    }
+}
+
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn the_aws_backend_refuses_to_start_without_its_table_naming_the_fix_on_aws() {
+    ferry_tests::require_emulators();
+    let err = server_start_refused(&[
+        ("FERRY_BACKEND", "aws"),
+        ("FERRY_TABLE", "ferry-no-such-table"),
+        ("FERRY_BUCKET", "ferry-no-such-bucket"),
+    ]);
+    assert!(
+        err.contains("FERRY_TABLE=ferry-no-such-table") && err.contains("ferry aws bootstrap"),
+        "{err}"
+    );
 }

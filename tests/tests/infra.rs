@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ferry_tests::{emulators_enabled, ferry_bin};
+use ferry_tests::{ferry_bin, require_emulators};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,11 +21,10 @@ fn venv(bin: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn the_storage_template_lints_clean() {
-    if !emulators_enabled() {
-        eprintln!("skipped: needs FERRY_EMULATORS=1 (scripts/test.sh installs cfn-lint)");
-        return;
-    }
+    // scripts/emulators.sh installs cfn-lint in the emulators' venv.
+    require_emulators();
     let out = Command::new(venv("cfn-lint"))
         .arg(repo().join("infra/storage.yaml"))
         .output()
@@ -87,11 +86,9 @@ fn shape(args: &[&str]) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn the_template_and_bootstrap_create_the_same_table() {
-    if !emulators_enabled() {
-        eprintln!("skipped: needs FERRY_EMULATORS=1");
-        return;
-    }
+    require_emulators();
     let id = format!(
         "ferry-infra-{}",
         std::time::SystemTime::now()

@@ -96,7 +96,7 @@ impl Agent {
             let claimed = match self.poll_once(&mut tasks, &shutdown, &kill).await {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "poll failed; retrying");
+                    tracing::warn!(error = %ferry_core::error::error_chain(&e), "poll failed; retrying");
                     0
                 }
             };

@@ -39,7 +39,7 @@ pub(crate) async fn execute(ctx: RunContext, run: FlowRun, deployment: Deploymen
         match execute_inner(&ctx, run, deployment).await {
             Ok(done) => done,
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "run handling failed; the reaper will take over when the lease expires");
+                tracing::error!(error = %ferry_core::error::error_chain(&e), "run handling failed; the reaper will take over when the lease expires");
                 false
             }
         }
@@ -55,7 +55,7 @@ async fn log(ctx: &RunContext, run: &FlowRun, line: String) {
         line,
     };
     if let Err(e) = ctx.ferry.logs.append(run.id, &[l]).await {
-        tracing::warn!(error = %e, "cannot write the run log");
+        tracing::warn!(error = %ferry_core::error::error_chain(&e), "cannot write the run log");
     }
 }
 
@@ -111,7 +111,8 @@ async fn execute_inner(
                     .await
                     .map_err(|e| ferry_app::AppError::Internal(format!("bundle unpacking: {e}")))?;
             if let Err(e) = unpacked {
-                return fail(ctx, run, None, format!("bundle rejected: {e}")).await;
+                let reason = format!("bundle rejected: {}", ferry_core::error::error_chain(&e));
+                return fail(ctx, run, None, reason).await;
             }
             work.0.clone()
         }
@@ -192,7 +193,7 @@ async fn execute_inner(
                         cancel.cancel();
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying"),
+                Err(e) => tracing::warn!(error = %ferry_core::error::error_chain(&e), "heartbeat failed; retrying"),
             },
             _ = ctx.kill.cancelled(), if stop.is_none() => {
                 stop = Some(StopReason::Shutdown);
@@ -315,7 +316,7 @@ async fn flush(ferry: &Ferry, run: ferry_core::RunId, batch: &mut Vec<LogLine>) 
         return;
     }
     if let Err(e) = ferry.logs.append(run, batch).await {
-        tracing::warn!(error = %e, lines = batch.len(), "cannot write run logs; dropping this batch");
+        tracing::warn!(error = %ferry_core::error::error_chain(&e), lines = batch.len(), "cannot write run logs; dropping this batch");
     }
     batch.clear();
 }

@@ -16,10 +16,10 @@ use crate::dynamo::index;
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     /// A DynamoDB call failed.
-    #[error("DynamoDB: {0}")]
+    #[error("DynamoDB call failed")]
     Dynamo(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// An S3 call failed.
-    #[error("S3: {0}")]
+    #[error("S3 call failed")]
     S3(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The table did not become ACTIVE in time.
     #[error("table {0} did not become ACTIVE within 60 s")]

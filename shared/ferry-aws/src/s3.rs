@@ -42,7 +42,7 @@ pub struct InvalidDigest(pub String);
 
 /// A log chunk that could not be decoded.
 #[derive(Debug, thiserror::Error)]
-#[error("corrupt log chunk s3://{bucket}/{key}: {source}")]
+#[error("corrupt log chunk s3://{bucket}/{key}")]
 pub struct CorruptChunk {
     /// Bucket.
     pub bucket: String,

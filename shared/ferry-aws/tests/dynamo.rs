@@ -1,18 +1,12 @@
-//! The storage-port conformance suite against DynamoDB Local (run by `scripts/test.sh`, which
-//! starts the emulators and sets FERRY_EMULATORS=1). Each check gets its own table.
+//! The storage-port conformance suite against DynamoDB Local. Ignored by a plain test run:
+//! `scripts/test.sh` starts the emulators and runs it (`ferry_testkit`). Each check gets its
+//! own table.
 
 use std::sync::Arc;
 
 use ferry_aws::{bootstrap, config, DynamoStore};
 use ferry_core::ports::Store;
-
-fn enabled() -> bool {
-    if std::env::var("FERRY_EMULATORS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set FERRY_EMULATORS=1 (scripts/emulators.sh start)");
-    false
-}
+use ferry_testkit::require_emulators;
 
 async fn fresh_store() -> DynamoStore {
     let sdk = config::sdk_config().await;
@@ -25,19 +19,17 @@ async fn fresh_store() -> DynamoStore {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn dynamodb_store_passes_the_conformance_suite() {
-    if !enabled() {
-        return;
-    }
+    require_emulators();
     ferry_app::conformance::run_all(|| async { Arc::new(fresh_store().await) as Arc<dyn Store> })
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn a_slot_left_by_a_dead_writer_is_swept() {
-    if !enabled() {
-        return;
-    }
+    require_emulators();
     use chrono::{TimeZone, Utc};
     use ferry_core::ports::{RunStore, SlotTake};
     use ferry_core::run::{FlowRun, Origin, RunLease};
@@ -129,10 +121,9 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn s3_code_store_and_log_sink_pass_the_conformance_suite() {
-    if !enabled() {
-        return;
-    }
+    require_emulators();
     let sdk = config::sdk_config().await;
     let s3 = config::s3_client(&sdk);
     let bucket = format!("ferry-conf-{}", uuid::Uuid::new_v4().simple());

@@ -1,7 +1,7 @@
 //! Fault injection between the DynamoDB store and DynamoDB Local: a proxy inside the test
 //! throttles, answers 5xx, and drops responses of writes that landed. The SDK must retry (with
 //! backoff and jitter), lost conditional races must not surface as errors, and no run may be
-//! lost or duplicated. Run by `scripts/test.sh` (FERRY_EMULATORS=1); `FERRY_FAULT_SEED` picks
+//! lost or duplicated. Ignored by a plain test run: `scripts/test.sh` runs them (`ferry_testkit`); `FERRY_FAULT_SEED` picks
 //! another fault sequence.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -17,17 +17,10 @@ use ferry_core::ports::{DeploymentStore, RunFilter, RunStore, Store, StoreError}
 use ferry_core::state::{RunEvent, StateType};
 use ferry_core::{DeploymentId, FlowRun, Origin, RunId};
 use ferry_embedded::{FsCodeStore, FsLogSink};
+use ferry_testkit::require_emulators;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn enabled() -> bool {
-    if std::env::var("FERRY_EMULATORS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("skipped: set FERRY_EMULATORS=1 (scripts/emulators.sh start)");
-    false
-}
 
 // ------------------------------------------------------------------------------ the proxy
 
@@ -673,10 +666,9 @@ const RETRIES: u32 = 3;
 const LIMIT: u32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn runs_survive_throttling_5xx_and_dropped_responses_exactly_once() {
-    if !enabled() {
-        return;
-    }
+    require_emulators();
     let began = Instant::now();
     let seed = seed(0x5EED_F00D_0001);
     let fx = Fixture::new(seed, 200).await;
@@ -936,10 +928,9 @@ async fn runs_survive_throttling_5xx_and_dropped_responses_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn two_ticks_at_once_through_faults_write_each_scheduled_run_once() {
-    if !enabled() {
-        return;
-    }
+    require_emulators();
     let seed = seed(0x5EED_F00D_0002);
     let fx = Fixture::new(seed, 200).await;
     let errors = Arc::new(ErrorLog::default());
@@ -1058,10 +1049,9 @@ async fn scheduled_fixture() -> (Fixture, Ferry, DeploymentId) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn a_reapply_whose_response_was_lost_still_removes_the_old_schedules_runs() {
-    if !enabled() {
-        return;
-    }
+    require_emulators();
     let (fx, faulty, dep) = scheduled_fixture().await;
     fx.proxy
         .arm(&["PutItem", "\"DEPLOYMENTS\""], Fault::DropAfter);
@@ -1090,10 +1080,9 @@ async fn a_reapply_whose_response_was_lost_still_removes_the_old_schedules_runs(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn a_delete_whose_response_was_lost_succeeds_and_removes_the_waiting_runs() {
-    if !enabled() {
-        return;
-    }
+    require_emulators();
     let (fx, faulty, dep) = scheduled_fixture().await;
     let waiting = fx.direct.waiting_runs_of(&dep).await.unwrap().len();
     fx.proxy

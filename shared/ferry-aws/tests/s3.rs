@@ -1,5 +1,6 @@
-//! The S3 code store and log sink against moto (`FERRY_EMULATORS=1`, standard AWS environment
-//! pointing at the emulator; see `scripts/emulators.sh`).
+//! The S3 code store and log sink against moto (standard AWS environment pointing at the
+//! emulator; see `scripts/emulators.sh`). Ignored by a plain test run: `scripts/test.sh` runs
+//! them (`ferry_testkit`).
 
 use std::time::Duration;
 
@@ -11,12 +12,9 @@ use ferry_core::ids::RunId;
 use ferry_core::ports::{CodeStore, CodeStoreError, LogLine, LogSink, LogStream};
 use sha2::{Digest, Sha256};
 
-/// A client and a fresh bucket, or `None` when the emulators are not enabled.
-async fn setup() -> Option<(aws_sdk_s3::Client, String)> {
-    if std::env::var("FERRY_EMULATORS").ok().as_deref() != Some("1") {
-        println!("skipped: set FERRY_EMULATORS=1 (scripts/emulators.sh start)");
-        return None;
-    }
+/// A client and a fresh bucket; fails the test when the emulators are not up.
+async fn setup() -> (aws_sdk_s3::Client, String) {
+    ferry_testkit::require_emulators();
     let sdk = ferry_aws::config::sdk_config().await;
     let client = ferry_aws::config::s3_client(&sdk);
     let bucket = format!("ferry-test-{}", uuid::Uuid::new_v4());
@@ -26,7 +24,7 @@ async fn setup() -> Option<(aws_sdk_s3::Client, String)> {
         .send()
         .await
         .expect("create bucket");
-    Some((client, bucket))
+    (client, bucket)
 }
 
 fn sha(bytes: &[u8]) -> String {
@@ -84,10 +82,9 @@ fn expected_texts(range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn bundle_round_trip() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let store = S3CodeStore::new(client.clone(), &bucket);
     let bytes = b"not really a tarball, but bytes all the same".to_vec();
     let digest = sha(&bytes);
@@ -113,10 +110,9 @@ async fn bundle_round_trip() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn put_with_wrong_digest_is_refused_and_stores_nothing() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let store = S3CodeStore::new(client.clone(), &bucket);
     let claimed = sha(b"the bytes the caller meant");
     let err = store
@@ -141,10 +137,9 @@ async fn put_with_wrong_digest_is_refused_and_stores_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn tampered_object_is_a_digest_mismatch() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let store = S3CodeStore::new(client.clone(), &bucket);
     let bytes = b"original bundle".to_vec();
     let digest = sha(&bytes);
@@ -169,10 +164,9 @@ async fn tampered_object_is_a_digest_mismatch() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn presigned_put_uploads_the_bundle() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let store = S3CodeStore::new(client, &bucket);
     let bytes = b"bundle uploaded by the CLI".to_vec();
     let digest = sha(&bytes);
@@ -219,10 +213,9 @@ async fn presigned_put_uploads_the_bundle() {
 /// (400 BadDigest). moto 5.2.5 does not: it stores the other bytes. The store stays safe
 /// because `get_bundle` re-verifies the digest.
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn presigned_put_with_other_bytes_moto_accepts_but_get_refuses() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let store = S3CodeStore::new(client, &bucket);
     let bytes = b"the bytes the URL was issued for".to_vec();
     let digest = sha(&bytes);
@@ -248,10 +241,9 @@ async fn presigned_put_with_other_bytes_moto_accepts_but_get_refuses() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn logs_append_and_read_in_order() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let sink = S3LogSink::new(client.clone(), &bucket);
     let run = run_id(1);
     assert_eq!(sink.location(run), format!("s3://{bucket}/logs/{run}/"));
@@ -294,10 +286,9 @@ async fn logs_append_and_read_in_order() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn logs_read_from_the_middle_of_a_chunk() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let sink = S3LogSink::new(client, &bucket);
     let run = run_id(2);
     let all = lines(0, 10);
@@ -332,10 +323,9 @@ async fn logs_read_from_the_middle_of_a_chunk() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn a_second_sink_continues_numbering() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let run = run_id(3);
     let all = lines(0, 9);
 
@@ -359,10 +349,9 @@ async fn a_second_sink_continues_numbering() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn read_of_an_unknown_run_is_empty() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let sink = S3LogSink::new(client, &bucket);
     let run = run_id(4);
     let page = sink.read(run, 0, 100).await.unwrap();
@@ -374,19 +363,17 @@ async fn read_of_an_unknown_run_is_empty() {
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn s3_log_sink_keeps_its_cap() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let sink = S3LogSink::new(client, &bucket).with_max_bytes(700);
     ferry_app::conformance::log_sink_cap_suite(std::sync::Arc::new(sink), 700).await;
 }
 
 #[tokio::test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 async fn a_capped_log_stays_closed_for_a_second_sink() {
-    let Some((client, bucket)) = setup().await else {
-        return;
-    };
+    let (client, bucket) = setup().await;
     let run = run_id(13);
     let first = S3LogSink::new(client.clone(), &bucket).with_max_bytes(200);
     first.append(run, &lines(0, 10)).await.unwrap();

@@ -73,7 +73,7 @@ pub enum BundleError {
         path: PathBuf,
     },
     /// A filesystem operation failed.
-    #[error("I/O error on `{path}`: {source}")]
+    #[error("I/O error on `{path}`")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
@@ -83,13 +83,13 @@ pub enum BundleError {
     },
     /// Pack: walking the project directory (or reading an ignore file) failed.
     #[error(
-        "cannot read project directory: {0}; check permissions or add the path to .ferryignore"
+        "cannot read the project directory (check permissions, or add the path to .ferryignore)"
     )]
     Walk(#[source] ignore::Error),
     /// Unpack: the bytes are not a valid gzip'd tar archive.
     #[error(
-        "code bundle is not a valid gzip'd tar archive: {0}; the download may be truncated — \
-         retry, or rebuild and redeploy with `ferry deployment build`"
+        "code bundle is not a valid gzip'd tar archive (the download may be truncated: retry, \
+         or rebuild and redeploy with `ferry deployment build`)"
     )]
     Malformed(#[source] io::Error),
 }

@@ -23,14 +23,14 @@ pub enum StoreError {
     #[error("conditional write lost: {0}")]
     Conflict(String),
     /// The backend refused for now (throttling, timeouts, 5xx); retrying later may succeed.
-    #[error("storage temporarily unavailable: {source}")]
+    #[error("storage temporarily unavailable")]
     Unavailable {
         /// The backend's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Anything else from the backend.
-    #[error("storage failure: {source}")]
+    #[error("storage failure")]
     Backend {
         /// The backend's error.
         #[source]
@@ -245,7 +245,7 @@ pub enum CodeStoreError {
         actual: String,
     },
     /// Backend failure.
-    #[error("code store failure: {source}")]
+    #[error("code store failure")]
     Backend {
         /// The backend's error.
         #[source]
@@ -318,7 +318,7 @@ pub struct LogPage {
 
 /// Errors of the log sink.
 #[derive(Debug, thiserror::Error)]
-#[error("log sink failure: {source}")]
+#[error("log sink failure")]
 pub struct LogError {
     /// The backend's error.
     #[source]

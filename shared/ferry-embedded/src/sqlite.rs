@@ -15,7 +15,9 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBeha
 
 const SCHEMA: &str = r#"
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+-- FULL: an acknowledged write survives a power loss (NORMAL syncs the WAL only at checkpoints
+-- and can lose the last commits). Cost per run: docs/architecture.md, bench/durability.py.
+PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,

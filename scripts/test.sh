@@ -2,7 +2,8 @@
 # Runs Ferry's whole test suite on a fresh machine: installs and starts the AWS emulators
 # (DynamoDB Local + moto, scripts/emulators.sh), builds the binary, then runs every unit,
 # property, conformance and end-to-end test of the workspace — embedded and AWS backends —
-# with nextest when installed, else cargo test. The emulators are stopped at the end.
+# with nextest when installed, else cargo test; then validates the OpenAPI document and fuzzes
+# the API from it (scripts/api-fuzz.sh). The emulators are stopped at the end.
 #
 # Tests that need the emulators are `#[ignore]`d (a plain `cargo test` lists them as ignored,
 # never as passed) and gated by `ferry_testkit::require_emulators`, which fails them when the
@@ -59,3 +60,7 @@ if have_nextest; then
 else
     cargo test --locked --workspace -- --include-ignored
 fi
+
+# The served OpenAPI document is valid, and the API answers what it documents when fuzzed
+# from it (schemathesis against a real `ferry server`).
+./scripts/api-fuzz.sh

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle_cache::BundleCache;
-use crate::execute::{execute, RunContext};
+use crate::lifecycle::{execute, RunContext};
 
 /// How an agent works.
 #[derive(Debug, Clone)]

@@ -6,9 +6,9 @@
 
 mod agent;
 mod bundle_cache;
-pub mod exec;
-mod execute;
 pub mod guard;
+mod lifecycle;
+pub mod process;
 
 pub use agent::{Agent, AgentConfig, AgentReport};
 pub use guard::ProcessGuard;

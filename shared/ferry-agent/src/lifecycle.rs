@@ -1,3 +1,7 @@
+//! One claimed run from claim to final state: wait for its scheduled time (renewing the
+//! lease), fetch and unpack its bundle, start its process (`crate::process`), heartbeat, stream
+//! its logs, stop it on cancel/timeout/shutdown, and record how it ended.
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +17,7 @@ use tracing::Instrument;
 
 use crate::agent::AgentConfig;
 use crate::bundle_cache::BundleCache;
-use crate::exec::{self, ExecOutcome, ExecSpec, OutputLine, Stream};
+use crate::process::{self, ExecOutcome, ExecSpec, OutputLine, Stream};
 
 pub(crate) struct RunContext {
     pub ferry: Ferry,
@@ -143,7 +147,7 @@ async fn execute_inner(
     ]);
     let timeout = deployment.spec.timeout_seconds.map(Duration::from_secs);
     let spec = ExecSpec {
-        argv: exec::entrypoint_argv(&entry, &python),
+        argv: process::entrypoint_argv(&entry, &python),
         cwd,
         env,
         timeout,
@@ -163,7 +167,7 @@ async fn execute_inner(
     let cancel = CancellationToken::new();
     let (guard, group) = (ctx.cfg.guard.clone(), Arc::new(AtomicU32::new(0)));
     let started_group = group.clone();
-    let exec_fut = exec::run(spec, tx, cancel.clone(), move |pid| {
+    let exec_fut = process::run(spec, tx, cancel.clone(), move |pid| {
         tracing::debug!(pid, "flow process started");
         if let Some(g) = guard {
             g.watch(pid);
@@ -202,7 +206,7 @@ async fn execute_inner(
         }
     };
     if let (Some(g), pid @ 1..) = (&ctx.cfg.guard, group.load(Ordering::SeqCst)) {
-        g.release(pid); // exec::run has killed what was left of the group
+        g.release(pid); // process::run has killed what was left of the group
     }
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "the log writer failed");

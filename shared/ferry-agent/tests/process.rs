@@ -1,4 +1,4 @@
-//! Tests of `ferry_agent::exec`: output capture, exit codes, timeouts and cancellation that kill
+//! Tests of `ferry_agent::process`: output capture, exit codes, timeouts and cancellation that kill
 //! the whole process group, spawn errors, and the Python shim.
 
 use std::ffi::OsString;
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_agent::exec::{self, ExecOutcome, ExecSpec, OutputLine, Stream};
+use ferry_agent::process::{self, ExecOutcome, ExecSpec, OutputLine, Stream};
 use ferry_core::deployment::Entrypoint;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +52,7 @@ async fn run_with(spec: ExecSpec, cancel: CancellationToken) -> Ran {
     let pid = Arc::new(AtomicU32::new(0));
     let p = pid.clone();
     let start = Instant::now();
-    let outcome = exec::run(spec, tx, cancel, move |id| p.store(id, Ordering::SeqCst)).await;
+    let outcome = process::run(spec, tx, cancel, move |id| p.store(id, Ordering::SeqCst)).await;
     let elapsed = start.elapsed();
     let lines = collector.await.unwrap();
     let pid = match pid.load(Ordering::SeqCst) {
@@ -329,7 +329,7 @@ async fn dropping_the_future_kills_the_group() {
     let (tx, _rx) = mpsc::channel(16);
     let leader = Arc::new(AtomicU32::new(0));
     let l = leader.clone();
-    let task = tokio::spawn(exec::run(
+    let task = tokio::spawn(process::run(
         sh("sleep 300 & echo $! > grandchild.pid; wait", dir.path()),
         tx,
         CancellationToken::new(),
@@ -418,7 +418,7 @@ async fn executable_entrypoints_run_relative_to_cwd_not_path() {
         0o755,
     );
     let entry = Entrypoint::parse("bin/run.sh").unwrap();
-    let argv = exec::entrypoint_argv(&entry, "python3");
+    let argv = process::entrypoint_argv(&entry, "python3");
     assert_eq!(argv, [OsString::from("./bin/run.sh")]);
 
     let spec = ExecSpec {
@@ -439,11 +439,11 @@ async fn executable_entrypoints_run_relative_to_cwd_not_path() {
     // A single-component path is still relative to cwd, not a PATH lookup.
     let entry = Entrypoint::parse("sh").unwrap();
     assert_eq!(
-        exec::entrypoint_argv(&entry, "python3"),
+        process::entrypoint_argv(&entry, "python3"),
         [OsString::from("./sh")]
     );
     let r = run(ExecSpec {
-        argv: exec::entrypoint_argv(&entry, "python3"),
+        argv: process::entrypoint_argv(&entry, "python3"),
         cwd: dir.path().to_path_buf(),
         env: vec![],
         timeout: None,
@@ -462,7 +462,7 @@ async fn lines_are_delivered_while_the_process_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::channel(16);
     let spec = sh("echo first; sleep 2; echo second", dir.path());
-    let handle = tokio::spawn(exec::run(spec, tx, CancellationToken::new(), |_| {}));
+    let handle = tokio::spawn(process::run(spec, tx, CancellationToken::new(), |_| {}));
     let first = tokio::time::timeout(Duration::from_millis(1500), rx.recv())
         .await
         .expect("the first line did not arrive while the process was running")
@@ -487,7 +487,7 @@ fn python_flow(dir: &Path, file: &str, code: &str, function: &str) -> ExecSpec {
     std::fs::write(&path, code).unwrap();
     let entry = Entrypoint::parse(&format!("{file}:{function}")).unwrap();
     ExecSpec {
-        argv: exec::entrypoint_argv(&entry, "python3"),
+        argv: process::entrypoint_argv(&entry, "python3"),
         cwd: dir.to_path_buf(),
         env: vec![],
         timeout: Some(Duration::from_secs(20)),
@@ -498,12 +498,12 @@ fn python_flow(dir: &Path, file: &str, code: &str, function: &str) -> ExecSpec {
 #[test]
 fn python_argv_shape() {
     let entry = Entrypoint::parse("flows/etl.py:main").unwrap();
-    let argv = exec::entrypoint_argv(&entry, "/opt/py/bin/python");
+    let argv = process::entrypoint_argv(&entry, "/opt/py/bin/python");
     let expected: Vec<OsString> = vec![
         "/opt/py/bin/python".into(),
         "-u".into(),
         "-c".into(),
-        exec::PYTHON_SHIM.into(),
+        process::PYTHON_SHIM.into(),
         "flows/etl.py".into(),
         "main".into(),
     ];

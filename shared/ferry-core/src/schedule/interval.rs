@@ -250,12 +250,7 @@ mod tests {
     }
 
     proptest! {
-        // No regression files: this crate's tree is shared; failures print their input.
-        #![proptest_config(ProptestConfig {
-            cases: 192,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::schedule::test_support::proptest_config())]
 
         /// Interval fire times are anchor + k * interval, ascending, the first one right
         /// after `after`.

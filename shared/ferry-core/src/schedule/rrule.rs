@@ -607,12 +607,7 @@ mod tests {
     }
 
     proptest! {
-        // No regression files: this crate's tree is shared; failures print their input.
-        #![proptest_config(ProptestConfig {
-            cases: 192,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::schedule::test_support::proptest_config())]
 
         /// Starting the expansion a whole number of periods later (the fast-forward) gives
         /// what the crate gives when walking from DTSTART.

@@ -6,6 +6,16 @@ use proptest::prelude::*;
 
 use super::{Schedule, ScheduleError, ScheduleSpec};
 
+/// The property tests' configuration: no regression files (this crate's tree is shared;
+/// failures print their input).
+pub(super) fn proptest_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 192,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 pub(super) fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
         .unwrap_or_else(|e| panic!("bad test time {s:?}: {e}"))

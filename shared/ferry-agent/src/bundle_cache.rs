@@ -1,10 +1,14 @@
 use std::path::{Path, PathBuf};
 
+use ferry_core::digest::BundleDigest;
 use ferry_core::ports::{CodeStore, CodeStoreError};
 
 /// Why a run's bundle could not be had.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BundleCacheError {
+    /// The deployment names no valid digest.
+    #[error("the deployment's bundle digest is invalid")]
+    Invalid(#[source] ferry_core::ValidationError),
     /// The code store failed.
     #[error("cannot fetch bundle {sha256}")]
     Fetch {
@@ -22,7 +26,7 @@ pub(crate) enum BundleCacheError {
     Corrupt {
         sha256: String,
         #[source]
-        source: ferry_bundle::BundleError,
+        source: CodeStoreError,
     },
 }
 
@@ -43,27 +47,28 @@ impl BundleCache {
         code: &dyn CodeStore,
         sha256: &str,
     ) -> Result<Vec<u8>, BundleCacheError> {
-        let path = self.dir.join(format!("{sha256}.tar.gz"));
+        let digest = BundleDigest::parse(sha256).map_err(BundleCacheError::Invalid)?;
+        let path = self.dir.join(format!("{digest}.tar.gz"));
         if let Ok(bytes) = tokio::fs::read(&path).await {
-            if ferry_bundle::verify_digest(&bytes, sha256).is_ok() {
+            if digest.verify(&bytes).is_ok() {
                 return Ok(bytes);
             }
             tracing::warn!(path = %path.display(), "cached bundle is corrupt; fetching it again");
         }
         let bytes = code
-            .get_bundle(sha256)
+            .get_bundle(&digest)
             .await
             .map_err(|source| BundleCacheError::Fetch {
                 sha256: sha256.to_owned(),
                 source,
             })?
             .ok_or_else(|| BundleCacheError::Missing(sha256.to_owned()))?;
-        ferry_bundle::verify_digest(&bytes, sha256).map_err(|source| {
-            BundleCacheError::Corrupt {
+        digest
+            .verify(&bytes)
+            .map_err(|source| BundleCacheError::Corrupt {
                 sha256: sha256.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         if let Err(e) = write_atomic(&self.dir, &path, &bytes).await {
             tracing::warn!(error = %e, "cannot cache bundle; continuing without the cache");
         }

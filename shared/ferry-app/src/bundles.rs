@@ -1,19 +1,14 @@
 //! Code-bundle use cases: upload (checked against its digest), upload target, read.
 
+use ferry_core::digest::BundleDigest;
 use ferry_core::ports::{CodeStoreError, UploadTarget};
-use ferry_core::ValidationError;
 
 use crate::{AppError, Ferry};
 
 impl Ferry {
     /// Stores a bundle after checking its digest.
     pub async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), AppError> {
-        if !ferry_core::digest::is_sha256_hex(sha256) {
-            return Err(AppError::Invalid(ValidationError::new(
-                "sha256",
-                format!("{sha256:?} is not a lowercase hex sha256 (64 characters)"),
-            )));
-        }
+        let digest = BundleDigest::parse(sha256)?;
         if bytes.len() > ferry_core::limits::MAX_BUNDLE_BYTES {
             return Err(AppError::invalid(
                 "bundle",
@@ -24,7 +19,7 @@ impl Ferry {
                 ),
             ));
         }
-        match self.code.put_bundle(sha256, bytes).await {
+        match self.code.put_bundle(&digest, bytes).await {
             Err(CodeStoreError::DigestMismatch { expected, actual }) => Err(AppError::invalid(
                 "sha256",
                 format!("the uploaded bytes hash to {actual}, not {expected}: the bundle was corrupted or the digest is wrong; rebuild with `ferry deployment build`"),
@@ -38,25 +33,24 @@ impl Ferry {
         &self,
         sha256: &str,
     ) -> Result<Option<UploadTarget>, AppError> {
-        if !ferry_core::digest::is_sha256_hex(sha256) {
-            return Err(AppError::invalid(
-                "sha256",
-                format!("{sha256:?} is not a lowercase hex sha256 (64 characters)"),
-            ));
-        }
-        Ok(self.code.upload_target(sha256).await?)
+        let digest = BundleDigest::parse(sha256)?;
+        Ok(self.code.upload_target(&digest).await?)
     }
 
-    /// Whether a bundle is stored.
+    /// Whether a bundle is stored (a malformed digest names no bundle).
     pub async fn has_bundle(&self, sha256: &str) -> Result<bool, AppError> {
-        Ok(self.code.has_bundle(sha256).await?)
+        match BundleDigest::parse(sha256) {
+            Ok(digest) => Ok(self.code.has_bundle(&digest).await?),
+            Err(_) => Ok(false),
+        }
     }
 
-    /// A bundle's bytes.
+    /// A bundle's bytes (a malformed digest names no bundle: not found).
     pub async fn get_bundle(&self, sha256: &str) -> Result<Vec<u8>, AppError> {
-        self.code
-            .get_bundle(sha256)
-            .await?
-            .ok_or_else(|| AppError::not_found("bundle", sha256))
+        let missing = || AppError::not_found("bundle", sha256);
+        let Ok(digest) = BundleDigest::parse(sha256) else {
+            return Err(missing());
+        };
+        self.code.get_bundle(&digest).await?.ok_or_else(missing)
     }
 }

@@ -28,7 +28,7 @@ impl Ferry {
             ));
         }
         if let Some(b) = &spec.bundle {
-            if !self.code.has_bundle(&b.sha256).await? {
+            if !self.has_bundle(&b.sha256).await? {
                 return Err(AppError::invalid(
                     "bundle.sha256",
                     format!("no bundle with sha256 {} has been uploaded: run `ferry deployment build` (it uploads the bundle) before applying", b.sha256),

@@ -23,7 +23,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
-use ferry_core::digest::{is_sha256_hex, verify};
+use ferry_core::digest::BundleDigest;
 use ferry_core::ids::RunId;
 use ferry_core::log_cap::{encode_capped, MAX_RUN_LOG_BYTES};
 use ferry_core::ports::{CodeStore, CodeStoreError, LogError, LogLine, LogPage, LogSink};
@@ -34,11 +34,6 @@ const BUNDLES: &str = "bundles/";
 const LOGS: &str = "logs/";
 /// How many times an append re-reads the run's chunks after losing a conditional write.
 const APPEND_ATTEMPTS: usize = 5;
-
-/// A digest that is not 64 lowercase hex digits.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a sha256 digest (64 lowercase hex digits)")]
-pub struct InvalidDigest(pub String);
 
 /// A log chunk that could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +71,8 @@ fn log_err(e: impl std::error::Error + Send + Sync + 'static) -> LogError {
 }
 
 /// Base64 of the raw digest, the form of `x-amz-checksum-sha256`.
-fn checksum_b64(sha256_hex: &str) -> Result<String, CodeStoreError> {
-    let raw = hex::decode(sha256_hex).map_err(backend)?;
+fn checksum_b64(digest: &BundleDigest) -> Result<String, CodeStoreError> {
+    let raw = hex::decode(digest.as_str()).map_err(backend)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
@@ -114,11 +109,11 @@ impl S3CodeStore {
         }
     }
 
-    fn key(sha256: &str) -> String {
-        format!("{BUNDLES}{sha256}.tar.gz")
+    fn key(digest: &BundleDigest) -> String {
+        format!("{BUNDLES}{digest}.tar.gz")
     }
 
-    /// A presigned PUT of the bundle `sha256_hex` (64 lowercase hex digits), valid for
+    /// A presigned PUT of the bundle `digest`, valid for
     /// `expires_in` (at most 7 days).
     ///
     /// API Gateway caps request bodies at 10 MB, so in AWS mode the CLI uploads bundles here
@@ -137,20 +132,17 @@ impl S3CodeStore {
     /// `DigestMismatch` on such an object), whatever the backend enforced.
     pub async fn presign_put(
         &self,
-        sha256_hex: &str,
+        digest: &BundleDigest,
         expires_in: Duration,
     ) -> Result<PresignedUpload, CodeStoreError> {
-        if !is_sha256_hex(sha256_hex) {
-            return Err(backend(InvalidDigest(sha256_hex.to_owned())));
-        }
         let config = PresigningConfig::expires_in(expires_in).map_err(backend)?;
         let req = self
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(Self::key(sha256_hex))
+            .key(Self::key(digest))
             .content_type("application/gzip")
-            .checksum_sha256(checksum_b64(sha256_hex)?)
+            .checksum_sha256(checksum_b64(digest)?)
             .presigned(config)
             .await
             .map_err(backend)?;
@@ -169,10 +161,10 @@ impl S3CodeStore {
 impl CodeStore for S3CodeStore {
     async fn upload_target(
         &self,
-        sha256: &str,
+        digest: &BundleDigest,
     ) -> Result<Option<ferry_core::ports::UploadTarget>, CodeStoreError> {
         let p = self
-            .presign_put(sha256, Duration::from_secs(15 * 60))
+            .presign_put(digest, Duration::from_secs(15 * 60))
             .await?;
         Ok(Some(ferry_core::ports::UploadTarget {
             url: p.url,
@@ -181,17 +173,17 @@ impl CodeStore for S3CodeStore {
         }))
     }
 
-    async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), CodeStoreError> {
-        verify(sha256, bytes)?;
-        if self.has_bundle(sha256).await? {
+    async fn put_bundle(&self, digest: &BundleDigest, bytes: &[u8]) -> Result<(), CodeStoreError> {
+        digest.verify(bytes)?;
+        if self.has_bundle(digest).await? {
             return Ok(());
         }
         self.client
             .put_object()
             .bucket(&self.bucket)
-            .key(Self::key(sha256))
+            .key(Self::key(digest))
             .content_type("application/gzip")
-            .checksum_sha256(checksum_b64(sha256)?)
+            .checksum_sha256(checksum_b64(digest)?)
             .body(ByteStream::from(bytes.to_vec()))
             .send()
             .await
@@ -199,15 +191,12 @@ impl CodeStore for S3CodeStore {
         Ok(())
     }
 
-    async fn get_bundle(&self, sha256: &str) -> Result<Option<Vec<u8>>, CodeStoreError> {
-        if !is_sha256_hex(sha256) {
-            return Ok(None);
-        }
+    async fn get_bundle(&self, digest: &BundleDigest) -> Result<Option<Vec<u8>>, CodeStoreError> {
         let out = match self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(Self::key(sha256))
+            .key(Self::key(digest))
             .send()
             .await
         {
@@ -221,19 +210,16 @@ impl CodeStore for S3CodeStore {
             Err(e) => return Err(backend(e)),
         };
         let bytes = out.body.collect().await.map_err(backend)?.to_vec();
-        verify(sha256, &bytes)?;
+        digest.verify(&bytes)?;
         Ok(Some(bytes))
     }
 
-    async fn has_bundle(&self, sha256: &str) -> Result<bool, CodeStoreError> {
-        if !is_sha256_hex(sha256) {
-            return Ok(false);
-        }
+    async fn has_bundle(&self, digest: &BundleDigest) -> Result<bool, CodeStoreError> {
         match self
             .client
             .head_object()
             .bucket(&self.bucket)
-            .key(Self::key(sha256))
+            .key(Self::key(digest))
             .send()
             .await
         {

@@ -51,18 +51,6 @@ pub enum BundleError {
         /// The cap's value.
         max: u64,
     },
-    /// The bundle's bytes do not hash to the digest they were recorded under.
-    #[error(
-        "code bundle digest mismatch: expected sha256 {expected}, got {actual}; the bundle was \
-         corrupted or modified in storage or transit — retry the download, or rebuild and \
-         redeploy with `ferry deployment build`"
-    )]
-    DigestMismatch {
-        /// The digest the bundle is recorded under.
-        expected: String,
-        /// The digest of the bytes at hand.
-        actual: String,
-    },
     /// Unpack: the destination directory already has something in it.
     #[error(
         "cannot unpack code bundle into `{path}`: the directory is not empty; unpack into a \

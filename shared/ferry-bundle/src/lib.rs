@@ -94,21 +94,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Checks that `bytes` hash to `expected_sha256` (hex, case-insensitive, surrounding
-/// whitespace ignored).
-///
-/// # Errors
-/// [`BundleError::DigestMismatch`] when they do not.
-pub fn verify_digest(bytes: &[u8], expected_sha256: &str) -> Result<(), BundleError> {
-    let actual = sha256_hex(bytes);
-    let expected = expected_sha256.trim().to_ascii_lowercase();
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(BundleError::DigestMismatch { expected, actual })
-    }
-}
-
 /// Why a symlink target breaks the symlink rule.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum LinkTargetProblem {
@@ -197,10 +182,5 @@ mod tests {
             d,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        verify_digest(b"abc", &d.to_uppercase()).unwrap();
-        assert!(matches!(
-            verify_digest(b"abd", &d),
-            Err(BundleError::DigestMismatch { .. })
-        ));
     }
 }

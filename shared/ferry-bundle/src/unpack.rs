@@ -25,7 +25,7 @@ pub struct UnpackStats {
 /// Unpacks a bundle into `dest` with the default [`Limits`]. `dest` must be an empty
 /// directory or not exist yet (it is then created, with its parents).
 ///
-/// Check the digest first with [`crate::verify_digest`]; this function checks every entry
+/// Check the digest first with `ferry_core::digest::BundleDigest::verify` (the one digest rule; the code store does it on every read); this function checks every entry
 /// against the rules in the crate docs regardless. On error, everything written is removed
 /// again: `dest` is left empty, or removed if this call created it.
 ///

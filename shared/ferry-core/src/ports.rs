@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::deployment::Deployment;
+use crate::digest::BundleDigest;
 use crate::ids::{DeploymentId, RunId};
 use crate::queue::WorkQueue;
 use crate::run::FlowRun;
@@ -270,15 +271,18 @@ pub struct UploadTarget {
 pub trait CodeStore: Send + Sync {
     /// Where a client should upload the bundle `sha256` directly, or `None` to upload it
     /// through the API (`PUT /v1/bundles/{sha256}`).
-    async fn upload_target(&self, _sha256: &str) -> Result<Option<UploadTarget>, CodeStoreError> {
+    async fn upload_target(
+        &self,
+        _digest: &BundleDigest,
+    ) -> Result<Option<UploadTarget>, CodeStoreError> {
         Ok(None)
     }
     /// Stores `bytes` under `sha256` after verifying the digest; storing twice is a no-op.
-    async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), CodeStoreError>;
+    async fn put_bundle(&self, digest: &BundleDigest, bytes: &[u8]) -> Result<(), CodeStoreError>;
     /// The bundle's bytes, digest-verified; `None` if absent.
-    async fn get_bundle(&self, sha256: &str) -> Result<Option<Vec<u8>>, CodeStoreError>;
+    async fn get_bundle(&self, digest: &BundleDigest) -> Result<Option<Vec<u8>>, CodeStoreError>;
     /// Whether the bundle is stored.
-    async fn has_bundle(&self, sha256: &str) -> Result<bool, CodeStoreError>;
+    async fn has_bundle(&self, digest: &BundleDigest) -> Result<bool, CodeStoreError>;
 }
 
 /// Which stream a log line came from.

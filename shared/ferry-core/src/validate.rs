@@ -140,7 +140,7 @@ pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError
         }
     }
     if let Some(b) = &spec.bundle {
-        if !crate::digest::is_sha256_hex(&b.sha256) {
+        if crate::digest::BundleDigest::parse(&b.sha256).is_err() {
             return Err(ValidationError::new(
                 "bundle.sha256",
                 format!(

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use ferry_core::digest::{is_sha256_hex, verify};
+use ferry_core::digest::BundleDigest;
 use ferry_core::ports::{CodeStore, CodeStoreError};
 use tokio::io::AsyncWriteExt;
 
@@ -19,9 +19,11 @@ impl FsCodeStore {
         Self { root: root.into() }
     }
 
-    fn path(&self, sha256: &str) -> PathBuf {
-        let prefix = sha256.get(..2).unwrap_or("xx");
-        self.root.join(prefix).join(format!("{sha256}.tar.gz"))
+    fn path(&self, digest: &BundleDigest) -> PathBuf {
+        let sha256 = digest.as_str();
+        self.root
+            .join(&sha256[..2])
+            .join(format!("{sha256}.tar.gz"))
     }
 }
 
@@ -48,9 +50,9 @@ fn io(e: std::io::Error) -> CodeStoreError {
 
 #[async_trait]
 impl CodeStore for FsCodeStore {
-    async fn put_bundle(&self, sha256: &str, bytes: &[u8]) -> Result<(), CodeStoreError> {
-        verify(sha256, bytes)?;
-        let path = self.path(sha256);
+    async fn put_bundle(&self, digest: &BundleDigest, bytes: &[u8]) -> Result<(), CodeStoreError> {
+        digest.verify(bytes)?;
+        let path = self.path(digest);
         if tokio::fs::try_exists(&path).await.map_err(io)? {
             return Ok(());
         }
@@ -60,7 +62,7 @@ impl CodeStore for FsCodeStore {
         // each write their own temp file, and each rename atomically replaces the file with the
         // same bytes.
         let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{sha256}.{}.{n}.tmp", std::process::id()));
+        let tmp = dir.join(format!(".{digest}.{}.{n}.tmp", std::process::id()));
         let written = write_durably(&tmp, bytes, &path).await;
         if written.is_err() {
             // The upload failed; its temp file is garbage whether or not it can be removed.
@@ -69,13 +71,10 @@ impl CodeStore for FsCodeStore {
         written.map_err(io)
     }
 
-    async fn get_bundle(&self, sha256: &str) -> Result<Option<Vec<u8>>, CodeStoreError> {
-        if !is_sha256_hex(sha256) {
-            return Ok(None);
-        }
-        match tokio::fs::read(self.path(sha256)).await {
+    async fn get_bundle(&self, digest: &BundleDigest) -> Result<Option<Vec<u8>>, CodeStoreError> {
+        match tokio::fs::read(self.path(digest)).await {
             Ok(bytes) => {
-                verify(sha256, &bytes)?;
+                digest.verify(&bytes)?;
                 Ok(Some(bytes))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -83,11 +82,8 @@ impl CodeStore for FsCodeStore {
         }
     }
 
-    async fn has_bundle(&self, sha256: &str) -> Result<bool, CodeStoreError> {
-        if !is_sha256_hex(sha256) {
-            return Ok(false);
-        }
-        tokio::fs::try_exists(self.path(sha256)).await.map_err(io)
+    async fn has_bundle(&self, digest: &BundleDigest) -> Result<bool, CodeStoreError> {
+        tokio::fs::try_exists(self.path(digest)).await.map_err(io)
     }
 }
 
@@ -102,7 +98,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Large enough that writes overlap: one upload's rename can land mid-way through another.
         let bytes: Arc<Vec<u8>> = Arc::new((0..1 << 20).map(|i| (i % 251) as u8).collect());
-        let sha256 = ferry_core::digest::sha256_hex(&bytes);
+        let sha256 = BundleDigest::of(&bytes);
         for round in 0..6 {
             let round_dir = dir.path().join(round.to_string());
             let store = Arc::new(FsCodeStore::new(&round_dir));
@@ -122,7 +118,7 @@ mod tests {
             }
             let stored = store.get_bundle(&sha256).await.unwrap().unwrap();
             assert!(stored == *bytes, "round {round}: stored bundle differs");
-            let leftovers: Vec<_> = std::fs::read_dir(round_dir.join(&sha256[..2]))
+            let leftovers: Vec<_> = std::fs::read_dir(round_dir.join(&sha256.as_str()[..2]))
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
                 .filter(|n| n.to_string_lossy().ends_with(".tmp"))

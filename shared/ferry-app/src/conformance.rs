@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ferry_core::deployment::Deployment;
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::ports::{ClaimOutcome, InsertOutcome, RunFilter, SlotTake, Store, StoreError};
-use ferry_core::run::{FlowRun, Origin, RunLease};
+use ferry_core::run::{FlowRun, RunLease};
 use ferry_core::slot::SlotKey;
 use ferry_core::state::{transition, RunEvent, StateType};
 use ferry_core::{DeploymentSpec, WorkQueue};
@@ -25,17 +25,7 @@ fn dep_id() -> DeploymentId {
 }
 
 fn run_at(offset_s: i64, queue: &str) -> FlowRun {
-    let at = t0() + Duration::seconds(offset_s);
-    FlowRun::new_scheduled(
-        RunId::scheduled(&dep_id(), at),
-        dep_id(),
-        queue.into(),
-        Default::default(),
-        at,
-        Origin::Schedule,
-        1,
-        t0(),
-    )
+    ferry_core::testkit::scheduled_run(&dep_id(), queue, t0() + Duration::seconds(offset_s), t0())
 }
 
 fn deployment(next_tick_s: Option<i64>) -> Deployment {

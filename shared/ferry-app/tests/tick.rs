@@ -302,18 +302,7 @@ async fn faulty_env() -> (Env, Arc<ferry_app::testkit::FaultyStore>) {
 
 fn adhoc_run(i: u32, queue: &str, at: DateTime<Utc>) -> ferry_core::FlowRun {
     let d = ferry_core::DeploymentId::new("etl", "held").unwrap();
-    let mut random = [0u8; 10];
-    random[..4].copy_from_slice(&i.to_be_bytes());
-    ferry_core::FlowRun::new_scheduled(
-        ferry_core::RunId::adhoc(at, random),
-        d,
-        queue.into(),
-        Default::default(),
-        at,
-        ferry_core::Origin::Manual,
-        1,
-        at,
-    )
+    ferry_core::testkit::adhoc_run(&d, queue, at, i)
 }
 
 #[tokio::test]

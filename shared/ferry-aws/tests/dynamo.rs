@@ -32,23 +32,14 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     require_emulators();
     use chrono::{TimeZone, Utc};
     use ferry_core::ports::{RunStore, SlotTake};
-    use ferry_core::run::{FlowRun, Origin, RunLease};
+    use ferry_core::run::RunLease;
     use ferry_core::state::{transition, RunEvent};
-    use ferry_core::{DeploymentId, RunId};
+    use ferry_core::DeploymentId;
 
     let store = fresh_store().await;
     let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let d = DeploymentId::new("f", "d").unwrap();
-    let r = FlowRun::new_scheduled(
-        RunId::scheduled(&d, t),
-        d,
-        "q".into(),
-        Default::default(),
-        t,
-        Origin::Schedule,
-        1,
-        t,
-    );
+    let r = ferry_core::testkit::scheduled_run(&d, "q", t, t);
     store.insert_run(&r).await.unwrap();
     let slot = SlotTake {
         key: ferry_core::slot::SlotKey::Queue("q".into()),

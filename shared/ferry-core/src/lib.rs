@@ -18,6 +18,8 @@ pub mod run;
 pub mod schedule;
 pub mod slot;
 pub mod state;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod validate;
 
 pub use deployment::{CatchUp, Deployment, DeploymentSpec, Entrypoint, Infrastructure};

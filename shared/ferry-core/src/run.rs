@@ -198,16 +198,8 @@ mod tests {
     fn failed(attempt: u32) -> FlowRun {
         let t = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
         let d = DeploymentId::new("etl", "nightly").unwrap();
-        let mut run = FlowRun::new_scheduled(
-            RunId::scheduled(&d, t),
-            d,
-            "default".into(),
-            serde_json::Map::new(),
-            t,
-            Origin::Schedule,
-            attempt,
-            t,
-        );
+        let mut run = crate::testkit::scheduled_run(&d, "default", t, t);
+        run.attempt = attempt;
         run.state = StateType::Failed;
         run.ended_at = Some(t + chrono::Duration::seconds(30));
         run

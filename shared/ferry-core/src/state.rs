@@ -268,24 +268,14 @@ pub fn transition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{DeploymentId, RunId};
-    use crate::run::Origin;
+    use crate::ids::DeploymentId;
     use chrono::TimeZone;
     use proptest::prelude::*;
 
     fn run() -> FlowRun {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let d = DeploymentId::new("f", "d").unwrap();
-        FlowRun::new_scheduled(
-            RunId::scheduled(&d, t),
-            d,
-            "default".into(),
-            Default::default(),
-            t,
-            Origin::Schedule,
-            1,
-            t,
-        )
+        crate::testkit::scheduled_run(&d, "default", t, t)
     }
 
     fn lease() -> RunLease {

@@ -36,9 +36,9 @@ async fn claims_through_separate_connections_have_one_winner() {
     // Several SqliteStore handles on one file behave like several agent processes.
     use chrono::{TimeZone, Utc};
     use ferry_core::ports::ClaimOutcome;
-    use ferry_core::run::{FlowRun, Origin, RunLease};
+    use ferry_core::run::RunLease;
     use ferry_core::state::{transition, RunEvent};
-    use ferry_core::{DeploymentId, RunId};
+    use ferry_core::DeploymentId;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.sqlite");
@@ -48,16 +48,7 @@ async fn claims_through_separate_connections_have_one_winner() {
     let mut runs = Vec::new();
     for i in 0..20 {
         let at = t + chrono::Duration::seconds(i);
-        let r = FlowRun::new_scheduled(
-            RunId::scheduled(&d, at),
-            d.clone(),
-            "default".into(),
-            Default::default(),
-            at,
-            Origin::Schedule,
-            1,
-            t,
-        );
+        let r = ferry_core::testkit::scheduled_run(&d, "default", at, t);
         first.insert_run(&r).await.unwrap();
         runs.push(r);
     }

@@ -24,6 +24,8 @@ pub enum Op<'a> {
     FinishWithRetry(&'a FlowRun, &'a FlowRun),
     /// `put_deployment(deployment, _)`.
     PutDeployment(&'a Deployment),
+    /// `delete_run(id, _)`.
+    DeleteRun(RunId),
 }
 
 type Rule = Box<dyn Fn(&Op) -> bool + Send + Sync>;
@@ -137,6 +139,7 @@ impl RunStore for FaultyStore {
         self.inner.finish_with_retry(held, finished, retry).await
     }
     async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()> {
+        self.check(Op::DeleteRun(id))?;
         self.inner.delete_run(id, expected_version).await
     }
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {

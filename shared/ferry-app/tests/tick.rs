@@ -466,3 +466,34 @@ async fn a_run_failing_with_retries_left_gets_its_retry_even_when_separate_inser
         done.ended_at.unwrap() + Duration::seconds(60)
     );
 }
+
+#[tokio::test]
+async fn deleting_a_deployment_reports_the_runs_it_could_not_delete() {
+    let (e, faulty) = faulty_env().await;
+    e.ferry
+        .apply_deployment(spec("gone", serde_json::json!({"cron": "*/5 * * * *"})))
+        .await
+        .unwrap();
+    e.ferry.tick().await.unwrap();
+    let id = ferry_core::DeploymentId::new("etl", "gone").unwrap();
+    let waiting = e.ferry.store.waiting_runs_of(&id).await.unwrap();
+    assert!(!waiting.is_empty());
+    // The backend fails the deletes: the caller hears of it (it used to get Ok with a count
+    // that silently left runs behind).
+    faulty.fail(|op| matches!(op, ferry_app::testkit::Op::DeleteRun(_)));
+    let err = e.ferry.delete_deployment(&id).await.unwrap_err();
+    assert!(
+        ferry_core::error::error_chain(&err).contains("injected fault"),
+        "{err}"
+    );
+    faulty.heal();
+    // The runs left behind are cancelled by the first agent that reads them.
+    let left = e.ferry.store.waiting_runs_of(&id).await.unwrap();
+    assert_eq!(left.len(), waiting.len());
+    assert!(matches!(
+        e.ferry.claim(&left[0], "agent-1").await.unwrap(),
+        ferry_app::Claim::Lost
+    ));
+    let cancelled = e.ferry.get_run(left[0].id).await.unwrap();
+    assert_eq!(cancelled.state, StateType::Cancelled);
+}

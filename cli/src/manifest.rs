@@ -7,10 +7,17 @@ use ferry_core::DeploymentSpec;
 pub fn read(path: &Path) -> Result<DeploymentSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read manifest {}", path.display()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| {
+    // The path of the value at fault leads the message (`entrypoint: ...`,
+    // `schedules[0].time_zone: unknown field ...`), whatever the value's own error says.
+    serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(&text)).map_err(|e| {
+        let at = match e.path().to_string() {
+            p if p == "." => String::new(),
+            p => format!("{p}: "),
+        };
         anyhow::anyhow!(
-            "{}: malformed deployment manifest: {e} (see `ferry deployment build --help` for the fields)",
-            path.display()
+            "{}: malformed deployment manifest: {at}{} (see `ferry deployment build --help` for the fields)",
+            path.display(),
+            e.inner()
         )
     })
 }
@@ -45,5 +52,15 @@ mod tests {
         );
         assert!(e.contains("schedules[0]"), "{e}");
         assert!(e.contains("etl-deployment.yaml"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_entrypoint_in_a_manifest_is_an_error_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.yaml");
+        std::fs::write(&path, "flow: etl\nname: n\nentrypoint: ../up.sh\n").unwrap();
+        let e = super::read(&path).unwrap_err().to_string();
+        assert!(e.contains("entrypoint: "), "{e}");
+        assert!(e.contains("relative to the project directory"), "{e}");
     }
 }

@@ -111,7 +111,7 @@ fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
         description: args.description.clone(),
         tags: args.tags.clone(),
         work_queue: args.work_queue.clone(),
-        entrypoint: args.entrypoint.clone(),
+        entrypoint: entrypoint.clone(),
         bundle: None,
         parameters: parse_params(args.params_json.as_deref(), &args.params)?,
         schedules: spec_from_args(&args.schedule)?.into_iter().collect(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_app::{Ferry, Heartbeat};
-use ferry_core::deployment::{Deployment, Entrypoint, Infrastructure};
+use ferry_core::deployment::{Deployment, Infrastructure};
 use ferry_core::ports::{LogLine, LogStream};
 use ferry_core::state::RunEvent;
 use ferry_core::FlowRun;
@@ -98,10 +98,7 @@ async fn execute_inner(
 
     // Removed whichever way this function returns.
     let work = WorkDir(ctx.cfg.work_dir.join(run.id.to_string()));
-    let entry = match Entrypoint::parse(&deployment.spec.entrypoint) {
-        Ok(e) => e,
-        Err(e) => return fail(ctx, run, None, format!("invalid entrypoint: {e}")).await,
-    };
+    let entry = &deployment.spec.entrypoint;
     let cwd = match &deployment.spec.bundle {
         Some(b) => {
             log(ctx, &run, format!("fetching bundle sha256 {}", b.sha256)).await;
@@ -147,7 +144,7 @@ async fn execute_inner(
     ]);
     let timeout = deployment.spec.timeout_seconds.map(Duration::from_secs);
     let spec = ExecSpec {
-        argv: process::entrypoint_argv(&entry, &python),
+        argv: process::entrypoint_argv(entry, &python),
         cwd,
         env,
         timeout,

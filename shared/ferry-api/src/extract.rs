@@ -29,7 +29,8 @@ async fn body_within<S: Send + Sync>(
 }
 
 /// A JSON body (at most [`MAX_JSON_BODY_BYTES`]) whose parse errors become a 400 naming the
-/// field (`body`) and serde's message. An empty body reads as `{}`.
+/// field at fault (its path, e.g. `schedules[0].cron`; `body` for the body as a whole) and
+/// serde's message. An empty body reads as `{}`.
 pub(crate) struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
@@ -38,11 +39,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = body_within(req, state, MAX_JSON_BODY_BYTES).await?;
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(&mut de)
             .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest {
-                field: "body".into(),
-                message: format!("invalid JSON body: {e}"),
+            .map_err(|e| {
+                // Name the field at fault (`entrypoint`, `schedules[0]`), or `body` for the
+                // body as a whole (not JSON, not an object).
+                let field = match e.path().to_string() {
+                    p if p == "." => "body".to_owned(),
+                    p => p,
+                };
+                ApiError::BadRequest {
+                    message: format!("invalid JSON body: {field}: {}", e.inner()),
+                    field,
+                }
             })
     }
 }

@@ -369,3 +369,32 @@ fn the_bundle_body_is_binary() {
     assert_eq!(schema["type"], "string", "{schema}");
     assert_eq!(schema["format"], "binary", "{schema}");
 }
+
+// ------------------------------------------------------------------ bodies name their field
+
+#[tokio::test]
+async fn a_bad_value_in_a_json_body_is_a_400_naming_its_field_and_nothing_is_written() {
+    let app = app().await;
+    let cases = [
+        (
+            json!({"flow": "etl", "name": "x", "entrypoint": "../up.sh"}),
+            "entrypoint",
+            "relative to the project directory",
+        ),
+        (
+            json!({"flow": "etl", "name": "x", "entrypoint": "run.sh",
+                   "schedules": [{"cron": "0 9 * * *", "time_zone": "Europe/Berlin"}]}),
+            "schedules[0].time_zone",
+            "time_zone",
+        ),
+    ];
+    for (body, field, says) in cases {
+        let a = app.call("PUT", "/v1/deployments", Some(body)).await;
+        assert_error_shape(&a, StatusCode::BAD_REQUEST, "invalid");
+        assert_eq!(a.body["field"], field, "{:?}", a.body);
+        let message = a.body["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    let listed = app.call("GET", "/v1/deployments", None).await;
+    assert_eq!(listed.body, json!([]), "nothing was written");
+}

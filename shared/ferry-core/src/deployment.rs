@@ -123,8 +123,10 @@ impl From<CatchUp> for String {
     }
 }
 
-/// Parsed entrypoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Parsed entrypoint. Serialised as its string form, and parsed (validated) whenever it is
+/// deserialised, so a spec in hand never holds an entrypoint that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Entrypoint {
     /// `path/file.py:function`: the agent's Python shim imports the file and calls the function.
     Python {
@@ -138,6 +140,29 @@ pub enum Entrypoint {
         /// Path relative to the bundle root.
         path: String,
     },
+}
+
+impl fmt::Display for Entrypoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entrypoint::Python { path, function } => write!(f, "{path}:{function}"),
+            Entrypoint::Executable { path } => f.write_str(path),
+        }
+    }
+}
+
+impl TryFrom<String> for Entrypoint {
+    /// The reason alone: the deserialiser names the field.
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Entrypoint::parse(&s).map_err(|e| e.message)
+    }
+}
+
+impl From<Entrypoint> for String {
+    fn from(e: Entrypoint) -> String {
+        e.to_string()
+    }
 }
 
 impl Entrypoint {
@@ -225,8 +250,10 @@ pub struct DeploymentSpec {
     /// Work queue runs are due in.
     #[serde(default = "default_queue")]
     pub work_queue: String,
-    /// `path/file.py:function` or a path to an executable, relative to the bundle root.
-    pub entrypoint: String,
+    /// `path/file.py:function` or a path to an executable, relative to the bundle root;
+    /// parsed when the spec is read (stored and shown as that string).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub entrypoint: Entrypoint,
     /// The code bundle; without one the agent runs the entrypoint from its working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleRef>,

@@ -25,12 +25,15 @@ pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
         args.lease.as_secs_f64() >= 3.0,
         "--lease: must be at least 3 seconds"
     );
-    for q in &args.queues {
-        ferry_core::ids::check_name("--work-queue", q).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
+    let queues = args
+        .queues
+        .iter()
+        .map(|q| ferry_core::QueueName::parse("--work-queue", q))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let home = ferry_home()?;
     Ok(AgentConfig {
-        queues: args.queues.clone(),
+        queues,
         limit: args.limit,
         poll_interval: args.poll_interval.max(std::time::Duration::from_millis(10)),
         prefetch: args.prefetch,

@@ -110,7 +110,8 @@ fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
         version: args.version.clone(),
         description: args.description.clone(),
         tags: args.tags.clone(),
-        work_queue: args.work_queue.clone(),
+        work_queue: ferry_core::QueueName::parse("--work-queue", &args.work_queue)
+            .map_err(|e| anyhow!("{e}"))?,
         entrypoint: entrypoint.clone(),
         bundle: None,
         parameters: parse_params(args.params_json.as_deref(), &args.params)?,
@@ -243,7 +244,7 @@ pub async fn run(cmd: DeploymentCmd) -> Result<()> {
                     .map(|d| {
                         vec![
                             d.id.to_string(),
-                            d.spec.work_queue.clone(),
+                            d.spec.work_queue.to_string(),
                             schedule_summary(d),
                             if d.spec.paused { "yes" } else { "no" }.into(),
                             d.spec.version.clone().unwrap_or_else(|| "-".into()),

@@ -89,7 +89,7 @@ async fn aws_bootstrap(table: &str, bucket: &str) -> Result<()> {
     );
     // The default queue exists from the start.
     let store = ferry_aws::DynamoStore::new(ferry_aws::config::dynamodb_client(&sdk), table);
-    let q = ferry_core::WorkQueue::new(ferry_core::queue::DEFAULT_QUEUE, chrono::Utc::now());
+    let q = ferry_core::WorkQueue::new(ferry_core::QueueName::default_queue(), chrono::Utc::now());
     match ferry_core::ports::QueueStore::create_queue(&store, &q).await {
         Ok(()) | Err(ferry_core::ports::StoreError::Conflict(_)) => Ok(()),
         Err(e) => Err(e.into()),

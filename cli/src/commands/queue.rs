@@ -10,7 +10,7 @@ use crate::output;
 
 fn row(q: &WorkQueue) -> Vec<String> {
     vec![
-        q.name.clone(),
+        q.name.to_string(),
         q.concurrency_limit
             .map(|l| l.to_string())
             .unwrap_or_else(|| "-".into()),

@@ -18,7 +18,7 @@ use crate::lifecycle::{execute, RunContext};
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// Queues to serve; served in queue priority order (1 first).
-    pub queues: Vec<String>,
+    pub queues: Vec<ferry_core::QueueName>,
     /// Most runs held at once (Pending + Running).
     pub limit: usize,
     /// Pause between polls when there is nothing to claim.

@@ -45,7 +45,7 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
     faulty.fail(|op| matches!(op, Op::UpdateRun(r) if r.state == StateType::Running));
     let work = dir.path().join("work");
     let cfg = AgentConfig {
-        queues: vec!["default".into()],
+        queues: vec![ferry_core::QueueName::default_queue()],
         limit: 1,
         poll_interval: Duration::from_millis(50),
         prefetch: Duration::ZERO,

@@ -47,7 +47,10 @@ impl Ferry {
 
     /// The queues an agent serves that exist and are not paused, in the order they are served
     /// (priority 1 first, then by name).
-    pub async fn queues_to_serve(&self, names: &[String]) -> Result<Vec<WorkQueue>, AppError> {
+    pub async fn queues_to_serve(
+        &self,
+        names: &[ferry_core::QueueName],
+    ) -> Result<Vec<WorkQueue>, AppError> {
         let mut queues = Vec::new();
         for name in names {
             if let Some(q) = self.store.get_queue(name).await?.filter(|q| !q.paused) {

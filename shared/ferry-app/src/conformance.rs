@@ -17,7 +17,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn queue(name: &str) -> SlotKey {
-    SlotKey::Queue(name.into())
+    SlotKey::Queue(ferry_core::testkit::queue(name))
 }
 
 fn dep_id() -> DeploymentId {
@@ -336,7 +336,12 @@ pub async fn finish_with_retry_is_all_or_nothing(s: Arc<dyn Store>) {
     )
     .unwrap();
     let retry = failed
-        .next_attempt(1, Duration::seconds(10), "default", t0())
+        .next_attempt(
+            1,
+            Duration::seconds(10),
+            &ferry_core::testkit::queue("default"),
+            t0(),
+        )
         .unwrap();
     // A stale holder writes nothing — neither the final state nor the retry.
     let mut stale = c.clone();
@@ -436,7 +441,7 @@ pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<
 
 /// Queues: created once, updated by version.
 pub async fn queues_are_created_once_and_updated_by_version(s: Arc<dyn Store>) {
-    let q = WorkQueue::new("prio1", t0());
+    let q = WorkQueue::new(ferry_core::testkit::queue("prio1"), t0());
     s.create_queue(&q).await.unwrap();
     let mut other = q.clone();
     other.priority = 7;

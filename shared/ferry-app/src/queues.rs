@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::Duration;
-use ferry_core::ids::{check_name, RunId};
+use ferry_core::ids::{QueueName, RunId};
 use ferry_core::ports::StoreError;
 use ferry_core::queue::{check_concurrency_limit, WorkQueue, DEFAULT_QUEUE};
 use ferry_core::schedule::fire_times;
@@ -18,7 +18,7 @@ impl Ferry {
         if self.store.get_queue(DEFAULT_QUEUE).await?.is_none() {
             match self
                 .store
-                .create_queue(&WorkQueue::new(DEFAULT_QUEUE, self.now()))
+                .create_queue(&WorkQueue::new(QueueName::default_queue(), self.now()))
                 .await
             {
                 Ok(()) | Err(StoreError::Conflict(_)) => {}
@@ -35,7 +35,7 @@ impl Ferry {
         limit: Option<u32>,
         priority: Option<u32>,
     ) -> Result<WorkQueue, AppError> {
-        check_name("name", name)?;
+        let name = QueueName::parse("name", name)?;
         check_concurrency_limit(limit)?;
         if priority == Some(0) {
             return Err(AppError::invalid(
@@ -43,7 +43,7 @@ impl Ferry {
                 "must be at least 1 (1 is the highest priority)",
             ));
         }
-        let mut q = WorkQueue::new(name, self.now());
+        let mut q = WorkQueue::new(name.clone(), self.now());
         q.concurrency_limit = limit;
         if let Some(p) = priority {
             q.priority = p;

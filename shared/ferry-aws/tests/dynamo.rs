@@ -42,7 +42,7 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     let r = ferry_core::testkit::scheduled_run(&d, "q", t, t);
     store.insert_run(&r).await.unwrap();
     let slot = SlotTake {
-        key: ferry_core::slot::SlotKey::Queue("q".into()),
+        key: ferry_core::slot::SlotKey::Queue(ferry_core::testkit::queue("q")),
         limit: 1,
     };
     let claimed = transition(
@@ -60,7 +60,9 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     store.claim_run(&claimed, 0, &[slot]).await.unwrap();
     assert_eq!(
         store
-            .slot_holders(&ferry_core::slot::SlotKey::Queue("q".into()))
+            .slot_holders(&ferry_core::slot::SlotKey::Queue(
+                ferry_core::testkit::queue("q")
+            ))
             .await
             .unwrap(),
         1
@@ -93,7 +95,9 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
         .unwrap();
     assert_eq!(
         store
-            .slot_holders(&ferry_core::slot::SlotKey::Queue("q".into()))
+            .slot_holders(&ferry_core::slot::SlotKey::Queue(
+                ferry_core::testkit::queue("q")
+            ))
             .await
             .unwrap(),
         1
@@ -104,7 +108,9 @@ async fn a_slot_left_by_a_dead_writer_is_swept() {
     assert_eq!(store.sweep_stale_slots(later).await.unwrap(), 1);
     assert_eq!(
         store
-            .slot_holders(&ferry_core::slot::SlotKey::Queue("q".into()))
+            .slot_holders(&ferry_core::slot::SlotKey::Queue(
+                ferry_core::testkit::queue("q")
+            ))
             .await
             .unwrap(),
         0

@@ -1,6 +1,7 @@
 //! Deployments: a flow's entrypoint + code bundle + schedules + run settings, upserted by
 //! `flow/name`.
 
+use crate::ids::QueueName;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -224,10 +225,6 @@ impl Entrypoint {
     }
 }
 
-fn default_queue() -> String {
-    crate::queue::DEFAULT_QUEUE.to_owned()
-}
-
 /// A deployment as the user declares it: the manifest (`ferry deployment build -o x.yaml`) and
 /// the body of `PUT /v1/deployments`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,8 +245,9 @@ pub struct DeploymentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Work queue runs are due in.
-    #[serde(default = "default_queue")]
-    pub work_queue: String,
+    #[serde(default = "QueueName::default_queue")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub work_queue: QueueName,
     /// `path/file.py:function` or a path to an executable, relative to the bundle root;
     /// parsed when the spec is read (stored and shown as that string).
     #[cfg_attr(feature = "openapi", schema(value_type = String))]

@@ -91,6 +91,76 @@ impl From<DeploymentId> for String {
     }
 }
 
+/// A work queue's name, checked by [`check_name`]; only [`QueueName::parse`] makes one (and
+/// deserialising, which parses). Reads as a `&str` wherever one is wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// `s` as a queue name; the error names `field` (`work_queue`, `--work-queue`, `name`).
+    pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
+        check_name(field, s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// `default`.
+    pub fn default_queue() -> Self {
+        Self(crate::queue::DEFAULT_QUEUE.to_owned())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for QueueName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for QueueName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for QueueName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for QueueName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for QueueName {
+    /// The reason alone: the deserialiser names the field.
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        check_name("work_queue", &s).map_err(|e| e.message)?;
+        Ok(Self(s))
+    }
+}
+
+impl From<QueueName> for String {
+    fn from(q: QueueName) -> String {
+        q.0
+    }
+}
+
 /// A flow run id: a UUID whose first 48 bits are a millisecond timestamp, so ids sort by time.
 ///
 /// Scheduled runs get a *deterministic* id from deployment + scheduled time (UUIDv8 layout), so
@@ -147,6 +217,25 @@ impl FromStr for RunId {
         Uuid::parse_str(s).map(Self).map_err(|_| {
             ValidationError::new("run_id", format!("{s:?} is not a flow run id (a UUID)"))
         })
+    }
+}
+
+#[cfg(test)]
+mod queue_name_tests {
+    use super::QueueName;
+
+    #[test]
+    fn a_queue_name_is_parsed_once_and_reads_as_a_str() {
+        let q = QueueName::parse("work_queue", "prio-1").unwrap();
+        assert_eq!(q, "prio-1");
+        assert_eq!(&*q, "prio-1");
+        let e = QueueName::parse("--work-queue", "bad name").unwrap_err();
+        assert_eq!(e.field, "--work-queue");
+        let json = serde_json::to_string(&q).unwrap();
+        assert_eq!(json, r#""prio-1""#);
+        assert_eq!(serde_json::from_str::<QueueName>(&json).unwrap(), q);
+        let e = serde_json::from_str::<QueueName>(r#""../etc""#).unwrap_err();
+        assert!(e.to_string().contains("not a valid name"), "{e}");
     }
 }
 

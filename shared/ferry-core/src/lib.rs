@@ -24,7 +24,7 @@ pub mod validate;
 
 pub use deployment::{CatchUp, Deployment, DeploymentSpec, Entrypoint, Infrastructure};
 pub use error::ValidationError;
-pub use ids::{DeploymentId, RunId};
+pub use ids::{DeploymentId, QueueName, RunId};
 pub use queue::WorkQueue;
 pub use run::{FlowRun, Origin, RunLease, StateRecord};
 pub use state::{RunEvent, StateType, TransitionError};

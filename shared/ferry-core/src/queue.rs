@@ -1,5 +1,6 @@
 //! Work queues: where runs wait for agents.
 
+use crate::ids::QueueName;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,8 @@ pub const DEFAULT_QUEUE: &str = "default";
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkQueue {
     /// Unique name.
-    pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub name: QueueName,
     /// Most runs Pending/Running at once across all agents; `None` = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<u32>,
@@ -37,9 +39,9 @@ fn default_priority() -> u32 {
 
 impl WorkQueue {
     /// A new unpaused, unlimited queue.
-    pub fn new(name: &str, now: DateTime<Utc>) -> Self {
+    pub fn new(name: QueueName, now: DateTime<Utc>) -> Self {
         Self {
-            name: name.to_owned(),
+            name,
             concurrency_limit: None,
             paused: false,
             priority: default_priority(),

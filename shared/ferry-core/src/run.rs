@@ -1,5 +1,6 @@
 //! Flow runs: one execution attempt of a deployment.
 
+use crate::ids::QueueName;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +55,8 @@ pub struct FlowRun {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub deployment: DeploymentId,
     /// Work queue the run is due in.
-    pub work_queue: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub work_queue: QueueName,
     /// Parameters the flow is called with (deployment defaults merged with run overrides).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: serde_json::Map<String, serde_json::Value>,
@@ -112,7 +114,7 @@ impl FlowRun {
     pub fn new_scheduled(
         id: RunId,
         deployment: DeploymentId,
-        work_queue: String,
+        work_queue: QueueName,
         parameters: serde_json::Map<String, serde_json::Value>,
         scheduled_time: DateTime<Utc>,
         origin: Origin,
@@ -161,7 +163,7 @@ impl FlowRun {
         &self,
         retries: u32,
         retry_delay: chrono::Duration,
-        work_queue: &str,
+        work_queue: &QueueName,
         now: DateTime<Utc>,
     ) -> Option<FlowRun> {
         if !matches!(self.state, StateType::Failed | StateType::Crashed) || self.attempt > retries {
@@ -172,7 +174,7 @@ impl FlowRun {
         let mut retry = FlowRun::new_scheduled(
             RunId::retry(self.id, attempt, at),
             self.deployment.clone(),
-            work_queue.to_owned(),
+            work_queue.clone(),
             self.parameters.clone(),
             at,
             Origin::Retry,
@@ -209,7 +211,9 @@ mod tests {
     fn a_retry_is_due_after_the_delay_and_its_id_carries_that_time() {
         let run = failed(1);
         let delay = chrono::Duration::seconds(600);
-        let retry = run.next_attempt(2, delay, "q2", Utc::now()).unwrap();
+        let retry = run
+            .next_attempt(2, delay, &crate::testkit::queue("q2"), Utc::now())
+            .unwrap();
         let due = run.ended_at.unwrap() + delay;
         assert_eq!(retry.scheduled_time, due);
         assert_eq!(retry.id, RunId::retry(run.id, 2, due));
@@ -230,12 +234,22 @@ mod tests {
     #[test]
     fn no_retry_when_retries_are_used_up_or_the_run_did_not_fail() {
         assert!(failed(3)
-            .next_attempt(2, chrono::Duration::zero(), "q", Utc::now())
+            .next_attempt(
+                2,
+                chrono::Duration::zero(),
+                &crate::testkit::queue("q"),
+                Utc::now()
+            )
             .is_none());
         let mut done = failed(1);
         done.state = StateType::Completed;
         assert!(done
-            .next_attempt(2, chrono::Duration::zero(), "q", Utc::now())
+            .next_attempt(
+                2,
+                chrono::Duration::zero(),
+                &crate::testkit::queue("q"),
+                Utc::now()
+            )
             .is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! Concurrency slots: what a claim takes one holder of, at most `limit` holders at once.
 
+use crate::ids::QueueName;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use crate::ids::DeploymentId;
 #[serde(rename_all = "snake_case", try_from = "StoredSlotKey")]
 pub enum SlotKey {
     /// The slot of the work queue of this name.
-    Queue(String),
+    Queue(QueueName),
     /// The slot of this deployment.
     Deployment(DeploymentId),
 }
@@ -39,7 +40,7 @@ enum StoredSlotKey {
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum TaggedSlotKey {
-    Queue(String),
+    Queue(QueueName),
     Deployment(DeploymentId),
 }
 
@@ -50,7 +51,7 @@ impl TryFrom<StoredSlotKey> for SlotKey {
             StoredSlotKey::Tagged(TaggedSlotKey::Queue(q)) => Ok(SlotKey::Queue(q)),
             StoredSlotKey::Tagged(TaggedSlotKey::Deployment(d)) => Ok(SlotKey::Deployment(d)),
             StoredSlotKey::Legacy(s) => match s.split_once('#') {
-                Some(("Q", q)) => Ok(SlotKey::Queue(q.to_owned())),
+                Some(("Q", q)) => QueueName::try_from(q.to_owned()).map(SlotKey::Queue),
                 Some(("D", d)) => d
                     .parse()
                     .map(SlotKey::Deployment)
@@ -68,7 +69,7 @@ mod tests {
     #[test]
     fn slot_keys_round_trip_and_legacy_strings_still_read() {
         let d = SlotKey::Deployment(DeploymentId::new("etl", "nightly").unwrap());
-        let q = SlotKey::Queue("prod".into());
+        let q = SlotKey::Queue(crate::testkit::queue("prod"));
         for k in [&d, &q] {
             let json = serde_json::to_string(k).unwrap();
             assert_eq!(&serde_json::from_str::<SlotKey>(&json).unwrap(), k);

@@ -290,7 +290,9 @@ mod tests {
             Just(RunEvent::MarkLate),
             Just(RunEvent::Claim {
                 lease: lease(),
-                slots: vec![crate::slot::SlotKey::Queue("default".into())]
+                slots: vec![crate::slot::SlotKey::Queue(crate::testkit::queue(
+                    "default"
+                ))]
             }),
             Just(RunEvent::Release),
             Just(RunEvent::Start { log_location: None }),

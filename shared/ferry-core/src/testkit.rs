@@ -3,21 +3,21 @@
 use chrono::{DateTime, Utc};
 
 pub use crate::clock::MockClock;
-use crate::ids::{DeploymentId, RunId};
+use crate::ids::{DeploymentId, QueueName, RunId};
 use crate::run::{FlowRun, Origin};
 
 /// A Scheduled first attempt of `deployment` on `queue`, due `at` (its deterministic schedule
 /// id), created at `now`.
 pub fn scheduled_run(
     deployment: &DeploymentId,
-    queue: &str,
+    name_of_queue: &str,
     at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> FlowRun {
     FlowRun::new_scheduled(
         RunId::scheduled(deployment, at),
         deployment.clone(),
-        queue.into(),
+        queue(name_of_queue),
         Default::default(),
         at,
         Origin::Schedule,
@@ -28,17 +28,27 @@ pub fn scheduled_run(
 
 /// An ad-hoc (manual) run of `deployment` on `queue`, due `at`; `n` tells apart runs due at the
 /// same instant.
-pub fn adhoc_run(deployment: &DeploymentId, queue: &str, at: DateTime<Utc>, n: u32) -> FlowRun {
+pub fn adhoc_run(
+    deployment: &DeploymentId,
+    name_of_queue: &str,
+    at: DateTime<Utc>,
+    n: u32,
+) -> FlowRun {
     let mut random = [0u8; 10];
     random[..4].copy_from_slice(&n.to_be_bytes());
     FlowRun::new_scheduled(
         RunId::adhoc(at, random),
         deployment.clone(),
-        queue.into(),
+        queue(name_of_queue),
         Default::default(),
         at,
         Origin::Manual,
         1,
         at,
     )
+}
+
+/// `name` as a queue name (panics on an invalid one: tests only).
+pub fn queue(name: &str) -> QueueName {
+    QueueName::parse("work_queue", name).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::deployment::{DeploymentSpec, Entrypoint, Infrastructure};
 use crate::error::ValidationError;
-use crate::ids::{check_name, DeploymentId};
+use crate::ids::DeploymentId;
 use crate::limits::*;
 use crate::schedule::Schedule;
 
@@ -115,7 +115,6 @@ fn check_env_key(field: &str, key: &str) -> Result<(), ValidationError> {
 /// which needs the store).
 pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError> {
     let id = DeploymentId::new(&spec.flow, &spec.name)?;
-    check_name("work_queue", &spec.work_queue)?;
     let entrypoint = spec.entrypoint.clone();
     if let Some(v) = &spec.version {
         if v.len() > 200 {

@@ -179,7 +179,7 @@ fn write_run(tx: &Connection, run: &FlowRun, expected_version: u64) -> StoreResu
                 ms(run.scheduled_time),
                 run.lease.as_ref().map(|l| ms(l.expires_at)),
                 run.version as i64,
-                run.work_queue,
+                run.work_queue.as_str(),
                 body,
                 expected_version as i64
             ],
@@ -228,7 +228,7 @@ fn insert_row(tx: &Connection, run: &FlowRun, body: &str) -> StoreResult<()> {
         params![
             run.id.to_string(),
             run.deployment.to_string(),
-            run.work_queue,
+            run.work_queue.as_str(),
             run.state.as_str(),
             ms(run.scheduled_time),
             run.idempotency_key,
@@ -251,7 +251,7 @@ fn insert_row(tx: &Connection, run: &FlowRun, body: &str) -> StoreResult<()> {
 impl QueueStore for SqliteStore {
     async fn create_queue(&self, queue: &WorkQueue) -> StoreResult<()> {
         let body = encode(queue)?;
-        let (name, version) = (queue.name.clone(), queue.version as i64);
+        let (name, version) = (queue.name.to_string(), queue.version as i64);
         self.with(move |c| {
             match c.execute(
                 "INSERT INTO queues (name, version, body) VALUES (?1, ?2, ?3)",
@@ -271,7 +271,7 @@ impl QueueStore for SqliteStore {
         let mut stored = queue.clone();
         stored.version = expected_version + 1;
         let body = encode(&stored)?;
-        let name = queue.name.clone();
+        let name = queue.name.to_string();
         self.with(move |c| {
             let n = c
                 .execute(

@@ -344,7 +344,7 @@ impl RunStore for DynamoStore {
                     && filter
                         .work_queue
                         .as_ref()
-                        .is_none_or(|q| *q == r.work_queue)
+                        .is_none_or(|q| r.work_queue == q.as_str())
                 {
                     out.push(r);
                     if out.len() >= limit {

@@ -1,9 +1,8 @@
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::HashSet;
 
 use ferry_app::{AppError, Claim, Ferry};
 use ferry_core::{Deployment, FlowRun, WorkQueue};

@@ -198,6 +198,7 @@ impl Ferry {
             None => AppError::Conflict(format!("run {} keeps changing", run.id)),
         })
     }
+
     /// Marks a claimed run Running. `Ok(None)`: it was cancelled or reaped meanwhile.
     pub async fn start(
         &self,
@@ -241,32 +242,37 @@ impl Ferry {
     /// dies halfway can leave a failed run without its retry. A run cancelled while its process
     /// finished ends as the process did; a run already reaped is left as it is.
     pub async fn finish(&self, run: FlowRun, event: RunEvent) -> Result<FlowRun, AppError> {
-        Ok(self.finish_owed(run, event).await?.0)
-    }
-
-    /// [`Ferry::finish`], also saying whether this call wrote the final state.
-    async fn finish_owed(
-        &self,
-        run: FlowRun,
-        event: RunEvent,
-    ) -> Result<(FlowRun, bool), AppError> {
-        let deployment = self.store.get_deployment(&run.deployment).await?;
-        let (done, wrote) = self
-            .write_transition(run, event, |held, next| {
-                let retry = owed_retry(deployment.as_ref(), &next, self.now());
-                async move {
-                    match retry {
-                        Some(retry) => {
-                            self.store.finish_with_retry(&held, &next, &retry).await?;
-                            tracing::info!(run_id = %retry.id, retry_of = %next.id, attempt = retry.attempt, "retry scheduled");
-                            Ok(())
-                        }
-                        None => self.store.update_run(&next, held.version).await,
-                    }
-                }
+        let (done, _) = self
+            .write_transition(run, event, |held, next| async move {
+                self.write_final(&held, &next, self.now()).await
             })
             .await?;
-        Ok((done, wrote))
+        Ok(done)
+    }
+
+    /// Writes `next`, a final state of `held` (stored version must still be `held`'s), together
+    /// with the retry it is owed. The deployment (its retry policy) is read only when `next`
+    /// failed or crashed: a completed run costs no extra read.
+    async fn write_final(
+        &self,
+        held: &FlowRun,
+        next: &FlowRun,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let retry = if matches!(next.state, StateType::Failed | StateType::Crashed) {
+            let deployment = self.store.get_deployment(&next.deployment).await?;
+            owed_retry(deployment.as_ref(), next, now)
+        } else {
+            None
+        };
+        match retry {
+            Some(retry) => {
+                self.store.finish_with_retry(held, next, &retry).await?;
+                tracing::info!(run_id = %retry.id, retry_of = %next.id, attempt = retry.attempt, "retry scheduled");
+                Ok(())
+            }
+            None => self.store.update_run(next, held.version).await,
+        }
     }
 
     /// Crashes (or retries) held runs whose lease expired; their slots are freed with the
@@ -314,12 +320,7 @@ impl Ferry {
         let Ok(next) = transition(&run, event, now) else {
             return Ok(false);
         };
-        let deployment = self.store.get_deployment(&run.deployment).await?;
-        let written = match owed_retry(deployment.as_ref(), &next, now) {
-            Some(retry) => self.store.finish_with_retry(&run, &next, &retry).await,
-            None => self.store.update_run(&next, run.version).await,
-        };
-        match written {
+        match self.write_final(&run, &next, now).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),
             Err(e) => Err(e.into()),

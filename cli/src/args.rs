@@ -301,6 +301,14 @@ pub struct BuildArgs {
     /// Environment variable KEY=VALUE for the flow process.
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
+    /// Infrastructure profile: each run gets a task of its own (`ecs/NAME`, `process/NAME`;
+    /// see `ferry infra`). Without one, agents of the work queue claim runs.
+    #[arg(long = "infra-block", visible_alias = "ib")]
+    pub infra_block: Option<String>,
+    /// Override of the profile's task, KEY=VALUE (repeatable): cpu=1024, memory=4096,
+    /// image=URI, env.KEY=VALUE.
+    #[arg(long = "override")]
+    pub overrides: Vec<String>,
     /// Retries after a failed attempt.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
@@ -386,5 +394,62 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+}
+
+/// Accepts the two-letter short flag users of Prefect type, `-ib ecs/NAME` (clap's short flags
+/// are one letter): rewritten to `--infra-block` before parsing. Nothing after `--` is touched.
+pub fn seed_spellings(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut raw = false;
+    for a in args {
+        if a == "--" {
+            raw = true;
+        }
+        if !raw && a == "-ib" {
+            out.push("--infra-block".into());
+        } else if let Some(v) = a
+            .to_str()
+            .and_then(|s| s.strip_prefix("-ib="))
+            .filter(|_| !raw)
+        {
+            out.push(format!("--infra-block={v}").into());
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    #[test]
+    fn dash_ib_is_the_infra_block_flag() {
+        let argv = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let cli = Cli::parse_from(seed_spellings(argv(&[
+            "ferry",
+            "deployment",
+            "build",
+            "f.py:main",
+            "-n",
+            "x",
+            "-ib",
+            "ecs/prod",
+            "--override",
+            "cpu=1024",
+        ])));
+        let Command::Deployment(DeploymentCmd::Build(b)) = cli.command else {
+            panic!("not a build: {cli:?}");
+        };
+        assert_eq!(b.infra_block.as_deref(), Some("ecs/prod"));
+        assert_eq!(b.overrides, vec!["cpu=1024"]);
+        assert_eq!(
+            seed_spellings(argv(&["ferry", "--", "-ib"])),
+            argv(&["ferry", "--", "-ib"])
+        );
     }
 }

@@ -16,7 +16,7 @@ pub use args::Cli;
 
 /// Runs the CLI; errors are printed with their cause chain and exit non-zero.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args::seed_spellings(std::env::args_os()));
     match commands::dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -101,6 +101,17 @@ fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
         );
     }
     let catchup: CatchUp = args.catchup.parse().map_err(|e| anyhow!("--{e}"))?;
+    let infra_block = args
+        .infra_block
+        .as_deref()
+        .map(|b| b.parse().map_err(|e| anyhow!("--infra-block (-ib): {e}")))
+        .transpose()?;
+    let mut infra_overrides = ferry_core::infra::Overrides::default();
+    for pair in &args.overrides {
+        infra_overrides
+            .set_pair(pair)
+            .map_err(|e| anyhow!("--override {pair:?}: {e}"))?;
+    }
     let spec = DeploymentSpec {
         flow: args
             .flow
@@ -120,6 +131,8 @@ fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
         infrastructure: Infrastructure::Process {
             python: args.python.clone(),
         },
+        infra_block,
+        infra_overrides,
         retries: args.retries,
         retry_delay_seconds: args.retry_delay,
         timeout_seconds: args.timeout,

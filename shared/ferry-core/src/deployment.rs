@@ -26,7 +26,8 @@ pub struct BundleRef {
     pub size: u64,
 }
 
-/// How the agent runs the flow.
+/// How the agent runs the flow's process (wherever the agent runs: a host, or a task
+/// launched on the deployment's `infra_block`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -36,21 +37,6 @@ pub enum Infrastructure {
         /// Python interpreter for `file.py:function` entrypoints (else `FERRY_PYTHON`, else `python3`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         python: Option<String>,
-    },
-    /// An ECS Fargate task per run.
-    Ecs {
-        /// vCPU units (256 = 0.25 vCPU).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        cpu: Option<u32>,
-        /// Memory in MiB.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        memory: Option<u32>,
-        /// Container image override.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        image: Option<String>,
-        /// Extra container environment.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        env: BTreeMap<String, String>,
     },
 }
 
@@ -265,9 +251,18 @@ pub struct DeploymentSpec {
     /// Environment variables for the flow process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// How to run it.
+    /// How the agent runs the flow's process.
     #[serde(default)]
     pub infrastructure: Infrastructure,
+    /// `ecs/NAME` or `process/NAME`: each run gets a task of its own on that profile
+    /// (`ferry infra create`). Without one, long-running agents of the work queue claim runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "ecs/prod"))]
+    pub infra_block: Option<crate::infra::InfraName>,
+    /// Overrides of the profile's task: `cpu`, `memory`, `image`, `env.KEY`.
+    #[serde(default, skip_serializing_if = "crate::infra::Overrides::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub infra_overrides: crate::infra::Overrides,
     /// Retries after a failed or crashed attempt.
     #[serde(default)]
     pub retries: u32,
@@ -330,6 +325,12 @@ impl Deployment {
             || self.spec.paused != next.spec.paused
             || self.spec.parameters != next.spec.parameters
             || self.spec.work_queue != next.spec.work_queue
+            || self.spec.infra_block != next.spec.infra_block
+    }
+
+    /// Whether runs of this deployment are launched (a task per run) rather than claimed.
+    pub fn is_launched(&self) -> bool {
+        self.spec.infra_block.is_some()
     }
 }
 
@@ -412,11 +413,6 @@ mod tests {
                 "pyhton",
             ),
             (
-                vec!["infrastructure"],
-                json!({ "type": "ecs", "cpu": 256, "memroy": 512 }),
-                "memroy",
-            ),
-            (
                 vec!["bundle"],
                 json!({ "sha256": sha, "size": 1, "sha": sha }),
                 "sha",
@@ -437,7 +433,7 @@ mod tests {
         // An unknown infrastructure type names the ones there are.
         let e = spec_error_with(&["infrastructure"], json!({ "type": "lambda" }));
         assert!(
-            e.contains("unknown variant `lambda`") && e.contains("`ecs`"),
+            e.contains("unknown variant `lambda`") && e.contains("`process`"),
             "{e}"
         );
     }
@@ -487,6 +483,7 @@ mod tests {
             json!({ "schedules": [{ "cron": "0 9 * * *", "active": false }] }),
             json!({ "parameters": { "n": 2 } }),
             json!({ "work_queue": "prod" }),
+            json!({ "infra_block": "ecs/prod" }),
         ] {
             assert!(old.reschedules(&deployment(change.clone())), "{change}");
         }

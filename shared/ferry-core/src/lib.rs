@@ -10,6 +10,8 @@ pub mod digest;
 pub mod error;
 pub mod horizon;
 pub mod ids;
+pub mod infra;
+pub mod launch;
 pub mod limits;
 pub mod log_cap;
 pub mod ports;

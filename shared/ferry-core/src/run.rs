@@ -98,6 +98,14 @@ pub struct FlowRun {
     /// Where the run's logs are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_location: Option<String>,
+    /// The deployment's infrastructure profile when the run was created: such a run is
+    /// *launched* (a task of its own) and never listed to long-running agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub infra: Option<crate::infra::InfraName>,
+    /// Its latest launch, once launched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<crate::launch::Launch>,
     /// Concurrency slots held while Pending/Running (queue and/or deployment).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
@@ -144,6 +152,8 @@ impl FlowRun {
             ended_at: None,
             exit_code: None,
             log_location: None,
+            infra: None,
+            launch: None,
             slots: Vec::new(),
             version: 0,
             created_at: now,
@@ -182,6 +192,7 @@ impl FlowRun {
             now,
         );
         retry.retry_of = Some(self.id);
+        retry.infra = self.infra.clone();
         retry.history[0].message = Some(format!(
             "retry {} of {retries} after {} {}",
             attempt - 1,

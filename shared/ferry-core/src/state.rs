@@ -124,6 +124,32 @@ pub enum RunEvent {
     },
     /// The agent gave a claimed run back before starting it (shutdown, prefetch abandoned).
     Release,
+    /// A launcher claimed the run for a task of its own (first launch from Scheduled/Late, or a
+    /// relaunch of a run whose task never took it). The lease is held by
+    /// `launcher:<attempt>` until the launch's start deadline.
+    Launch {
+        /// The launch.
+        launch: crate::launch::Launch,
+        /// Slot keys taken atomically with the claim (a relaunch keeps the run's).
+        slots: Vec<crate::slot::SlotKey>,
+        /// What the history says ("launched on ecs/prod (launch 1 of 3)", the last task's fate).
+        message: String,
+    },
+    /// The launcher learnt the task it started (recorded on the launch; no history entry).
+    RecordTask {
+        /// The launch attempt the task belongs to.
+        attempt: u32,
+        /// The task's reference (ARN).
+        task: String,
+    },
+    /// The launched task's `ferry agent execute` takes the run over from its launcher: legal
+    /// only while launch `attempt` still holds it.
+    TakeOver {
+        /// The launch the task was started for.
+        attempt: u32,
+        /// The agent's lease.
+        lease: RunLease,
+    },
     /// The flow process started.
     Start {
         /// Where logs go.
@@ -163,6 +189,9 @@ impl RunEvent {
             RunEvent::MarkLate => "mark_late",
             RunEvent::Claim { .. } => "claim",
             RunEvent::Release => "release",
+            RunEvent::Launch { .. } => "launch",
+            RunEvent::RecordTask { .. } => "record_task",
+            RunEvent::TakeOver { .. } => "take_over",
             RunEvent::Start { .. } => "start",
             RunEvent::Heartbeat { .. } => "heartbeat",
             RunEvent::Complete => "complete",
@@ -192,6 +221,8 @@ pub fn next_state(from: StateType, event: &RunEvent) -> Option<StateType> {
         (Scheduled, RunEvent::MarkLate) => Some(Late),
         (Scheduled | Late, RunEvent::Claim { .. }) => Some(Pending),
         (Pending, RunEvent::Release) => Some(Scheduled),
+        (Scheduled | Late | Pending, RunEvent::Launch { .. }) => Some(Pending),
+        (Pending, RunEvent::RecordTask { .. } | RunEvent::TakeOver { .. }) => Some(Pending),
         (Pending, RunEvent::Start { .. }) => Some(Running),
         (Pending | Running | Cancelling, RunEvent::Heartbeat { .. }) => Some(from),
         (Running | Cancelling, RunEvent::Complete) => Some(Completed),
@@ -211,10 +242,14 @@ pub fn transition(
     event: RunEvent,
     now: DateTime<Utc>,
 ) -> Result<FlowRun, TransitionError> {
-    let to = next_state(run.state, &event).ok_or(TransitionError {
+    let refused = TransitionError {
         state: run.state,
         event: event.name(),
-    })?;
+    };
+    let to = next_state(run.state, &event).ok_or(refused.clone())?;
+    if !launch_guard(run, &event) {
+        return Err(refused);
+    }
     let mut next = run.clone();
     next.version += 1;
     let mut message = None;
@@ -227,6 +262,29 @@ pub fn transition(
         RunEvent::Release => {
             next.lease = None;
             next.slots.clear();
+        }
+        RunEvent::Launch {
+            launch,
+            slots,
+            message: m,
+        } => {
+            next.lease = Some(RunLease {
+                agent_id: crate::launch::launcher_id(launch.attempt),
+                expires_at: launch.start_deadline,
+            });
+            next.launch = Some(launch);
+            next.slots = slots;
+            message = Some(m);
+        }
+        RunEvent::RecordTask { task, .. } => {
+            if let Some(launch) = next.launch.as_mut() {
+                launch.task = Some(task);
+            }
+            return Ok(next);
+        }
+        RunEvent::TakeOver { lease, .. } => {
+            message = Some(format!("taken over by {}", lease.agent_id));
+            next.lease = Some(lease);
         }
         RunEvent::Start { log_location } => {
             next.started_at = Some(now);
@@ -263,6 +321,30 @@ pub fn transition(
         next.history.drain(1..=excess);
     }
     Ok(next)
+}
+
+/// The launch events' conditions beyond the state: a relaunch, a task record or a take-over
+/// needs the run still held by its launcher — for `RecordTask`/`TakeOver`, by that very launch.
+fn launch_guard(run: &FlowRun, event: &RunEvent) -> bool {
+    let held_by = |attempt: u32| {
+        run.awaits_task() && run.launch.as_ref().is_some_and(|l| l.attempt == attempt)
+    };
+    match event {
+        RunEvent::Launch { launch, .. } => {
+            run.state != StateType::Pending
+                || (run.awaits_task()
+                    && run
+                        .launch
+                        .as_ref()
+                        .is_some_and(|l| launch.attempt == l.attempt + 1))
+        }
+        RunEvent::RecordTask { attempt, .. } | RunEvent::TakeOver { attempt, .. } => {
+            held_by(*attempt)
+        }
+        // Only the task that took the run over may start it; a launcher's hold is not released.
+        RunEvent::Release | RunEvent::Start { .. } => !run.awaits_task(),
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -311,7 +393,145 @@ mod tests {
                 reason: "user".into()
             }),
             Just(RunEvent::ConfirmCancelled),
+            (1u32..4).prop_map(|attempt| RunEvent::Launch {
+                launch: launch(attempt),
+                slots: vec![],
+                message: "launched".into(),
+            }),
+            (1u32..4).prop_map(|attempt| RunEvent::TakeOver {
+                attempt,
+                lease: lease(),
+            }),
+            (1u32..4).prop_map(|attempt| RunEvent::RecordTask {
+                attempt,
+                task: "arn:task".into(),
+            }),
         ]
+    }
+
+    fn launch(attempt: u32) -> crate::launch::Launch {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        crate::launch::Launch {
+            infra: "ecs/prod".parse().unwrap(),
+            attempt,
+            task: None,
+            launched_at: t,
+            start_deadline: t + chrono::Duration::minutes(5),
+        }
+    }
+
+    fn launched(attempt: u32) -> FlowRun {
+        let r = run();
+        let mut r = transition(
+            &r,
+            RunEvent::Launch {
+                launch: launch(1),
+                slots: vec![],
+                message: "launched".into(),
+            },
+            r.created_at,
+        )
+        .unwrap();
+        for n in 2..=attempt {
+            r = transition(
+                &r,
+                RunEvent::Launch {
+                    launch: launch(n),
+                    slots: r.slots.clone(),
+                    message: "relaunched".into(),
+                },
+                r.created_at,
+            )
+            .unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn only_the_current_launch_can_take_a_launched_run_and_only_once() {
+        let r = launched(2);
+        assert_eq!(r.state, StateType::Pending);
+        assert!(r.awaits_task());
+        assert_eq!(r.lease.as_ref().unwrap().agent_id, "launcher:2");
+        let t = r.created_at;
+        // The task of the abandoned first launch finds nothing to take.
+        let stale = RunEvent::TakeOver {
+            attempt: 1,
+            lease: lease(),
+        };
+        assert!(transition(&r, stale, t).is_err());
+        // An agent cannot start or release it before a take-over.
+        assert!(transition(&r, RunEvent::Start { log_location: None }, t).is_err());
+        assert!(transition(&r, RunEvent::Release, t).is_err());
+        let recorded = transition(
+            &r,
+            RunEvent::RecordTask {
+                attempt: 2,
+                task: "arn:t2".into(),
+            },
+            t,
+        )
+        .unwrap();
+        assert_eq!(
+            recorded.launch.as_ref().unwrap().task.as_deref(),
+            Some("arn:t2")
+        );
+        assert_eq!(recorded.history.len(), r.history.len(), "no history entry");
+        let taken = transition(
+            &recorded,
+            RunEvent::TakeOver {
+                attempt: 2,
+                lease: lease(),
+            },
+            t,
+        )
+        .unwrap();
+        assert!(!taken.awaits_task());
+        assert_eq!(taken.lease, Some(lease()));
+        // A second task for the same launch finds it taken.
+        let again = RunEvent::TakeOver {
+            attempt: 2,
+            lease: lease(),
+        };
+        assert!(transition(&taken, again, t).is_err());
+        // The launcher can no longer relaunch it or record a task.
+        let relaunch = RunEvent::Launch {
+            launch: launch(3),
+            slots: vec![],
+            message: "relaunched".into(),
+        };
+        assert!(transition(&taken, relaunch, t).is_err());
+        let started = transition(&taken, RunEvent::Start { log_location: None }, t).unwrap();
+        assert_eq!(started.state, StateType::Running);
+    }
+
+    #[test]
+    fn a_relaunch_must_be_the_next_launch_and_a_launched_run_can_be_cancelled() {
+        let r = launched(1);
+        let t = r.created_at;
+        for attempt in [1, 3] {
+            let skip = RunEvent::Launch {
+                launch: launch(attempt),
+                slots: vec![],
+                message: "relaunched".into(),
+            };
+            assert!(transition(&r, skip, t).is_err(), "launch {attempt}");
+        }
+        let cancelled = transition(
+            &r,
+            RunEvent::Cancel {
+                reason: "user".into(),
+            },
+            t,
+        )
+        .unwrap();
+        assert_eq!(cancelled.state, StateType::Cancelled);
+        assert!(cancelled.lease.is_none() && cancelled.slots.is_empty());
+        assert_eq!(
+            cancelled.launch.as_ref().map(|l| l.attempt),
+            Some(1),
+            "the launch stays recorded, so its task can be stopped"
+        );
     }
 
     /// The allowed edges, written independently of `next_state` as a table.

@@ -82,7 +82,10 @@ fn check_no_nul(field: &str, value: &str, what: &str) -> Result<(), ValidationEr
     Ok(())
 }
 
-fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+pub(crate) fn check_env(
+    field: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ValidationError> {
     for (k, v) in env {
         check_env_key(field, k)?;
         check_no_nul(&format!("{field}.{k}"), v, "an environment variable")?;
@@ -161,34 +164,13 @@ pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError
     if let Infrastructure::Process { python: Some(p) } = &spec.infrastructure {
         check_no_nul("infrastructure.python", p, "an interpreter path")?;
     }
-    if let Infrastructure::Ecs {
-        cpu,
-        memory,
-        env,
-        image,
-    } = &spec.infrastructure
-    {
-        check_env("infrastructure.env", env)?;
-        if let Some(i) = image {
-            check_no_nul("infrastructure.image", i, "an image reference")?;
-        }
-        if let Some(c) = cpu {
-            if ![256, 512, 1024, 2048, 4096, 8192, 16384].contains(c) {
-                return Err(ValidationError::new(
-                    "infrastructure.cpu",
-                    format!("{c} is not a Fargate CPU size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"),
-                ));
-            }
-        }
-        if let Some(m) = memory {
-            if !(512..=122_880).contains(m) {
-                return Err(ValidationError::new(
-                    "infrastructure.memory",
-                    format!("{m} MiB is outside Fargate's 512-122880 MiB range"),
-                ));
-            }
-        }
+    if spec.infra_block.is_none() && !spec.infra_overrides.is_empty() {
+        return Err(ValidationError::new(
+            "infra_overrides",
+            "overrides apply to an infrastructure profile: give one with -ib ecs/NAME (infra_block), or drop the overrides",
+        ));
     }
+    spec.infra_overrides.validate()?;
     if spec.retries > 100 {
         return Err(ValidationError::new("retries", "at most 100"));
     }
@@ -285,21 +267,13 @@ mod tests {
         };
         cases.push((s, "infrastructure.python"));
         let mut s = spec();
-        s.infrastructure = Infrastructure::Ecs {
-            cpu: None,
-            memory: None,
-            image: Some("python:3.12\0".into()),
-            env: Default::default(),
-        };
-        cases.push((s, "infrastructure.image"));
+        s.infra_block = Some("ecs/prod".parse().unwrap());
+        s.infra_overrides.set("image", "python:3.12\0").unwrap();
+        cases.push((s, "infra_overrides.image"));
         let mut s = spec();
-        s.infrastructure = Infrastructure::Ecs {
-            cpu: None,
-            memory: None,
-            image: None,
-            env: [("MODE".to_string(), "\0".to_string())].into(),
-        };
-        cases.push((s, "infrastructure.env.MODE"));
+        s.infra_block = Some("ecs/prod".parse().unwrap());
+        s.infra_overrides.set("env.MODE", "\0").unwrap();
+        cases.push((s, "infra_overrides.env.MODE"));
         for (s, field) in cases {
             let e = refused(&s);
             assert_eq!(e.field, field, "{s:?}: {e}");

@@ -77,6 +77,8 @@ where
     scheduled_due_reads_only_runs_not_yet_late(make().await).await;
     finish_with_retry_is_all_or_nothing(make().await).await;
     expired_leases_are_found(make().await).await;
+    launched_runs_wait_in_the_launch_index_not_in_their_queue(make().await).await;
+    infra_profiles_are_version_conditional(make().await).await;
     deployments_are_revision_conditional_and_indexed_by_horizon(make().await).await;
     queues_are_created_once_and_updated_by_version(make().await).await;
     list_runs_filters(make().await).await;
@@ -619,4 +621,163 @@ pub async fn log_sink_cap_suite(l: Arc<dyn ferry_core::ports::LogSink>, cap: u64
     let tail = l.read(run, kept as u64, 10).await.unwrap();
     assert_eq!(tail.lines, vec![marker.clone()]);
     assert_eq!(tail.next_offset, kept as u64 + 1);
+}
+
+fn launched_run_at(offset_s: i64) -> FlowRun {
+    let mut run = run_at(offset_s, "default");
+    run.infra = Some("ecs/prod".parse().unwrap());
+    run
+}
+
+/// Runs of launched deployments are never listed to agents; the launch index lists them while
+/// they wait (Late first, paged like the due index), and `awaiting_tasks` while the launcher
+/// holds them.
+pub async fn launched_runs_wait_in_the_launch_index_not_in_their_queue(s: Arc<dyn Store>) {
+    let plain = run_at(0, "default");
+    let launched: Vec<FlowRun> = (1..=3).map(launched_run_at).collect();
+    s.insert_run(&plain).await.unwrap();
+    for r in &launched {
+        s.insert_run(r).await.unwrap();
+    }
+    let until = t0() + Duration::seconds(100);
+    let due: Vec<RunId> = s
+        .due_runs("default", until, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(due, vec![plain.id], "agents see only the plain run");
+    let sched: Vec<RunId> = s
+        .scheduled_due("default", until, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(sched, vec![plain.id]);
+    // The second becomes Late: listed first.
+    let late = transition(&launched[1], RunEvent::MarkLate, t0()).unwrap();
+    s.update_run(&late, 0).await.unwrap();
+    let ids = |v: Vec<FlowRun>| v.iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = ids(s.launchable_after(until, None, 10).await.unwrap());
+    assert_eq!(all, vec![launched[1].id, launched[0].id, launched[2].id]);
+    let first = s.launchable_after(until, None, 1).await.unwrap();
+    let next = ids(s
+        .launchable_after(until, Some(&first[0]), 10)
+        .await
+        .unwrap());
+    assert_eq!(
+        next,
+        vec![launched[0].id, launched[2].id],
+        "paged after a run"
+    );
+    let early = ids(s
+        .launchable_after(t0() + Duration::seconds(2), None, 10)
+        .await
+        .unwrap());
+    assert_eq!(
+        early,
+        vec![launched[1].id, launched[0].id],
+        "due by the bound"
+    );
+    assert!(s.awaiting_tasks(10).await.unwrap().is_empty());
+    // Launched: out of the launch index, into awaiting_tasks; taken over: out of both.
+    let launch = ferry_core::launch::Launch {
+        infra: "ecs/prod".parse().unwrap(),
+        attempt: 1,
+        task: None,
+        launched_at: t0(),
+        start_deadline: t0() + Duration::seconds(300),
+    };
+    let held = transition(
+        &launched[0],
+        RunEvent::Launch {
+            launch,
+            slots: vec![],
+            message: "launched".into(),
+        },
+        t0(),
+    )
+    .unwrap();
+    assert!(matches!(
+        s.claim_run(&held, 0, &[]).await.unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    assert_eq!(
+        ids(s.launchable_after(until, None, 10).await.unwrap()),
+        vec![launched[1].id, launched[2].id]
+    );
+    let awaiting = s.awaiting_tasks(10).await.unwrap();
+    assert_eq!(ids(awaiting.clone()), vec![launched[0].id]);
+    assert_eq!(awaiting[0], held);
+    let taken = transition(
+        &held,
+        RunEvent::TakeOver {
+            attempt: 1,
+            lease: RunLease {
+                agent_id: "task-1".into(),
+                expires_at: t0() + Duration::seconds(30),
+            },
+        },
+        t0(),
+    )
+    .unwrap();
+    s.update_run(&taken, held.version).await.unwrap();
+    assert!(s.awaiting_tasks(10).await.unwrap().is_empty());
+    assert_eq!(s.get_run(taken.id).await.unwrap().unwrap(), taken);
+    assert!(s
+        .due_runs("default", until, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.id == plain.id));
+}
+
+/// Profiles: created once, updated and deleted only at the version read.
+pub async fn infra_profiles_are_version_conditional(s: Arc<dyn Store>) {
+    use ferry_core::infra::{InfraProfile, InfraSpec};
+    let mut p = InfraProfile {
+        name: "process/local".parse().unwrap(),
+        spec: InfraSpec::default(),
+        version: 1,
+        created_at: t0(),
+        updated_at: t0(),
+    };
+    assert!(s.get_infra(&p.name).await.unwrap().is_none());
+    s.put_infra(&p, None).await.unwrap();
+    let mut other = p.clone();
+    other.spec.max_launches = 5;
+    assert!(matches!(
+        s.put_infra(&other, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_infra(&p.name).await.unwrap(), Some(p.clone()));
+    p.spec.launch_lead_seconds = 30;
+    p.version = 2;
+    s.put_infra(&p, Some(1)).await.unwrap();
+    other.version = 2;
+    assert!(matches!(
+        s.put_infra(&other, Some(1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut ecs = p.clone();
+    ecs.name = "ecs/prod".parse().unwrap();
+    ecs.version = 1;
+    s.put_infra(&ecs, None).await.unwrap();
+    let names: Vec<String> = s
+        .list_infra()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    assert_eq!(names, vec!["ecs/prod", "process/local"]);
+    assert!(matches!(
+        s.delete_infra(&p.name, 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.delete_infra(&p.name, 2).await.unwrap();
+    assert!(s.get_infra(&p.name).await.unwrap().is_none());
+    assert_eq!(s.list_infra().await.unwrap(), vec![ecs]);
 }

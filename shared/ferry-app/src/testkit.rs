@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::infra::{InfraName, InfraProfile};
 use ferry_core::ports::{
-    ClaimOutcome, DeploymentStore, InsertOutcome, QueueStore, RunFilter, RunStore, SlotTake, Store,
-    StoreError, StoreResult,
+    ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter, RunStore,
+    SlotTake, Store, StoreError, StoreResult,
 };
 use ferry_core::{Deployment, FlowRun, WorkQueue};
 
@@ -169,6 +170,17 @@ impl RunStore for FaultyStore {
         self.count(rows.len());
         Ok(rows)
     }
+    async fn launchable_after(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        self.inner.launchable_after(before, after, limit).await
+    }
+    async fn awaiting_tasks(&self, limit: usize) -> StoreResult<Vec<FlowRun>> {
+        self.inner.awaiting_tasks(limit).await
+    }
     async fn waiting_runs_of(&self, deployment: &DeploymentId) -> StoreResult<Vec<FlowRun>> {
         self.inner.waiting_runs_of(deployment).await
     }
@@ -188,5 +200,25 @@ impl RunStore for FaultyStore {
     }
     async fn sweep_slots(&self, now: DateTime<Utc>) -> StoreResult<usize> {
         self.inner.sweep_slots(now).await
+    }
+}
+
+#[async_trait]
+impl InfraStore for FaultyStore {
+    async fn put_infra(
+        &self,
+        profile: &InfraProfile,
+        expected_version: Option<u64>,
+    ) -> StoreResult<()> {
+        self.inner.put_infra(profile, expected_version).await
+    }
+    async fn get_infra(&self, name: &InfraName) -> StoreResult<Option<InfraProfile>> {
+        self.inner.get_infra(name).await
+    }
+    async fn list_infra(&self) -> StoreResult<Vec<InfraProfile>> {
+        self.inner.list_infra().await
+    }
+    async fn delete_infra(&self, name: &InfraName, expected_version: u64) -> StoreResult<()> {
+        self.inner.delete_infra(name, expected_version).await
     }
 }

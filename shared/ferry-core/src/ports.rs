@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::deployment::Deployment;
 use crate::digest::BundleDigest;
 use crate::ids::{DeploymentId, RunId};
+use crate::infra::{InfraName, InfraProfile};
 use crate::queue::WorkQueue;
 use crate::run::FlowRun;
 use crate::slot::SlotKey;
@@ -178,7 +179,8 @@ pub trait RunStore: Send + Sync {
     /// Runs matching `filter`, newest scheduled time first.
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>>;
     /// Waiting (Scheduled/Late) runs of `queue` due at or before `before`, at most `limit`
-    /// (the due-runs index; a hint). Late runs come first, then Scheduled ones, each group in
+    /// (the due-runs index; a hint). Runs of launched deployments (`infra` set) are not listed:
+    /// they wait for their launcher, not for agents. Late runs come first, then Scheduled ones, each group in
     /// scheduled-time order.
     async fn due_runs(
         &self,
@@ -207,6 +209,19 @@ pub trait RunStore: Send + Sync {
         before: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<FlowRun>>;
+    /// Waiting runs of *launched* deployments (runs with an `infra` profile, which the due
+    /// index never lists) due at or before `before`, Late first, then Scheduled, each group in
+    /// scheduled-time order, after `after` as in [`RunStore::due_runs_after`] (the launch index;
+    /// a hint).
+    async fn launchable_after(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>>;
+    /// Launched runs still held by their launcher (Pending, waiting for the task to take them),
+    /// earliest start deadline first, at most `limit` (a hint).
+    async fn awaiting_tasks(&self, limit: usize) -> StoreResult<Vec<FlowRun>>;
     /// Waiting runs of `deployment` (Scheduled or Late), any time.
     async fn waiting_runs_of(&self, deployment: &DeploymentId) -> StoreResult<Vec<FlowRun>>;
     /// Held runs (Pending/Running/Cancelling) whose lease expired before `now` (the lease index).
@@ -230,9 +245,28 @@ pub trait RunStore: Send + Sync {
     }
 }
 
+/// Infrastructure profiles (`ecs/NAME`, `process/NAME`).
+#[async_trait]
+pub trait InfraStore: Send + Sync {
+    /// Writes `profile`. `expected_version` `None`: no profile of that name may exist;
+    /// `Some(v)`: the stored version must be `v`. `Conflict` otherwise. The caller sets the new
+    /// version.
+    async fn put_infra(
+        &self,
+        profile: &InfraProfile,
+        expected_version: Option<u64>,
+    ) -> StoreResult<()>;
+    /// The profile `name`.
+    async fn get_infra(&self, name: &InfraName) -> StoreResult<Option<InfraProfile>>;
+    /// All profiles, by name.
+    async fn list_infra(&self) -> StoreResult<Vec<InfraProfile>>;
+    /// Deletes `name` if its version is `expected_version`; `Conflict` otherwise.
+    async fn delete_infra(&self, name: &InfraName, expected_version: u64) -> StoreResult<()>;
+}
+
 /// The whole store.
-pub trait Store: QueueStore + DeploymentStore + RunStore {}
-impl<T: QueueStore + DeploymentStore + RunStore> Store for T {}
+pub trait Store: QueueStore + DeploymentStore + RunStore + InfraStore {}
+impl<T: QueueStore + DeploymentStore + RunStore + InfraStore> Store for T {}
 
 /// Errors of the code store.
 #[derive(Debug, thiserror::Error)]

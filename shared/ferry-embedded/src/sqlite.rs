@@ -5,9 +5,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::infra::{InfraName, InfraProfile};
 use ferry_core::ports::{
-    ClaimOutcome, DeploymentStore, InsertOutcome, QueueStore, RunFilter, RunStore, SlotTake,
-    StoreError, StoreResult,
+    ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter, RunStore,
+    SlotTake, StoreError, StoreResult,
 };
 use ferry_core::slot::SlotKey;
 use ferry_core::{Deployment, FlowRun, WorkQueue};
@@ -55,6 +56,21 @@ CREATE TABLE IF NOT EXISTS slots (
     run_id TEXT NOT NULL,
     PRIMARY KEY (key, run_id)
 );
+CREATE TABLE IF NOT EXISTS infra (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+"#;
+
+/// Runs of launched deployments carry their profile in `infra` (added after the first
+/// release: databases made before get the column on open). The launch index lists them; the
+/// agents' due index (`runs_waiting` queries) skips them.
+const LAUNCH_SCHEMA: &str = r#"
+CREATE INDEX IF NOT EXISTS runs_launchable ON runs(state, scheduled_time, id)
+    WHERE infra IS NOT NULL AND state IN ('scheduled', 'late');
+CREATE INDEX IF NOT EXISTS runs_launched_pending ON runs(lease_expires)
+    WHERE infra IS NOT NULL AND state = 'pending';
 "#;
 
 /// The embedded store: one SQLite file in WAL mode. Every port call is one transaction
@@ -118,6 +134,15 @@ impl SqliteStore {
     fn init(conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
         conn.execute_batch(SCHEMA).map_err(db_err)?;
+        let has_infra: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'infra'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(db_err)?;
+        if !has_infra {
+            conn.execute_batch("ALTER TABLE runs ADD COLUMN infra TEXT")
+                .map_err(db_err)?;
+        }
+        conn.execute_batch(LAUNCH_SCHEMA).map_err(db_err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -223,8 +248,8 @@ fn slot_column(key: &SlotKey) -> String {
 fn insert_row(tx: &Connection, run: &FlowRun, body: &str) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO runs (id, deployment, queue, state, scheduled_time, idempotency_key,
-             lease_expires, version, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             lease_expires, version, body, infra)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             run.id.to_string(),
             run.deployment.to_string(),
@@ -234,7 +259,8 @@ fn insert_row(tx: &Connection, run: &FlowRun, body: &str) -> StoreResult<()> {
             run.idempotency_key,
             run.lease.as_ref().map(|l| ms(l.expires_at)),
             run.version as i64,
-            body
+            body,
+            run.infra.as_ref().map(|i| i.to_string())
         ],
     )
     .map_err(|e| {
@@ -566,7 +592,7 @@ impl RunStore for SqliteStore {
                 c,
                 "SELECT id, body FROM runs INDEXED BY runs_waiting
                  WHERE queue = ?1 AND state IN ('scheduled', 'late') AND scheduled_time <= ?2
-                 AND (state, scheduled_time, id) > (?3, ?4, ?5)
+                 AND (state, scheduled_time, id) > (?3, ?4, ?5) AND infra IS NULL
                  ORDER BY state, scheduled_time, id LIMIT ?6",
                 &[&queue, &ms(before), &state, &time, &id, &(limit as i64)],
             )
@@ -586,9 +612,44 @@ impl RunStore for SqliteStore {
                 c,
                 "SELECT id, body FROM runs INDEXED BY runs_waiting
                  WHERE queue = ?1 AND state IN ('scheduled', 'late') AND state = 'scheduled'
-                 AND scheduled_time <= ?2
+                 AND scheduled_time <= ?2 AND infra IS NULL
                  ORDER BY scheduled_time, id LIMIT ?3",
                 &[&queue, &ms(before), &(limit as i64)],
+            )
+        })
+        .await
+    }
+
+    async fn launchable_after(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let after = after.map(|r| (r.state.as_str(), ms(r.scheduled_time), r.id.to_string()));
+        let (state, time, id) = after.unwrap_or(("", i64::MIN, String::new()));
+        self.with(move |c| {
+            runs_where(
+                c,
+                "SELECT id, body FROM runs INDEXED BY runs_launchable
+                 WHERE infra IS NOT NULL AND state IN ('scheduled', 'late') AND scheduled_time <= ?1
+                 AND (state, scheduled_time, id) > (?2, ?3, ?4)
+                 ORDER BY state, scheduled_time, id LIMIT ?5",
+                &[&ms(before), &state, &time, &id, &(limit as i64)],
+            )
+        })
+        .await
+    }
+
+    async fn awaiting_tasks(&self, limit: usize) -> StoreResult<Vec<FlowRun>> {
+        self.with(move |c| {
+            runs_where(
+                c,
+                "SELECT id, body FROM runs INDEXED BY runs_launched_pending
+                 WHERE infra IS NOT NULL AND state = 'pending'
+                 AND json_extract(body, '$.lease.agent_id') LIKE 'launcher:%'
+                 ORDER BY lease_expires LIMIT ?1",
+                &[&(limit as i64)],
             )
         })
         .await
@@ -692,5 +753,74 @@ mod durability_tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "PRAGMA synchronous must be FULL (2), not {sync}");
+    }
+}
+
+#[async_trait]
+impl InfraStore for SqliteStore {
+    async fn put_infra(
+        &self,
+        profile: &InfraProfile,
+        expected_version: Option<u64>,
+    ) -> StoreResult<()> {
+        let body = encode(profile)?;
+        let (name, version) = (profile.name.to_string(), profile.version as i64);
+        self.with(move |c| {
+            let written = match expected_version {
+                None => c.execute(
+                    "INSERT INTO infra (name, version, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO NOTHING",
+                    params![name, version, body],
+                ),
+                Some(v) => c.execute(
+                    "UPDATE infra SET version = ?2, body = ?3 WHERE name = ?1 AND version = ?4",
+                    params![name, version, body, v as i64],
+                ),
+            }
+            .map_err(db_err)?;
+            if written != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "infrastructure profile {name} changed, exists or is gone"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_infra(&self, name: &InfraName) -> StoreResult<Option<InfraProfile>> {
+        let name = name.to_string();
+        self.with(move |c| {
+            Ok(
+                bodies(c, "SELECT name, body FROM infra WHERE name = ?1", &[&name])?
+                    .into_iter()
+                    .next(),
+            )
+        })
+        .await
+    }
+
+    async fn list_infra(&self) -> StoreResult<Vec<InfraProfile>> {
+        self.with(|c| bodies(c, "SELECT name, body FROM infra ORDER BY name", &[]))
+            .await
+    }
+
+    async fn delete_infra(&self, name: &InfraName, expected_version: u64) -> StoreResult<()> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM infra WHERE name = ?1 AND version = ?2",
+                    params![name, expected_version as i64],
+                )
+                .map_err(db_err)?;
+            if n != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "infrastructure profile {name} changed or is gone"
+                )));
+            }
+            Ok(())
+        })
+        .await
     }
 }

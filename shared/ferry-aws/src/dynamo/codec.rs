@@ -8,7 +8,7 @@ use ferry_core::FlowRun;
 use sha2::{Digest, Sha256};
 
 use super::keys::{
-    all_runs_pk, by_deployment_pk, due_pk, due_sk, lease_sk, run_pk, scheduled_sk, shard, LEASE_PK,
+    all_runs_pk, by_deployment_pk, due_entry, lease_sk, run_pk, scheduled_sk, shard, LEASE_PK,
     RUN_SK,
 };
 use super::Item;
@@ -57,9 +57,9 @@ pub(super) fn run_item(run: &FlowRun) -> StoreResult<Item> {
         ("all_pk".into(), s(all_runs_pk(shard(run.id)))),
         ("all_sk".into(), s(sched.clone())),
     ]);
-    if let Some(due) = due_sk(run) {
-        item.insert("due_pk".into(), s(due_pk(&run.work_queue)));
-        item.insert("due_sk".into(), s(due));
+    if let Some((pk, sk)) = due_entry(run) {
+        item.insert("due_pk".into(), s(pk));
+        item.insert("due_sk".into(), s(sk));
     }
     if let (true, Some(lease)) = (run.state.is_held(), &run.lease) {
         item.insert("lease_pk".into(), s(LEASE_PK));

@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 pub(super) const QUEUES: &str = "QUEUES";
 /// Partition of the deployments (sort key: the deployment id, `flow/name`).
 pub(super) const DEPLOYMENTS: &str = "DEPLOYMENTS";
+/// Partition of the infrastructure profiles (sort key: `KIND/NAME`).
+pub(super) const INFRA: &str = "INFRA";
 /// Partition of the concurrency slots (sort key: [`slot_sk`]).
 pub(super) const SLOTS: &str = "SLOTS";
 
@@ -107,6 +109,32 @@ pub(super) fn due_sk(run: &FlowRun) -> Option<String> {
         ms_key(run.scheduled_time),
         run.id
     ))
+}
+
+/// The `due` partition of launched runs waiting for a launcher (never a queue's: agents do not
+/// see them). Sort keys as a queue's ([`due_sk`]).
+pub(super) const LAUNCHABLE_PK: &str = "X#W";
+/// The `due` partition of launched runs held by their launcher until their task takes them
+/// (sort key `<start deadline ms>#<id>`).
+pub(super) const AWAITING_TASK_PK: &str = "X#P";
+
+/// Where a run sits in the `due` index, if anywhere: a waiting run in its queue's partition,
+/// or — a run of a launched deployment — in [`LAUNCHABLE_PK`] while it waits and in
+/// [`AWAITING_TASK_PK`] while its launcher holds it.
+pub(super) fn due_entry(run: &FlowRun) -> Option<(String, String)> {
+    if run.infra.is_none() {
+        return due_sk(run).map(|sk| (due_pk(&run.work_queue), sk));
+    }
+    if let Some(sk) = due_sk(run) {
+        return Some((LAUNCHABLE_PK.to_owned(), sk));
+    }
+    match (&run.lease, run.state) {
+        (Some(lease), StateType::Pending) if run.awaits_task() => Some((
+            AWAITING_TASK_PK.to_owned(),
+            format!("{}#{}", ms_key(lease.expires_at), run.id),
+        )),
+        _ => None,
+    }
 }
 
 /// The upper bound of the `due` range of runs due by `before`: every Late key, then the

@@ -7,9 +7,12 @@
 //! | flow run | `R#<id>` | `R` | `body`, `version`, `state`; `due_*` while waiting, `lease_*` while held, `dep_*`, `all_*`, `slots` |
 //! | idempotency key | `I#<flow/name>#<key>` | `I` | `run_id` |
 //! | concurrency slot | `SLOTS` | slot key | `holders`: string set of run ids |
+//! | infrastructure profile | `INFRA` | `KIND/NAME` | `body`, `version` |
 //!
 //! Indexes (all sparse): `due` (`Q#<queue>` → `L#` or `S#` + `<scheduled ms>#<id>`, Late runs
-//! before Scheduled ones; projection ALL: agents read bodies straight from it), `leases` (`L` → run id, KEYS_ONLY: a heartbeat costs no index
+//! before Scheduled ones; projection ALL: agents read bodies straight from it; runs of launched
+//! deployments sit in `X#W` instead, with the same sort keys, and in `X#P` → `<start deadline
+//! ms>#<id>` while their launcher holds them), `leases` (`L` → run id, KEYS_ONLY: a heartbeat costs no index
 //! write), `horizon` (`H` →
 //! `<next_tick ms>#<id>`, ALL), `by_deployment` (`D#<id>` → `<scheduled ms>#<id>`, KEYS_ONLY)
 //! and `all_runs` (8 shards `A#<n>` → `<scheduled ms>#<id>`, KEYS_ONLY). KEYS_ONLY indexes cost a
@@ -36,6 +39,7 @@ use keys::RUN_SK;
 mod codec;
 mod deployments;
 mod errors;
+mod infra;
 mod keys;
 mod queues;
 mod runs;

@@ -21,10 +21,43 @@ use ferry_core::FlowRun;
 use super::codec::{decode, encode, get_s, n, request_token, run_item, s, slots_of};
 use super::errors::{cancellation_codes, classify, is_condition_failed, reasons_of};
 use super::keys::{
-    all_runs_pk, by_deployment_pk, due_pk, due_sk, due_upper, idempotency_pk, index, run_pk,
-    slot_sk, ALL_SHARDS, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LEASE_PK, RUN_SK, SLOTS,
+    all_runs_pk, by_deployment_pk, due_entry, due_pk, due_upper, idempotency_pk, index, run_pk,
+    slot_sk, ALL_SHARDS, AWAITING_TASK_PK, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LAUNCHABLE_PK,
+    LEASE_PK, RUN_SK, SLOTS,
 };
 use super::{DynamoStore, SortRange};
+
+impl DynamoStore {
+    /// A page of the `due` partition `pk` up to `before` (every `L#` key sorts below `S#`: late
+    /// runs of any time, then scheduled ones due), after the run `after` of the last page.
+    async fn due_page(
+        &self,
+        pk: &str,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let upper = due_upper(before);
+        let start = after.and_then(|r| {
+            let (_, sk) = due_entry(r)?;
+            Some(HashMap::from([
+                ("due_pk".to_owned(), s(pk)),
+                ("due_sk".to_owned(), s(sk)),
+                ("pk".to_owned(), s(run_pk(r.id))),
+                ("sk".to_owned(), s(RUN_SK)),
+            ]))
+        });
+        let range = SortRange {
+            attr: "due_sk",
+            lower: None,
+            upper: &upper,
+        };
+        let items = self
+            .query_index_from(index::DUE, "due_pk", pk, Some(range), start, true, limit)
+            .await?;
+        items.iter().map(decode).collect()
+    }
+}
 
 #[async_trait]
 impl RunStore for DynamoStore {
@@ -363,25 +396,21 @@ impl RunStore for DynamoStore {
         after: Option<&FlowRun>,
         limit: usize,
     ) -> StoreResult<Vec<FlowRun>> {
-        // Every `L#` key sorts below `S#`: late runs of any time, then scheduled ones due.
-        let upper = due_upper(before);
-        let pk = due_pk(queue);
-        let start = after.and_then(|r| {
-            let sk = due_sk(r)?;
-            Some(HashMap::from([
-                ("due_pk".to_owned(), s(pk.clone())),
-                ("due_sk".to_owned(), s(sk)),
-                ("pk".to_owned(), s(run_pk(r.id))),
-                ("sk".to_owned(), s(RUN_SK)),
-            ]))
-        });
-        let range = SortRange {
-            attr: "due_sk",
-            lower: None,
-            upper: &upper,
-        };
+        self.due_page(&due_pk(queue), before, after, limit).await
+    }
+
+    async fn launchable_after(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&FlowRun>,
+        limit: usize,
+    ) -> StoreResult<Vec<FlowRun>> {
+        self.due_page(LAUNCHABLE_PK, before, after, limit).await
+    }
+
+    async fn awaiting_tasks(&self, limit: usize) -> StoreResult<Vec<FlowRun>> {
         let items = self
-            .query_index_from(index::DUE, "due_pk", &pk, Some(range), start, true, limit)
+            .query_index(index::DUE, "due_pk", AWAITING_TASK_PK, None, true, limit)
             .await?;
         items.iter().map(decode).collect()
     }

@@ -107,24 +107,9 @@ impl Ferry {
             }
             return Ok(Claim::Lost);
         };
-        let mut slots = Vec::new();
-        if let Some(q) = queue.filter(|q| q.name == run.work_queue) {
-            if q.paused {
-                return Ok(Claim::Lost);
-            }
-            if let Some(limit) = q.concurrency_limit {
-                slots.push(SlotTake {
-                    key: q.slot_key(),
-                    limit,
-                });
-            }
-        }
-        if let Some(limit) = deployment.spec.concurrency_limit {
-            slots.push(SlotTake {
-                key: deployment.slot_key(),
-                limit,
-            });
-        }
+        let Some(slots) = slot_takes(run, queue, &deployment) else {
+            return Ok(Claim::Lost); // its queue is paused
+        };
         let now = self.now();
         let claimed = transition(
             run,
@@ -146,7 +131,7 @@ impl Ferry {
 
     /// Applies `event` to the run, re-reading on lost races. Returns the stored run, or the
     /// current one unchanged if the event no longer applies (e.g. the run was reaped).
-    async fn apply_event(
+    pub(crate) async fn apply_event(
         &self,
         run: FlowRun,
         event: RunEvent,
@@ -286,6 +271,16 @@ impl Ferry {
     ) -> Result<usize, AppError> {
         let mut reaped = 0;
         for run in self.store.expired_leases(now, 500).await? {
+            // A launched run its task has not taken is the launch supervision's, where this
+            // process has a launcher of its kind (it relaunches rather than crashes).
+            let supervised = run.awaits_task()
+                && run
+                    .infra
+                    .as_ref()
+                    .is_some_and(|i| self.launcher(i.kind()).is_some());
+            if supervised {
+                continue;
+            }
             let agent = run
                 .lease
                 .as_ref()
@@ -328,6 +323,34 @@ impl Ferry {
     }
 }
 
+/// The concurrency slots a claim (or a launch) of `run` must take: its queue's (`queue` as
+/// read, if it is the run's) and its deployment's. `None` when the queue is paused.
+pub(crate) fn slot_takes(
+    run: &FlowRun,
+    queue: Option<&WorkQueue>,
+    deployment: &Deployment,
+) -> Option<Vec<SlotTake>> {
+    let mut slots = Vec::new();
+    if let Some(q) = queue.filter(|q| q.name == run.work_queue) {
+        if q.paused {
+            return None;
+        }
+        if let Some(limit) = q.concurrency_limit {
+            slots.push(SlotTake {
+                key: q.slot_key(),
+                limit,
+            });
+        }
+    }
+    if let Some(limit) = deployment.spec.concurrency_limit {
+        slots.push(SlotTake {
+            key: deployment.slot_key(),
+            limit,
+        });
+    }
+    Some(slots)
+}
+
 /// The next attempt `finished` is owed under `deployment`'s retry policy (none if the
 /// deployment is gone).
 fn owed_retry(
@@ -338,5 +361,7 @@ fn owed_retry(
     let d = deployment?;
     // Validated to at most 7 days at apply.
     let delay = Duration::seconds(d.spec.retry_delay_seconds.min(7 * 86_400) as i64);
-    finished.next_attempt(d.spec.retries, delay, &d.spec.work_queue, now)
+    let mut retry = finished.next_attempt(d.spec.retries, delay, &d.spec.work_queue, now)?;
+    retry.infra = d.spec.infra_block.clone();
+    Some(retry)
 }

@@ -35,6 +35,7 @@ impl Ferry {
                 ));
             }
         }
+        self.check_infra_of(&spec).await?;
         let digest = schedule_digest(&spec);
         let has_active = valid.schedules.iter().any(|s| s.spec().active);
         let (spec, id, digest) = (&spec, &valid.id, &digest);

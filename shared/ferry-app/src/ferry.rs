@@ -2,10 +2,13 @@
 //! by aggregate: `queues`, `deployments`, `flow_runs` (the user's), `agent_runs` (the agent's),
 //! `bundles`, `tick`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use ferry_core::clock::Clock;
+use ferry_core::infra::InfraKind;
+use ferry_core::launch::TaskLauncher;
 use ferry_core::ports::{CodeStore, LogSink, Store};
 
 /// The system clock (the only place the app layer reads time).
@@ -53,6 +56,8 @@ pub struct Ferry {
     clock: Arc<dyn Clock>,
     settings: Settings,
     on_run_created: Option<Arc<dyn Fn() + Send + Sync>>,
+    launchers: BTreeMap<InfraKind, Arc<dyn TaskLauncher>>,
+    launch_env: BTreeMap<String, String>,
 }
 
 impl Ferry {
@@ -70,7 +75,35 @@ impl Ferry {
             clock,
             settings: Settings::default(),
             on_run_created: None,
+            launchers: BTreeMap::new(),
+            launch_env: BTreeMap::new(),
         }
+    }
+
+    /// These use cases launching runs of `kind` profiles with `launcher` (the tick's
+    /// pre-launch, dispatch, and the supervision of launched runs). Runs of a kind without a
+    /// launcher here are left to a process that has one.
+    #[must_use]
+    pub fn with_launcher(mut self, kind: InfraKind, launcher: Arc<dyn TaskLauncher>) -> Self {
+        self.launchers.insert(kind, launcher);
+        self
+    }
+
+    /// These use cases giving every launched task `env` (how to reach this backend: table,
+    /// bucket, region; never secrets).
+    #[must_use]
+    pub fn with_launch_env(self, launch_env: BTreeMap<String, String>) -> Self {
+        Self { launch_env, ..self }
+    }
+
+    /// The launcher of `kind`, if this process has one.
+    pub(crate) fn launcher(&self, kind: InfraKind) -> Option<&Arc<dyn TaskLauncher>> {
+        self.launchers.get(&kind)
+    }
+
+    /// The environment every launched task gets.
+    pub(crate) fn launch_env(&self) -> &BTreeMap<String, String> {
+        &self.launch_env
     }
 
     /// These use cases with `settings` instead of the current ones.

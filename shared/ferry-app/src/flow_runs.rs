@@ -56,6 +56,7 @@ impl Ferry {
             now,
         );
         run.idempotency_key = req.idempotency_key;
+        run.infra = d.spec.infra_block.clone();
         match self.store.insert_run(&run).await? {
             InsertOutcome::Inserted => {
                 tracing::info!(run_id = %run.id, deployment = %run.deployment, "ad-hoc run created");
@@ -106,6 +107,9 @@ impl Ferry {
             })?;
             if !landed(self.store.update_run(&next, run.version).await)? {
                 return Ok(Attempt::Lost);
+            }
+            if next.state == StateType::Cancelled {
+                self.stop_cancelled_task(&run).await;
             }
             Ok(Attempt::Done(next))
         })

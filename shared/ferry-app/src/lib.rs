@@ -16,6 +16,8 @@ mod dto;
 mod error;
 mod ferry;
 mod flow_runs;
+mod infra;
+mod launches;
 mod queues;
 mod retry;
 #[cfg(feature = "testkit")]
@@ -26,4 +28,6 @@ pub use agent_runs::{Claim, Heartbeat};
 pub use dto::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
 pub use error::AppError;
 pub use ferry::{Ferry, Settings, SystemClock};
+pub use infra::InfraOutcome;
+pub use launches::LaunchOutcome;
 pub use tick::{TickFailure, TickReport};

@@ -27,6 +27,12 @@ pub struct TickReport {
     pub reaped: usize,
     /// Stale concurrency-slot holders freed.
     pub slots_swept: usize,
+    /// Runs of launched deployments whose task was started (pre-launch, missed dispatch).
+    #[serde(default)]
+    pub launched: usize,
+    /// Launched runs whose task failed to take them: relaunched, or crashed.
+    #[serde(default)]
+    pub relaunched: usize,
     /// What failed, each with its cause; the tick's other duties went on regardless.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<TickFailure>,
@@ -35,7 +41,7 @@ pub struct TickReport {
 /// One thing a tick could not do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickFailure {
-    /// The duty: `extend`, `mark_late`, `reap` or `sweep_slots`.
+    /// The duty: `extend`, `mark_late`, `reap`, `sweep_slots`, `launch` or `supervise_launch`.
     pub duty: String,
     /// What it was working on (`deployment etl/nightly`, `work queue q`, `flow run <id>`).
     pub subject: String,
@@ -60,7 +66,8 @@ const TICK_PARALLELISM: usize = 16;
 
 impl Ferry {
     /// One tick: extend the horizon of every deployment whose `next_tick_at` has come, mark
-    /// late runs, reap expired leases and sweep stale slot holders. Safe to run concurrently
+    /// late runs, supervise launched runs and launch those due within their launch lead, reap
+    /// expired leases and sweep stale slot holders. Safe to run concurrently
     /// with itself: run ids are deterministic and every write is conditional. A failure of one
     /// deployment, queue or run is recorded in the report and does not stop the other duties.
     pub async fn tick(&self) -> Result<TickReport, AppError> {
@@ -76,6 +83,20 @@ impl Ferry {
             Err(e) => report
                 .failures
                 .push(TickFailure::new("mark_late", "work queues", &e)),
+        }
+        match self.supervise_launches(now, &mut report.failures).await {
+            Ok(n) => report.relaunched = n,
+            Err(e) => {
+                report
+                    .failures
+                    .push(TickFailure::new("supervise_launch", "launched runs", &e))
+            }
+        }
+        match self.launch_due(now, &mut report.failures).await {
+            Ok(n) => report.launched = n,
+            Err(e) => report
+                .failures
+                .push(TickFailure::new("launch", "launch index", &e)),
         }
         match self.reap_expired_leases(now, &mut report.failures).await {
             Ok(n) => report.reaped = n,
@@ -196,6 +217,7 @@ impl Ferry {
                 now,
             );
             run.schedule_digest = Some(d.schedule_digest.clone());
+            run.infra = d.spec.infra_block.clone();
             match self.store.insert_run(&run).await? {
                 InsertOutcome::Inserted => {
                     report.runs_created += 1;

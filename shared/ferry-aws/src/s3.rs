@@ -159,6 +159,9 @@ impl S3CodeStore {
 
 #[async_trait]
 impl CodeStore for S3CodeStore {
+    fn is_remote(&self) -> bool {
+        true
+    }
     async fn upload_target(
         &self,
         digest: &BundleDigest,

@@ -303,6 +303,11 @@ pub struct UploadTarget {
 /// Content-addressed code bundles.
 #[async_trait]
 pub trait CodeStore: Send + Sync {
+    /// Whether bundles live where a task in the cloud can fetch them (S3), not on this
+    /// machine's disk. An ECS profile needs it.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Where a client should upload the bundle `sha256` directly, or `None` to upload it
     /// through the API (`PUT /v1/bundles/{sha256}`).
     async fn upload_target(

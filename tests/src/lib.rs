@@ -2,6 +2,8 @@
 //! `ferry server start --port 0` in a fresh `FERRY_HOME` per test, and runs CLI commands
 //! against it.
 
+pub mod fargate_sim;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -55,6 +55,10 @@ pub enum AwsCmd {
 pub enum AgentCmd {
     /// Poll work queues and run their flow runs until stopped (SIGTERM/Ctrl-C: graceful).
     Start(AgentArgs),
+    /// Run exactly one launched flow run: the command of a task per run (ECS task, local
+    /// process). Exits 0 if the run completed, 1 if it ended otherwise, 3 if there was nothing
+    /// to take (finished, cancelled, or another task's).
+    Execute(ExecuteArgs),
     /// (internal) The process guard an agent starts: kills its flows if the agent dies.
     #[command(hide = true)]
     Guard {
@@ -99,6 +103,27 @@ pub struct AgentArgs {
     pub kill_grace: std::time::Duration,
     /// On shutdown, seconds running runs may go on before they are killed.
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecuteArgs {
+    /// The flow run to take over and run.
+    pub run_id: String,
+    /// The launch this task was started for (a task of an abandoned launch takes nothing).
+    #[arg(long = "launch", default_value_t = 1)]
+    pub launch: u32,
+    /// Agent name shown in the lease (default: host-pid).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds a claim lasts without a heartbeat (heartbeats every sixth of it).
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    pub lease: std::time::Duration,
+    /// Seconds between SIGTERM and SIGKILL when the run is cancelled or times out.
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    pub kill_grace: std::time::Duration,
+    /// On SIGTERM (the task is stopped), seconds the run may go on before it is killed.
+    #[arg(long, default_value = "20", value_parser = parse_seconds)]
     pub shutdown_grace: std::time::Duration,
 }
 

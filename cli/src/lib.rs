@@ -19,9 +19,15 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse_from(args::seed_spellings(std::env::args_os()));
     match commands::dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<commands::agent::Exit>() {
+            Some(exit) => {
+                eprintln!("{}", exit.message);
+                ExitCode::from(exit.code)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

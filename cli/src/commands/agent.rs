@@ -1,11 +1,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use ferry_agent::{Agent, AgentConfig, ProcessGuard};
+use ferry_agent::{Agent, AgentConfig, OneShotEnd, ProcessGuard};
 use ferry_app::{Ferry, Settings};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{AgentArgs, AgentCmd};
+use crate::args::{AgentArgs, AgentCmd, ExecuteArgs};
 use crate::server::{backend, build_ferry, ferry_home, init_tracing, shutdown_signal};
 
 fn default_name() -> String {
@@ -62,16 +62,96 @@ fn spawn_guard(kill_grace: std::time::Duration) -> Result<ProcessGuard> {
 
 /// Sets the lease length on the agent's use cases.
 pub(crate) fn with_lease(ferry: Ferry, args: &AgentArgs) -> Result<Ferry> {
+    lease_of(ferry, args.lease)
+}
+
+fn lease_of(ferry: Ferry, lease: std::time::Duration) -> Result<Ferry> {
     let settings = Settings {
-        lease: chrono::Duration::from_std(args.lease)?,
+        lease: chrono::Duration::from_std(lease)?,
         ..ferry.settings().clone()
     };
     Ok(ferry.with_settings(settings))
 }
 
+/// `ferry agent execute RUN_ID`: one launched run, then exit (0 Completed, 1 otherwise, 3
+/// nothing to take).
+async fn execute(args: ExecuteArgs) -> Result<()> {
+    let id: ferry_core::RunId = args
+        .run_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("RUN_ID: {e}"))?;
+    anyhow::ensure!(args.launch >= 1, "--launch: must be at least 1");
+    anyhow::ensure!(
+        args.lease.as_secs_f64() >= 3.0,
+        "--lease: must be at least 3 seconds"
+    );
+    init_tracing();
+    let home = ferry_home()?;
+    let cfg = AgentConfig {
+        queues: Vec::new(),
+        limit: 1,
+        poll_interval: std::time::Duration::from_millis(500),
+        prefetch: std::time::Duration::ZERO,
+        name: args.name.clone().unwrap_or_else(default_name),
+        work_dir: home.join("work"),
+        cache_dir: home.join("cache").join("bundles"),
+        python: std::env::var("FERRY_PYTHON")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".into()),
+        kill_grace: args.kill_grace,
+        shutdown_grace: args.shutdown_grace,
+        heartbeat_every: args.lease / 6,
+        guard: Some(Arc::new(spawn_guard(args.kill_grace)?)),
+    };
+    let ferry = lease_of(build_ferry(backend()?).await?, args.lease)?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    let end = ferry_agent::execute_launched(ferry, cfg, id, args.launch, shutdown).await?;
+    match end {
+        OneShotEnd::NothingToDo(why) => Err(Exit {
+            code: 3,
+            message: format!("nothing to do: {why}"),
+        }
+        .into()),
+        OneShotEnd::Ran(run) if run.state == ferry_core::StateType::Completed => {
+            println!("Run {} completed", run.id);
+            Ok(())
+        }
+        OneShotEnd::Ran(run) => Err(Exit {
+            code: 1,
+            message: format!(
+                "run {} ended {}{}",
+                run.id,
+                run.state,
+                run.state_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+        }
+        .into()),
+    }
+}
+
+/// An error that ends the CLI with its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    /// The process exit code.
+    pub code: u8,
+    /// What is printed.
+    pub message: String,
+}
+
 pub async fn run(cmd: AgentCmd) -> Result<()> {
     let args = match cmd {
         AgentCmd::Start(args) => args,
+        AgentCmd::Execute(args) => return execute(args).await,
         AgentCmd::Guard { kill_grace } => {
             ferry_agent::guard::serve(std::io::stdin().lock(), kill_grace);
             return Ok(());

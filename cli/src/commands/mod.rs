@@ -1,4 +1,4 @@
-mod agent;
+pub(crate) mod agent;
 mod deployment;
 mod flow_run;
 mod queue;

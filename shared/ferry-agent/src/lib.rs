@@ -8,7 +8,9 @@ mod agent;
 mod bundle_cache;
 pub mod guard;
 mod lifecycle;
+mod one_shot;
 pub mod process;
 
 pub use agent::{Agent, AgentConfig, AgentReport};
 pub use guard::ProcessGuard;
+pub use one_shot::{execute_launched, OneShotEnd};

@@ -26,6 +26,15 @@ pub enum Claim {
     SlotFull(ferry_core::slot::SlotKey),
 }
 
+/// Result of `ferry agent execute`'s take-over of a launched run.
+#[derive(Debug)]
+pub enum TakeOver {
+    /// The run is ours now: the stored run and its deployment.
+    Taken(Box<FlowRun>, Box<Deployment>),
+    /// Nothing to take, and why (finished, cancelled, taken by another task, relaunched).
+    NothingToDo(String),
+}
+
 /// Result of a heartbeat.
 #[derive(Debug)]
 pub enum Heartbeat {
@@ -184,6 +193,44 @@ impl Ferry {
         })
     }
 
+    /// Takes over the launched run `id` for `agent_id`, as the task started for its launch
+    /// `attempt`: a conditional write, legal only while that launch still holds the run. A
+    /// second task for the same run, a task of an abandoned launch, or a run already cancelled
+    /// or finished gets [`TakeOver::NothingToDo`] with the reason, and nothing is written.
+    pub async fn take_over(
+        &self,
+        id: ferry_core::RunId,
+        attempt: u32,
+        agent_id: &str,
+    ) -> Result<TakeOver, AppError> {
+        let run = self
+            .store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| AppError::not_found("flow run", id))?;
+        if let Some(why) = not_takeable(&run, attempt) {
+            return Ok(TakeOver::NothingToDo(why));
+        }
+        let Some(deployment) = self.store.get_deployment(&run.deployment).await? else {
+            return Ok(TakeOver::NothingToDo(format!(
+                "run {id}'s deployment {} was deleted",
+                run.deployment
+            )));
+        };
+        let event = RunEvent::TakeOver {
+            attempt,
+            lease: self.lease_for(agent_id, self.now()),
+        };
+        let (r, applied) = self.apply_event(run, event).await?;
+        if !applied {
+            let why = not_takeable(&r, attempt)
+                .unwrap_or_else(|| format!("run {id} changed while it was being taken"));
+            return Ok(TakeOver::NothingToDo(why));
+        }
+        tracing::info!(run_id = %id, attempt, agent = agent_id, "launched run taken over");
+        Ok(TakeOver::Taken(Box::new(r), Box::new(deployment)))
+    }
+
     /// Marks a claimed run Running. `Ok(None)`: it was cancelled or reaped meanwhile.
     pub async fn start(
         &self,
@@ -321,6 +368,31 @@ impl Ferry {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Why launch `attempt`'s task cannot take `run`, if it cannot.
+fn not_takeable(run: &FlowRun, attempt: u32) -> Option<String> {
+    let id = run.id;
+    if run.state.is_terminal() {
+        return Some(format!("run {id} is already {}: nothing to do", run.state));
+    }
+    let Some(launch) = &run.launch else {
+        return Some(format!("run {id} was not launched for a task (it is {})", run.state));
+    };
+    if launch.attempt != attempt {
+        return Some(format!(
+            "run {id} belongs to launch {} now, not to launch {attempt} (this task started too late, or was replaced)",
+            launch.attempt
+        ));
+    }
+    if !run.awaits_task() {
+        let holder = run.lease.as_ref().map_or("nobody", |l| l.agent_id.as_str());
+        return Some(format!(
+            "run {id} is {} and held by {holder}: another task took it",
+            run.state
+        ));
+    }
+    None
 }
 
 /// The concurrency slots a claim (or a launch) of `run` must take: its queue's (`queue` as

@@ -159,9 +159,12 @@ impl Ferry {
                 run.work_queue
             )));
         };
+        // A run given back by its task (the task shut down before starting it) is launched
+        // anew: a new launch number, so the launcher's idempotency token is new too.
+        let attempt = run.launch.as_ref().map_or(1, |l| l.attempt + 1);
         let launch = Launch {
             infra: name.clone(),
-            attempt: 1,
+            attempt,
             task: None,
             launched_at: now,
             start_deadline: run.scheduled_time.max(now) + profile.start_timeout(),

@@ -24,7 +24,7 @@ mod retry;
 pub mod testkit;
 mod tick;
 
-pub use agent_runs::{Claim, Heartbeat};
+pub use agent_runs::{Claim, Heartbeat, TakeOver};
 pub use dto::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
 pub use error::AppError;
 pub use ferry::{Ferry, Settings, SystemClock};

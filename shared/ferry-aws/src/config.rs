@@ -42,6 +42,12 @@ pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client 
     aws_sdk_dynamodb::Client::new(sdk)
 }
 
+/// An ECS client from the shared configuration (endpoint from `AWS_ENDPOINT_URL_ECS` or
+/// `AWS_ENDPOINT_URL`, like the other clients).
+pub fn ecs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::new(sdk)
+}
+
 /// An S3 client from the shared configuration (path-style addressing, which emulators and
 /// custom endpoints need).
 pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {

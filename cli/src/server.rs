@@ -34,7 +34,8 @@ pub fn aws_config() -> Result<ferry_aws::AwsConfig> {
     Ok(ferry_aws::AwsConfig::from_env()?)
 }
 
-/// The use cases over `backend` (see [`backend`]).
+/// The use cases over `backend` (see [`backend`]); on AWS they launch `ecs/NAME` runs as ECS
+/// tasks.
 pub async fn build_ferry(backend: Backend) -> Result<Ferry> {
     if backend == Backend::Embedded {
         return embedded_ferry();
@@ -49,7 +50,9 @@ pub async fn build_ferry(backend: Backend) -> Result<Ferry> {
     )
     .await?;
     let a = cfg.adapters(&sdk);
-    Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock)))
+    Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock))
+        .with_launcher(ferry_core::infra::InfraKind::Ecs, a.ecs)
+        .with_launch_env(a.launch_env))
 }
 
 /// The use cases over the embedded adapters under FERRY_HOME.

@@ -113,7 +113,10 @@ impl AwsConfig {
     }
 
     /// The environment of a launched task (see [`Adapters::launch_env`]).
-    fn launch_env(&self, sdk: &aws_config::SdkConfig) -> std::collections::BTreeMap<String, String> {
+    fn launch_env(
+        &self,
+        sdk: &aws_config::SdkConfig,
+    ) -> std::collections::BTreeMap<String, String> {
         let mut env = std::collections::BTreeMap::from([
             ("FERRY_BACKEND".to_owned(), "aws".to_owned()),
             ("FERRY_TABLE".to_owned(), self.table.clone()),

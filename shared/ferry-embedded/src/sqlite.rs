@@ -824,4 +824,3 @@ mod durability_tests {
         assert_eq!(sync, 2, "PRAGMA synchronous must be FULL (2), not {sync}");
     }
 }
-

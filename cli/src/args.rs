@@ -221,6 +221,8 @@ pub enum QueueCmd {
     },
 }
 
+// Parsed once per process: boxing `Create` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum InfraCmd {
     /// Create an infrastructure profile, or replace its settings (`ecs/NAME` needs --cluster,

@@ -21,6 +21,9 @@ pub enum Command {
     /// Deployments: build, apply, list, run.
     #[command(subcommand)]
     Deployment(DeploymentCmd),
+    /// Infrastructure profiles: where launched deployments run a task per flow run.
+    #[command(subcommand)]
+    Infra(InfraCmd),
     /// Flow runs: list, inspect, cancel.
     #[command(subcommand, name = "flow-run")]
     FlowRun(FlowRunCmd),
@@ -215,6 +218,78 @@ pub enum QueueCmd {
         hours: u32,
         #[command(flatten)]
         out: JsonFlag,
+    },
+}
+
+// Parsed once per process: boxing `Create` would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum InfraCmd {
+    /// Create an infrastructure profile, or replace its settings (`ecs/NAME` needs --cluster,
+    /// --task-definition and --subnet; `process/NAME` takes none of the ECS flags).
+    #[command(
+        after_help = "Examples:\n  ferry infra create ecs/prod --cluster ferry --task-definition ferry-agent:3 --subnet subnet-a,subnet-b --security-group sg-1 --capacity-provider FARGATE_SPOT:3,FARGATE:1:1 --cpu 512 --memory 1024\n  ferry infra create process/local --launch-lead 5s --max-launches 2"
+    )]
+    Create {
+        /// `ecs/NAME` (an ECS task per run) or `process/NAME` (a local process per run).
+        name: String,
+        /// ECS cluster name or ARN.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Task definition, `FAMILY` (latest active revision) or `FAMILY:REV`.
+        #[arg(long)]
+        task_definition: Option<String>,
+        /// Subnet id (repeatable, or comma-separated).
+        #[arg(long = "subnet", value_delimiter = ',')]
+        subnets: Vec<String>,
+        /// Security group id (repeatable, or comma-separated).
+        #[arg(long = "security-group", value_delimiter = ',')]
+        security_groups: Vec<String>,
+        /// Give each task a public IP (a public subnet without a NAT gateway needs one).
+        #[arg(long)]
+        assign_public_ip: bool,
+        /// Capacity provider `FARGATE|FARGATE_SPOT[:WEIGHT[:BASE]]` (repeatable, or
+        /// comma-separated); none = launch type FARGATE.
+        #[arg(long = "capacity-provider", value_delimiter = ',')]
+        capacity_providers: Vec<String>,
+        /// Task CPU units (256, 512, 1024, ...; default: the task definition's).
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// Task memory in MiB (default: the task definition's).
+        #[arg(long)]
+        memory: Option<u32>,
+        /// Container of the task definition that runs `ferry` (default `ferry`).
+        #[arg(long)]
+        container: Option<String>,
+        /// Launch scheduled runs this long before they are due (default 90s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        launch_lead: Option<std::time::Duration>,
+        /// Launch again when a task has not taken its run this long after its launch
+        /// (default 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        start_timeout: Option<std::time::Duration>,
+        /// Launches of one run (first + relaunches) before it ends Crashed (default 3).
+        #[arg(long)]
+        max_launches: Option<u32>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List infrastructure profiles.
+    Ls {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show an infrastructure profile and the deployments that use it.
+    Inspect {
+        /// `ecs/NAME` or `process/NAME`.
+        name: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Delete an infrastructure profile no deployment uses.
+    Delete {
+        /// `ecs/NAME` or `process/NAME`.
+        name: String,
     },
 }
 

@@ -73,6 +73,12 @@ impl Client {
         ))
     }
 
+    /// `DELETE path`, for routes that answer without a body (204).
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, path)).await?;
+        Ok(())
+    }
+
     pub async fn exists(&self, path: &str) -> Result<bool> {
         let resp = self
             .request(Method::HEAD, path)

@@ -225,6 +225,20 @@ fn print_deployment(d: &Deployment) -> Result<()> {
     println!("id:              {}", d.id);
     println!("revision:        {}", d.revision);
     println!("work queue:      {}", d.spec.work_queue);
+    if let Some(b) = &d.spec.infra_block {
+        println!("infra block:     {b}");
+    }
+    if !d.spec.infra_overrides.is_empty() {
+        let pairs: BTreeMap<String, serde_json::Value> = d.spec.infra_overrides.clone().into();
+        let pairs: Vec<String> = pairs
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        println!("overrides:       {}", pairs.join(", "));
+    }
     println!("entrypoint:      {}", d.spec.entrypoint);
     if let Some(b) = &d.spec.bundle {
         println!("bundle:          sha256 {} ({} bytes)", b.sha256, b.size);
@@ -252,12 +266,23 @@ pub async fn run(cmd: DeploymentCmd) -> Result<()> {
                 return output::json(&ds);
             }
             output::table(
-                &["DEPLOYMENT", "QUEUE", "SCHEDULE", "PAUSED", "VERSION"],
+                &[
+                    "DEPLOYMENT",
+                    "QUEUE",
+                    "INFRA",
+                    "SCHEDULE",
+                    "PAUSED",
+                    "VERSION",
+                ],
                 ds.iter()
                     .map(|d| {
                         vec![
                             d.id.to_string(),
                             d.spec.work_queue.to_string(),
+                            d.spec
+                                .infra_block
+                                .as_ref()
+                                .map_or_else(|| "-".into(), |b| b.to_string()),
                             schedule_summary(d),
                             if d.spec.paused { "yes" } else { "no" }.into(),
                             d.spec.version.clone().unwrap_or_else(|| "-".into()),

@@ -1,6 +1,7 @@
 pub(crate) mod agent;
 mod deployment;
 mod flow_run;
+mod infra;
 mod queue;
 mod schedule;
 mod watch;
@@ -20,6 +21,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::WorkQueue(cmd) => queue::run(cmd).await,
         Command::Deployment(cmd) => deployment::run(cmd).await,
         Command::FlowRun(cmd) => flow_run::run(cmd).await,
+        Command::Infra(cmd) => infra::run(cmd).await,
         Command::Schedule(cmd) => schedule::run(cmd),
         Command::Agent(cmd) => agent::run(cmd).await,
         Command::Dev(args) => crate::server::dev(args).await,

@@ -2,8 +2,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_app::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
+use ferry_app::{ApplyOutcome, InfraOutcome, PreviewItem, QueuePatch, RunRequest};
 use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::infra::{InfraKind, InfraName, InfraProfile, InfraSpec};
 use ferry_core::ports::{LogPage, RunFilter};
 use ferry_core::{Deployment, DeploymentSpec, FlowRun, StateType, WorkQueue};
 use serde::{Deserialize, Serialize};
@@ -248,6 +249,76 @@ pub(crate) async fn create_run(
         StatusCode::OK
     };
     Ok((status, Json(run)))
+}
+
+// ------------------------------------------------------------------ infrastructure profiles
+
+/// The profile named by the path `/v1/infra/{kind}/{name}`; a bad segment is a 400 naming it.
+fn infra_name(kind: &str, name: &str) -> ApiResult<InfraName> {
+    let kind = match kind {
+        "ecs" => InfraKind::Ecs,
+        "process" => InfraKind::Process,
+        other => {
+            return Err(ApiError::BadRequest {
+                field: "kind".into(),
+                message: format!(
+                    "kind: {other:?} is not a profile kind: use /v1/infra/ecs/NAME (an ECS task per run) or /v1/infra/process/NAME (a local process per run)"
+                ),
+            })
+        }
+    };
+    InfraName::new(kind, name).map_err(|e| ApiError::BadRequest {
+        field: "name".into(),
+        message: format!("name: {}", e.message),
+    })
+}
+
+#[utoipa::path(put, path = "/v1/infra/{kind}/{name}",
+    params(("kind" = InfraKind, Path), ("name" = String, Path)), request_body = InfraSpec,
+    responses((status = 201, body = InfraOutcome, description = "created"),
+              (status = 200, body = InfraOutcome, description = "replaced or unchanged"),
+              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 413, body = ErrorBody)))]
+pub(crate) async fn put_infra(
+    State(s): State<ApiState>,
+    PathParams((kind, name)): PathParams<(String, String)>,
+    JsonBody(spec): JsonBody<InfraSpec>,
+) -> ApiResult<(StatusCode, Json<InfraOutcome>)> {
+    let out = s.ferry.put_infra(&infra_name(&kind, &name)?, spec).await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)))
+}
+
+#[utoipa::path(get, path = "/v1/infra", responses((status = 200, body = Vec<InfraProfile>)))]
+pub(crate) async fn list_infra(State(s): State<ApiState>) -> ApiResult<Json<Vec<InfraProfile>>> {
+    Ok(Json(s.ferry.list_infra().await?))
+}
+
+#[utoipa::path(get, path = "/v1/infra/{kind}/{name}",
+    params(("kind" = InfraKind, Path), ("name" = String, Path)),
+    responses((status = 200, body = InfraProfile), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_infra(
+    State(s): State<ApiState>,
+    PathParams((kind, name)): PathParams<(String, String)>,
+) -> ApiResult<Json<InfraProfile>> {
+    Ok(Json(s.ferry.get_infra(&infra_name(&kind, &name)?).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/infra/{kind}/{name}",
+    params(("kind" = InfraKind, Path), ("name" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "deployments still use the profile (they are named)")))]
+pub(crate) async fn delete_infra(
+    State(s): State<ApiState>,
+    PathParams((kind, name)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    s.ferry.delete_infra(&infra_name(&kind, &name)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ------------------------------------------------------------------ flow runs

@@ -104,6 +104,10 @@ impl std::str::FromStr for Backend {
         handlers::pause_deployment,
         handlers::resume_deployment,
         handlers::create_run,
+        handlers::list_infra,
+        handlers::put_infra,
+        handlers::get_infra,
+        handlers::delete_infra,
         handlers::list_runs,
         handlers::get_run,
         handlers::cancel_run,
@@ -113,7 +117,7 @@ impl std::str::FromStr for Backend {
         handlers::bundle_upload_url,
         handlers::get_bundle,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, ferry_core::infra::InfraKind)),
     modifiers(&AnyRouteErrors)
 )]
 pub struct ApiDoc;
@@ -217,6 +221,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/deployments/{flow}/{name}/pause", post(pause_deployment))
         .route("/deployments/{flow}/{name}/resume", post(resume_deployment))
         .route("/deployments/{flow}/{name}/runs", post(create_run))
+        .route("/infra", get(list_infra))
+        .route(
+            "/infra/{kind}/{name}",
+            get(get_infra).put(put_infra).delete(delete_infra),
+        )
         .route("/flow-runs", get(list_runs))
         .route("/flow-runs/{id}", get(get_run))
         .route("/flow-runs/{id}/cancel", post(cancel_run))

@@ -398,3 +398,241 @@ async fn a_bad_value_in_a_json_body_is_a_400_naming_its_field_and_nothing_is_wri
     let listed = app.call("GET", "/v1/deployments", None).await;
     assert_eq!(listed.body, json!([]), "nothing was written");
 }
+
+// ------------------------------------------------------------------ infrastructure profiles
+
+#[tokio::test]
+async fn a_process_profile_is_created_replaced_read_listed_and_deleted() {
+    let app = app().await;
+    let spec = json!({"launch_lead_seconds": 30, "start_timeout_seconds": 60, "max_launches": 2});
+    let a = app
+        .call("PUT", "/v1/infra/process/local", Some(spec.clone()))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    assert_eq!(a.body["created"], true);
+    assert_eq!(a.body["profile"]["name"], "process/local");
+    assert_eq!(a.body["profile"]["version"], 1);
+    assert_eq!(a.body["profile"]["spec"]["launch_lead_seconds"], 30);
+
+    let again = app.call("PUT", "/v1/infra/process/local", Some(spec)).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+    assert_eq!(
+        (again.body["created"].clone(), again.body["changed"].clone()),
+        (json!(false), json!(false))
+    );
+    assert_eq!(again.body["profile"]["version"], 1);
+
+    let replaced = app
+        .call(
+            "PUT",
+            "/v1/infra/process/local",
+            Some(json!({"max_launches": 5})),
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{:?}", replaced.body);
+    assert_eq!(replaced.body["changed"], true);
+    assert_eq!(replaced.body["profile"]["version"], 2);
+    // Replaced whole: what the body left out is back to its default.
+    assert_eq!(replaced.body["profile"]["spec"]["launch_lead_seconds"], 90);
+
+    let got = app.call("GET", "/v1/infra/process/local", None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body, replaced.body["profile"]);
+    let listed = app.call("GET", "/v1/infra", None).await;
+    assert_eq!(listed.body, json!([replaced.body["profile"]]));
+
+    let deleted = app.call("DELETE", "/v1/infra/process/local", None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    let gone = app.call("GET", "/v1/infra/process/local", None).await;
+    assert_error_shape(&gone, StatusCode::NOT_FOUND, "not_found");
+    assert!(gone.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("process/local"));
+    let again = app.call("DELETE", "/v1/infra/process/local", None).await;
+    assert_error_shape(&again, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(app.call("GET", "/v1/infra", None).await.body, json!([]));
+}
+
+#[tokio::test]
+async fn a_bad_profile_path_is_a_400_naming_the_segment_and_the_fix() {
+    let app = app().await;
+    for (method, uri, field, says) in [
+        ("GET", "/v1/infra/k8s/prod", "kind", "/v1/infra/ecs/NAME"),
+        ("DELETE", "/v1/infra/lambda/prod", "kind", "process/NAME"),
+        (
+            "PUT",
+            "/v1/infra/process/-x",
+            "name",
+            "starting with a letter",
+        ),
+        ("GET", "/v1/infra/process/a%20b", "name", "letters, digits"),
+    ] {
+        let body = (method == "PUT").then(|| json!({}));
+        let a = app.call(method, uri, body).await;
+        assert_error_shape(&a, StatusCode::BAD_REQUEST, "invalid");
+        assert_eq!(a.body["field"], field, "{uri}: {:?}", a.body);
+        let message = a.body["message"].as_str().unwrap();
+        assert!(message.contains(says), "{uri}: {message}");
+    }
+    assert_eq!(app.call("GET", "/v1/infra", None).await.body, json!([]));
+}
+
+#[tokio::test]
+async fn a_bad_profile_body_is_a_400_naming_its_field_and_nothing_is_written() {
+    let app = app().await;
+    let cases = [
+        (
+            "/v1/infra/process/local",
+            json!({"launch_lead": 30}),
+            "launch_lead",
+            "unknown field",
+        ),
+        (
+            "/v1/infra/process/local",
+            json!({"start_timeout_seconds": 1}),
+            "start_timeout_seconds",
+            "10-3600",
+        ),
+        (
+            "/v1/infra/process/local",
+            json!({"ecs": {"cluster": "c", "task_definition": "t", "subnets": ["s"]}}),
+            "ecs",
+            "process profile",
+        ),
+        (
+            "/v1/infra/ecs/prod",
+            json!({"ecs": {"cluster": "c", "task_definition": "t", "subnet": ["s"]}}),
+            "ecs.subnet",
+            "unknown field",
+        ),
+        // The embedded backend keeps bundles on its disk: an ECS task could not fetch them.
+        (
+            "/v1/infra/ecs/prod",
+            json!({"ecs": {"cluster": "c", "task_definition": "t", "subnets": ["s"]}}),
+            "ecs",
+            "FERRY_BACKEND=aws",
+        ),
+    ];
+    for (uri, body, field, says) in cases {
+        let a = app.call("PUT", uri, Some(body)).await;
+        assert_error_shape(&a, StatusCode::BAD_REQUEST, "invalid");
+        assert_eq!(a.body["field"], field, "{uri}: {:?}", a.body);
+        let message = a.body["message"].as_str().unwrap();
+        assert!(message.contains(says), "{uri}: {message}");
+    }
+    let huge = json!({"ecs": {"cluster": "x".repeat(ferry_api::MAX_JSON_BODY_BYTES + 1)}});
+    let a = app.call("PUT", "/v1/infra/ecs/prod", Some(huge)).await;
+    assert_error_shape(&a, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert_eq!(app.call("GET", "/v1/infra", None).await.body, json!([]));
+}
+
+#[tokio::test]
+async fn a_profile_in_use_is_not_deleted_and_the_409_names_the_deployment() {
+    let app = app().await;
+    let missing = app
+        .call(
+            "PUT",
+            "/v1/deployments",
+            Some(
+                json!({"flow": "etl", "name": "daily", "entrypoint": "run.sh",
+                        "infra_block": "process/local"}),
+            ),
+        )
+        .await;
+    assert_error_shape(&missing, StatusCode::BAD_REQUEST, "invalid");
+    assert_eq!(missing.body["field"], "infra_block");
+    assert!(missing.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("ferry infra create process/local"));
+
+    let a = app
+        .call("PUT", "/v1/infra/process/local", Some(json!({})))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let d = app
+        .call(
+            "PUT",
+            "/v1/deployments",
+            Some(
+                json!({"flow": "etl", "name": "daily", "entrypoint": "run.sh",
+                        "infra_block": "process/local",
+                        "infra_overrides": {"env.MODE": "fast"}}),
+            ),
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::CREATED, "{:?}", d.body);
+    assert_eq!(d.body["deployment"]["spec"]["infra_block"], "process/local");
+    assert_eq!(
+        d.body["deployment"]["spec"]["infra_overrides"],
+        json!({"env.MODE": "fast"})
+    );
+
+    let refused = app.call("DELETE", "/v1/infra/process/local", None).await;
+    assert_error_shape(&refused, StatusCode::CONFLICT, "conflict");
+    assert!(refused.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("etl/daily"));
+    let still = app.call("GET", "/v1/infra/process/local", None).await;
+    assert_eq!(still.status, StatusCode::OK);
+}
+
+#[test]
+fn the_openapi_document_has_the_profile_routes_with_their_answers() {
+    let doc = openapi();
+    let item = &doc["paths"]["/v1/infra/{kind}/{name}"];
+    for (method, statuses) in [
+        ("put", &["200", "201", "400", "409", "413"][..]),
+        ("get", &["200", "400", "404"][..]),
+        ("delete", &["204", "400", "404", "409"][..]),
+    ] {
+        for status in statuses {
+            assert!(
+                item[method]["responses"].get(*status).is_some(),
+                "{method} /v1/infra/{{kind}}/{{name}} does not document {status}"
+            );
+        }
+    }
+    assert!(doc["paths"]["/v1/infra"]["get"].is_object());
+    for schema in [
+        "InfraKind",
+        "InfraSpec",
+        "InfraProfile",
+        "InfraOutcome",
+        "EcsTarget",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema} is not in the document"
+        );
+    }
+}
+
+#[test]
+fn every_schema_reference_of_the_openapi_document_resolves() {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = openapi();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 20, "only {} references", found.len());
+    for r in found {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or(&r);
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "{r} points at no schema"
+        );
+    }
+}

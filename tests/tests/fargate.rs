@@ -165,8 +165,7 @@ fn a_container_killed_mid_run_ends_crashed_and_its_retry_completes_on_aws() {
         "{crashed}"
     );
     let retry = f.s.wait_for(LONG, || {
-        let runs =
-            f.s.json(&["flow-run", "ls", "--deployment", "flow/ecs", "--json"]);
+        let runs = f.s.json(&["flow-run", "ls", "--deployment", "flow/ecs"]);
         runs.as_array()
             .unwrap()
             .iter()

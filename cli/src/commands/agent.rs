@@ -92,7 +92,12 @@ async fn execute(args: ExecuteArgs) -> Result<()> {
         limit: 1,
         poll_interval: std::time::Duration::from_millis(500),
         prefetch: std::time::Duration::ZERO,
-        name: args.name.clone().unwrap_or_else(default_name),
+        // host-pid is not unique in containers (pid 1, and the host's name on host
+        // networking): the run and launch make it so.
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-run-{id}-launch-{}", default_name(), args.launch)),
         work_dir: home.join("work"),
         cache_dir: home.join("cache").join("bundles"),
         python: std::env::var("FERRY_PYTHON")

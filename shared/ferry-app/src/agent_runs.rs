@@ -377,7 +377,10 @@ fn not_takeable(run: &FlowRun, attempt: u32) -> Option<String> {
         return Some(format!("run {id} is already {}: nothing to do", run.state));
     }
     let Some(launch) = &run.launch else {
-        return Some(format!("run {id} was not launched for a task (it is {})", run.state));
+        return Some(format!(
+            "run {id} was not launched for a task (it is {})",
+            run.state
+        ));
     };
     if launch.attempt != attempt {
         return Some(format!(

@@ -253,6 +253,13 @@ cmd_start() {
         fi
         sleep 0.25
     done
+    # moto advances an ECS task one state per DescribeTasks by default (RUNNING → … → STOPPED
+    # after four calls) and never reports real exits. Freeze that: a task stays as it is until
+    # StopTask, which the Fargate simulator calls when its container exits (tests/src/fargate_sim.rs).
+    curl -fsS -X POST -o /dev/null \
+        -d '{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000000}}' \
+        "http://127.0.0.1:$MOTO_PORT/moto-api/state-manager/set-transition" \
+        || die "cannot set moto's ECS task transition (moto on 127.0.0.1:$MOTO_PORT)"
     info "ready: DynamoDB Local on 127.0.0.1:$DDB_PORT, moto on 127.0.0.1:$MOTO_PORT"
 }
 

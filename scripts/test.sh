@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Ferry's whole test suite on a fresh machine: installs and starts the AWS emulators
-# (DynamoDB Local + moto, scripts/emulators.sh), builds the binary, then runs every unit,
+# (DynamoDB Local + moto, scripts/emulators.sh), installs podman and builds the agent image
+# (scripts/agent-image.sh), builds the binary, then runs every unit,
 # property, conformance and end-to-end test of the workspace — embedded and AWS backends —
 # with nextest when installed, else cargo test; then validates the OpenAPI document and fuzzes
 # the API from it (scripts/api-fuzz.sh). The emulators are stopped at the end.
@@ -52,8 +53,14 @@ export FERRY_EMULATORS=1
 ./scripts/emulators.sh status >&2 \
     || die "the AWS emulators are not up (scripts/emulators.sh status above): the ignored tests need them"
 
+# The agent image (podman from Debian's packages, a base image made of Debian packages — no
+# registry is reachable here), with this build's binary: the Fargate simulator runs launched
+# tasks as real containers of it (tests/src/fargate_sim.rs).
+./scripts/agent-image.sh install
+./scripts/agent-image.sh base
 cargo build --locked -p ferry-cli --bin ferry
 export FERRY_BIN="$PWD/target/debug/ferry"
+./scripts/agent-image.sh build
 
 if have_nextest; then
     cargo nextest run --locked --workspace --profile ci --run-ignored all

@@ -34,7 +34,8 @@ pub fn aws_config() -> Result<ferry_aws::AwsConfig> {
     Ok(ferry_aws::AwsConfig::from_env()?)
 }
 
-/// The use cases over `backend` (see [`backend`]).
+/// The use cases over `backend` (see [`backend`]); on AWS they launch `ecs/NAME` runs as ECS
+/// tasks.
 pub async fn build_ferry(backend: Backend) -> Result<Ferry> {
     if backend == Backend::Embedded {
         return embedded_ferry();
@@ -49,7 +50,9 @@ pub async fn build_ferry(backend: Backend) -> Result<Ferry> {
     )
     .await?;
     let a = cfg.adapters(&sdk);
-    Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock)))
+    Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock))
+        .with_launcher(ferry_core::infra::InfraKind::Ecs, a.ecs)
+        .with_launch_env(a.launch_env))
 }
 
 /// The use cases over the embedded adapters under FERRY_HOME.
@@ -120,18 +123,31 @@ async fn serve(
     agent: Option<AgentConfig>,
 ) -> Result<()> {
     ferry.ensure_default_queue().await?;
+    let ferry = with_launchers(ferry)?;
     let shutdown = CancellationToken::new();
-    let (ferry, agent_task) = match agent {
+    // Runs created through this process's API wake the tick (it launches those of launched
+    // deployments at once) and the in-process agent, if any.
+    let tick_wake = Arc::new(tokio::sync::Notify::new());
+    let (agent, agent_wake) = match agent {
         Some(cfg) => {
             let a = Agent::new(ferry.clone(), cfg);
             let wake = a.waker();
-            // Runs created through this process's API wake the agent at once.
-            let ferry = ferry.with_on_run_created(move || wake.notify_one());
-            let stop = shutdown.clone();
-            (ferry, Some(tokio::spawn(async move { a.run(stop).await })))
+            (Some(a), Some(wake))
         }
-        None => (ferry, None),
+        None => (None, None),
     };
+    let wake = tick_wake.clone();
+    let ferry = ferry.with_on_run_created(move || {
+        wake.notify_one();
+        if let Some(w) = &agent_wake {
+            w.notify_one();
+        }
+    });
+    let agent_task = agent.map(|a| {
+        // The agent's own use cases: the same ports, without the API's run-created hook.
+        let stop = shutdown.clone();
+        tokio::spawn(async move { a.run(stop).await })
+    });
     let state = ApiState {
         ferry: ferry.clone(),
         token: token.map(Arc::from),
@@ -154,7 +170,7 @@ async fn serve(
             ferry_home()?.display()
         ),
     }
-    let tick = tokio::spawn(tick_loop(ferry, tick_every));
+    let tick = tokio::spawn(tick_loop(ferry, tick_every, tick_wake));
     let stop = shutdown.clone();
     axum::serve(listener, ferry_api::router(state))
         .with_graceful_shutdown(async move {
@@ -191,13 +207,27 @@ pub async fn tick_once(late_after: std::time::Duration) -> Result<()> {
     Ok(())
 }
 
-async fn tick_loop(ferry: Ferry, every: std::time::Duration) {
+/// Task launchers of this process: local `ferry agent execute` processes for `process/NAME`
+/// profiles (their output under FERRY_HOME/tasks).
+fn with_launchers(ferry: Ferry) -> Result<Ferry> {
+    let exe = std::env::current_exe().context("locating the ferry binary for process tasks")?;
+    let tasks = ferry_home()?.join("tasks");
+    Ok(ferry.with_launcher(
+        ferry_core::infra::InfraKind::Process,
+        Arc::new(ferry_embedded::ProcessLauncher::new(exe, tasks)),
+    ))
+}
+
+async fn tick_loop(ferry: Ferry, every: std::time::Duration, wake: Arc<tokio::sync::Notify>) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = wake.notified() => {}
+        }
         match ferry.tick().await {
-            Ok(r) if r.runs_created + r.marked_late > 0 => {
+            Ok(r) if r.runs_created + r.marked_late + r.launched + r.relaunched > 0 => {
                 tracing::info!(?r, "tick")
             }
             Ok(_) => {}

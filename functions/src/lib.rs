@@ -19,11 +19,14 @@ pub fn init_tracing() {
 }
 
 /// The use cases over DynamoDB and S3 from the function's environment (`FERRY_TABLE`,
-/// `FERRY_BUCKET`); fails fast with a message naming what is missing.
+/// `FERRY_BUCKET`), launching `ecs/NAME` runs as ECS tasks; fails fast with a message naming
+/// what is missing.
 pub async fn ferry_from_env() -> Result<Ferry, Error> {
     let cfg = ferry_aws::AwsConfig::from_env()?;
     let a = cfg.adapters(&ferry_aws::config::sdk_config().await);
-    Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock)))
+    Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock))
+        .with_launcher(ferry_core::infra::InfraKind::Ecs, a.ecs)
+        .with_launch_env(a.launch_env))
 }
 
 /// The tick: one pass of horizon extension, late marking and lease reaping. The EventBridge

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use ferry_core::error::error_chain;
-use ferry_core::infra::{InfraName, InfraProfile};
+use ferry_core::infra::{InfraKind, InfraName, InfraProfile};
 use ferry_core::launch::{Launch, LaunchError, LaunchRequest, TaskRef, TaskStatus};
 use ferry_core::ports::ClaimOutcome;
 use ferry_core::run::FlowRun;
@@ -261,7 +261,7 @@ impl Ferry {
     ) -> Result<usize, AppError> {
         let mut profiles = Profiles::default();
         let mut acted = 0;
-        let mut described: Vec<(FlowRun, InfraProfile, TaskRef)> = Vec::new();
+        let mut described: Vec<Awaiting> = Vec::new();
         for run in self.store.awaiting_tasks(PASS_BUDGET).await? {
             let (Some(launch), Some(name)) = (run.launch.clone(), run.infra.clone()) else {
                 continue;
@@ -422,13 +422,11 @@ impl Ferry {
     }
 }
 
-fn group_by_kind(
-    items: Vec<(FlowRun, InfraProfile, TaskRef)>,
-) -> Vec<(
-    ferry_core::infra::InfraKind,
-    Vec<(FlowRun, InfraProfile, TaskRef)>,
-)> {
-    let mut groups: Vec<(ferry_core::infra::InfraKind, Vec<_>)> = Vec::new();
+/// A launched run awaiting its task, with its profile and task.
+type Awaiting = (FlowRun, InfraProfile, TaskRef);
+
+fn group_by_kind(items: Vec<Awaiting>) -> Vec<(InfraKind, Vec<Awaiting>)> {
+    let mut groups: Vec<(InfraKind, Vec<Awaiting>)> = Vec::new();
     for item in items {
         let kind = item.1.name.kind();
         match groups.iter_mut().find(|(k, _)| *k == kind) {

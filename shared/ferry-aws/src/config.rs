@@ -64,6 +64,12 @@ fn streams_endpoint(var: impl Fn(&str) -> Option<String>) -> Option<String> {
     }
 }
 
+/// An ECS client from the shared configuration (endpoint from `AWS_ENDPOINT_URL_ECS` or
+/// `AWS_ENDPOINT_URL`, like the other clients).
+pub fn ecs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::new(sdk)
+}
+
 /// An S3 client from the shared configuration (path-style addressing, which emulators and
 /// custom endpoints need).
 pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
@@ -81,6 +87,11 @@ pub struct Adapters {
     pub code: std::sync::Arc<crate::S3CodeStore>,
     /// S3 run logs.
     pub logs: std::sync::Arc<crate::S3LogSink>,
+    /// The ECS task launcher (`ecs/NAME` profiles).
+    pub ecs: std::sync::Arc<crate::EcsLauncher>,
+    /// What a launched task needs to reach this backend: `FERRY_BACKEND=aws`, the table, the
+    /// bucket and the region (names, never credentials: the task role provides those).
+    pub launch_env: std::collections::BTreeMap<String, String>,
 }
 
 /// Why the AWS configuration cannot be read from the environment.
@@ -118,7 +129,25 @@ impl AwsConfig {
             store: std::sync::Arc::new(crate::DynamoStore::new(dynamodb_client(sdk), &self.table)),
             code: std::sync::Arc::new(crate::S3CodeStore::new(s3.clone(), &self.bucket)),
             logs: std::sync::Arc::new(crate::S3LogSink::new(s3, &self.bucket)),
+            ecs: std::sync::Arc::new(crate::EcsLauncher::new(ecs_client(sdk))),
+            launch_env: self.launch_env(sdk),
         }
+    }
+
+    /// The environment of a launched task (see [`Adapters::launch_env`]).
+    fn launch_env(
+        &self,
+        sdk: &aws_config::SdkConfig,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut env = std::collections::BTreeMap::from([
+            ("FERRY_BACKEND".to_owned(), "aws".to_owned()),
+            ("FERRY_TABLE".to_owned(), self.table.clone()),
+            ("FERRY_BUCKET".to_owned(), self.bucket.clone()),
+        ]);
+        if let Some(region) = sdk.region() {
+            env.insert("AWS_REGION".into(), region.to_string());
+        }
+        env
     }
 }
 

@@ -273,7 +273,7 @@ fn check_memory(field: &str, memory: u32) -> Result<(), ValidationError> {
 /// Checks that `cpu` units and `memory` MiB make a Fargate task size; `field` is blamed.
 pub fn check_fargate_size(field: &str, cpu: u32, memory: u32) -> Result<(), ValidationError> {
     let (min, max, step) = fargate_memory_range(cpu);
-    if memory < min || memory > max || memory % step != 0 {
+    if memory < min || memory > max || !memory.is_multiple_of(step) {
         return Err(ValidationError::new(
             field,
             format!(
@@ -602,7 +602,8 @@ mod tests {
     #[test]
     fn bad_ecs_settings_are_refused_naming_the_field() {
         let name: InfraName = "ecs/prod".parse().unwrap();
-        let cases: Vec<(fn(&mut EcsTarget), &str)> = vec![
+        type Change = fn(&mut EcsTarget);
+        let cases: Vec<(Change, &str)> = vec![
             (|e| e.subnets.clear(), "ecs.subnets"),
             (|e| e.cluster = " ".into(), "ecs.cluster"),
             (

@@ -740,22 +740,6 @@ impl RunStore for SqliteStore {
     }
 }
 
-#[cfg(test)]
-mod durability_tests {
-    use super::*;
-
-    #[test]
-    fn every_commit_is_synced_to_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("ferry.db")).unwrap();
-        let conn = store.conn.lock().unwrap();
-        let sync: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(sync, 2, "PRAGMA synchronous must be FULL (2), not {sync}");
-    }
-}
-
 #[async_trait]
 impl InfraStore for SqliteStore {
     async fn put_infra(
@@ -822,5 +806,21 @@ impl InfraStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use super::*;
+
+    #[test]
+    fn every_commit_is_synced_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ferry.db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "PRAGMA synchronous must be FULL (2), not {sync}");
     }
 }

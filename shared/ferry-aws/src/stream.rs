@@ -123,6 +123,31 @@ pub(crate) fn new_image_stream(table: &aws_sdk_dynamodb::types::TableDescription
         .filter(|_| spec.stream_enabled() && new_images)
 }
 
+/// The item the store writes for `run`, as Lambda's JSON image of it (`{"pk": {"S": ...},
+/// ...}`): what a stream record's `NewImage` holds after that write. For tests and tools that
+/// build stream events.
+pub fn run_image(
+    run: &ferry_core::FlowRun,
+) -> Result<serde_json::Map<String, serde_json::Value>, ferry_core::ports::StoreError> {
+    Ok(crate::dynamo::run_item(run)?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, json_value(&v)?)))
+        .collect())
+}
+
+/// One attribute in DynamoDB's JSON (`{"S": ...}`, `{"N": ...}`, `{"SS": [...]}`); the types a
+/// run item has.
+fn json_value(v: &aws_sdk_dynamodb::types::AttributeValue) -> Option<serde_json::Value> {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    Some(match v {
+        Av::S(s) => serde_json::json!({ "S": s }),
+        Av::N(n) => serde_json::json!({ "N": n }),
+        Av::Ss(ss) => serde_json::json!({ "SS": ss }),
+        Av::Bool(b) => serde_json::json!({ "BOOL": b }),
+        _ => return None,
+    })
+}
+
 /// Why the stream cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -621,6 +646,27 @@ mod tests {
         }
         let none = TableDescription::builder().build();
         assert_eq!(new_image_stream(&none), None, "never had a stream");
+    }
+
+    #[test]
+    fn the_image_of_a_stored_run_is_kept_only_while_it_waits_for_a_launch() {
+        let t = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let d = ferry_core::DeploymentId::new("etl", "nightly").unwrap();
+        let mut run = ferry_core::testkit::adhoc_run(&d, "default", t, 1);
+        let image = run_image(&run).unwrap();
+        assert_eq!(image["sk"], serde_json::json!({"S": "R"}));
+        assert_eq!(launchable_run(&image), None, "a run agents claim");
+        run.infra = Some("process/x".parse().unwrap());
+        assert_eq!(launchable_run(&run_image(&run).unwrap()), Some(run.id));
+        let cancelled = ferry_core::state::transition(
+            &run,
+            ferry_core::state::RunEvent::Cancel {
+                reason: "test".into(),
+            },
+            t,
+        )
+        .unwrap();
+        assert_eq!(launchable_run(&run_image(&cancelled).unwrap()), None);
     }
 
     #[test]

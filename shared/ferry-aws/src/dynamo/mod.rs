@@ -44,6 +44,7 @@ mod queues;
 mod runs;
 mod slots;
 
+pub(crate) use codec::run_item;
 pub use keys::{index, ALL_SHARDS};
 pub(crate) use keys::{run_id_of_pk, LAUNCHABLE_PK, RUN_SK};
 

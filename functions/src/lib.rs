@@ -1,11 +1,15 @@
 //! Wiring shared by Ferry's Lambda entry points: configuration read once at cold start, SDK
 //! clients built once and lent to the handlers, JSON logs. Handlers are plain async functions
-//! a test calls with a constructed event; no business logic lives here.
+//! a test calls with a constructed event; no business logic lives here. The functions: the API,
+//! the tick, and dispatch on the table's stream.
 
 use std::sync::Arc;
 
-use ferry_app::{Ferry, SystemClock, TickReport};
+use ferry_app::{AppError, Ferry, LaunchOutcome, SystemClock, TickReport};
+use ferry_aws::stream::StreamEvent;
+use ferry_core::RunId;
 use lambda_runtime::{Error, LambdaEvent};
+use serde::{Deserialize, Serialize};
 
 /// JSON structured logs (CloudWatch), level from `FERRY_LOG` (default info).
 pub fn init_tracing() {
@@ -42,4 +46,96 @@ pub async fn tick_handler(
         .map_err(|e| ferry_core::error::error_chain(&e))?;
     tracing::info!(?report, "tick");
     Ok(report)
+}
+
+/// What the dispatch function answers Lambda (`ReportBatchItemFailures`): the records to
+/// deliver again. Lambda retries from the lowest sequence number listed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// The records whose dispatch failed for now.
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// One record to deliver again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItemFailure {
+    /// The record's `SequenceNumber`.
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// Runs one invocation dispatches at a time.
+const DISPATCH_CONCURRENCY: usize = 4;
+
+/// Dispatch, on the table's DynamoDB stream: launches each waiting run of a launched deployment
+/// a record names ([`ferry_aws::stream::launchable_run`]) if it is due within its profile's
+/// lead. A run named by several records of the batch is dispatched once. A record whose
+/// dispatch failed for now (storage unavailable, throttled) is reported for Lambda to deliver
+/// again; a replayed record finds its run launched already and launches nothing. Failures that
+/// a retry cannot mend (a deleted profile, a corrupt item) are logged, not reported — they
+/// would hold the shard back — and the tick's pre-launch meets the run again.
+pub async fn dispatch_handler(
+    ferry: &Ferry,
+    event: LambdaEvent<StreamEvent>,
+) -> Result<BatchResponse, Error> {
+    let mut runs: Vec<(RunId, String)> = Vec::new();
+    for record in &event.payload.records {
+        let Some(id) = record.launchable_run() else {
+            continue;
+        };
+        if runs.iter().any(|(r, _)| *r == id) {
+            continue;
+        }
+        let Some(seq) = record.dynamodb.sequence_number.clone() else {
+            return Err(format!(
+                "stream record {} has no dynamodb.SequenceNumber: is this a DynamoDB stream event?",
+                record.event_id.as_deref().unwrap_or("?")
+            )
+            .into());
+        };
+        runs.push((id, seq));
+    }
+    let mut failures = Vec::new();
+    for chunk in runs.chunks(DISPATCH_CONCURRENCY) {
+        let mut batch = tokio::task::JoinSet::new();
+        for (id, seq) in chunk.iter().cloned() {
+            let ferry = ferry.clone();
+            batch.spawn(async move { (id, seq, ferry.dispatch(id).await) });
+        }
+        while let Some(done) = batch.join_next().await {
+            let (id, seq, outcome) = done?;
+            match outcome {
+                Ok(outcome) => {
+                    tracing::info!(run_id = %id, outcome = ?outcome_name(&outcome), "dispatched")
+                }
+                Err(e) if is_retryable(&e) => {
+                    tracing::warn!(run_id = %id, error = %ferry_core::error::error_chain(&e), "dispatch failed for now: the record is delivered again");
+                    failures.push(BatchItemFailure {
+                        item_identifier: seq,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(run_id = %id, error = %ferry_core::error::error_chain(&e), "dispatch failed: not retried here, the tick's pre-launch meets the run again");
+                }
+            }
+        }
+    }
+    Ok(BatchResponse {
+        batch_item_failures: failures,
+    })
+}
+
+fn is_retryable(e: &AppError) -> bool {
+    matches!(e, AppError::Store(s) if s.is_retryable())
+}
+
+fn outcome_name(o: &LaunchOutcome) -> String {
+    match o {
+        LaunchOutcome::Launched(r) => format!("launched ({})", r.state),
+        LaunchOutcome::Lost => "lost (launched elsewhere)".into(),
+        LaunchOutcome::SlotFull => "slot full".into(),
+        LaunchOutcome::Skipped(why) => format!("skipped: {why}"),
+        LaunchOutcome::Failed(r) => format!("failed ({})", r.state),
+    }
 }

@@ -1,4 +1,5 @@
-//! `ferry aws bootstrap`: creates the table (with its indexes and stream) and the bucket if
+//! `ferry aws bootstrap`: creates the table (with its indexes and its stream, which dispatch of
+//! launched runs reads: `NEW_AND_OLD_IMAGES`, like infra/storage.yaml) and the bucket if
 //! missing, idempotently. For development and tests; production creates them from
 //! `infra/control-plane.yaml`.
 
@@ -177,6 +178,12 @@ pub enum CheckError {
         /// The table.
         table: String,
     },
+    /// The table has no stream with new images, which dispatch reads.
+    #[error("FERRY_TABLE={table}: the table's stream is off (or carries no new images): dispatch of launched runs reads it; enable it with `aws dynamodb update-table --table-name {table} --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES`, or deploy infra/storage.yaml")]
+    StreamOff {
+        /// The table.
+        table: String,
+    },
     /// DynamoDB did not answer the table's description.
     #[error("FERRY_TABLE={table}: cannot reach DynamoDB: check AWS_REGION, credentials and AWS_ENDPOINT_URL_DYNAMODB")]
     DynamoUnreachable {
@@ -209,22 +216,34 @@ pub enum CheckError {
     },
 }
 
-/// Checks that the table and bucket exist, so a process fails at start with a message naming
-/// the missing resource and the fix, instead of on its first request.
+/// Checks that the table (with its stream) and bucket exist, so a process fails at start with a
+/// message naming the missing resource and the fix, instead of on its first request.
 pub async fn check(
     dynamodb: &aws_sdk_dynamodb::Client,
     s3: &aws_sdk_s3::Client,
     table: &str,
     bucket: &str,
 ) -> Result<(), CheckError> {
-    if let Err(e) = dynamodb.describe_table().table_name(table).send().await {
-        let table = table.to_owned();
-        return Err(match e.code() {
-            Some("ResourceNotFoundException") => CheckError::TableMissing { table },
-            _ => CheckError::DynamoUnreachable {
-                table,
-                source: Box::new(e),
-            },
+    let described = match dynamodb.describe_table().table_name(table).send().await {
+        Ok(d) => d,
+        Err(e) => {
+            let table = table.to_owned();
+            return Err(match e.code() {
+                Some("ResourceNotFoundException") => CheckError::TableMissing { table },
+                _ => CheckError::DynamoUnreachable {
+                    table,
+                    source: Box::new(e),
+                },
+            });
+        }
+    };
+    if described
+        .table()
+        .and_then(crate::stream::new_image_stream)
+        .is_none()
+    {
+        return Err(CheckError::StreamOff {
+            table: table.to_owned(),
         });
     }
     if let Err(e) = s3.head_bucket().bucket(bucket).send().await {

@@ -42,6 +42,28 @@ pub fn dynamodb_client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client 
     aws_sdk_dynamodb::Client::new(sdk)
 }
 
+/// A DynamoDB Streams client from the shared configuration. Its endpoint is
+/// `AWS_ENDPOINT_URL_DYNAMODB_STREAMS` if set, else `AWS_ENDPOINT_URL_DYNAMODB` if set (DynamoDB
+/// Local serves the table and its stream on one endpoint; without this the client would follow
+/// `AWS_ENDPOINT_URL` to another emulator), else the SDK's default.
+pub fn dynamodb_streams_client(sdk: &aws_config::SdkConfig) -> aws_sdk_dynamodbstreams::Client {
+    let mut conf = aws_sdk_dynamodbstreams::config::Builder::from(sdk);
+    if let Some(url) = streams_endpoint(|k| std::env::var(k).ok()) {
+        conf = conf.endpoint_url(url);
+    }
+    aws_sdk_dynamodbstreams::Client::from_conf(conf.build())
+}
+
+/// The endpoint the streams client must be given explicitly: DynamoDB's, when only that one
+/// is set (the SDK itself honours `AWS_ENDPOINT_URL_DYNAMODB_STREAMS`).
+fn streams_endpoint(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |k: &str| var(k).filter(|v| !v.is_empty());
+    match set("AWS_ENDPOINT_URL_DYNAMODB_STREAMS") {
+        Some(_) => None,
+        None => set("AWS_ENDPOINT_URL_DYNAMODB"),
+    }
+}
+
 /// An ECS client from the shared configuration (endpoint from `AWS_ENDPOINT_URL_ECS` or
 /// `AWS_ENDPOINT_URL`, like the other clients).
 pub fn ecs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_ecs::Client {
@@ -146,6 +168,28 @@ mod tests {
         let cfg =
             AwsConfig::from_vars(vars(&[("FERRY_TABLE", "t"), ("FERRY_BUCKET", "b")])).unwrap();
         assert_eq!((cfg.table.as_str(), cfg.bucket.as_str()), ("t", "b"));
+    }
+
+    #[test]
+    fn the_streams_client_follows_dynamodb_unless_its_own_endpoint_is_set() {
+        let ddb = "http://127.0.0.1:8000";
+        assert_eq!(
+            streams_endpoint(vars(&[
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                ("AWS_ENDPOINT_URL_DYNAMODB", ddb)
+            ])),
+            Some(ddb.to_owned())
+        );
+        let own = [
+            ("AWS_ENDPOINT_URL_DYNAMODB", ddb),
+            ("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", "http://127.0.0.1:9000"),
+        ];
+        assert_eq!(
+            streams_endpoint(vars(&own)),
+            None,
+            "the SDK reads its own variable"
+        );
+        assert_eq!(streams_endpoint(vars(&[])), None);
     }
 
     #[test]

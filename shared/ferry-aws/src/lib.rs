@@ -1,13 +1,15 @@
 //! AWS adapters of Ferry's ports: a DynamoDB store (one on-demand table, single-table design
 //! owned by this crate), an S3 code store (bundles content-addressed by sha256) and an S3 log
 //! sink (chunk objects readable while a run goes on), an ECS task launcher (a Fargate task per
-//! run), plus `bootstrap` of the table and bucket.
+//! run), `bootstrap` of the table and bucket, and the reader of the table's stream that
+//! triggers dispatch (`stream`).
 
 pub mod bootstrap;
 pub mod config;
 pub mod dynamo;
 pub mod ecs;
 pub mod s3;
+pub mod stream;
 
 pub use config::AwsConfig;
 pub use dynamo::{CapacityMeter, DynamoStore};

@@ -44,7 +44,7 @@ pub(super) fn encode<T: serde::Serialize>(v: &T) -> StoreResult<String> {
 }
 
 /// The full item of a run, with the index attributes its state calls for.
-pub(super) fn run_item(run: &FlowRun) -> StoreResult<Item> {
+pub(crate) fn run_item(run: &FlowRun) -> StoreResult<Item> {
     let sched = scheduled_sk(run);
     let mut item: Item = HashMap::from([
         ("pk".into(), s(run_pk(run.id))),

@@ -27,7 +27,7 @@ pub(super) fn slot_sk(key: &ferry_core::slot::SlotKey) -> String {
     }
 }
 /// Sort key of a run item.
-pub(super) const RUN_SK: &str = "R";
+pub(crate) const RUN_SK: &str = "R";
 /// Sort key of an idempotency-key item.
 pub(super) const IDEMPOTENCY_SK: &str = "I";
 /// The one partition of the `leases` index.
@@ -62,6 +62,11 @@ pub(super) fn ms_key(t: DateTime<Utc>) -> String {
 /// The partition of a run: `R#<id>`. Takes a typed id or one as stored in a slot's holders.
 pub(super) fn run_pk(id: impl Display) -> String {
     format!("R#{id}")
+}
+
+/// The run id of a run partition ([`run_pk`]); `None` for any other partition.
+pub(crate) fn run_id_of_pk(pk: &str) -> Option<RunId> {
+    pk.strip_prefix("R#")?.parse().ok()
 }
 
 /// The partition of an idempotency key: `I#<flow/name>#<key>`.
@@ -113,7 +118,7 @@ pub(super) fn due_sk(run: &FlowRun) -> Option<String> {
 
 /// The `due` partition of launched runs waiting for a launcher (never a queue's: agents do not
 /// see them). Sort keys as a queue's ([`due_sk`]).
-pub(super) const LAUNCHABLE_PK: &str = "X#W";
+pub(crate) const LAUNCHABLE_PK: &str = "X#W";
 /// The `due` partition of launched runs held by their launcher until their task takes them
 /// (sort key `<start deadline ms>#<id>`).
 pub(super) const AWAITING_TASK_PK: &str = "X#P";

@@ -34,7 +34,6 @@ use ferry_core::FlowRun;
 
 use codec::{decode, get_s, s};
 use errors::classify;
-use keys::RUN_SK;
 
 mod codec;
 mod deployments;
@@ -45,7 +44,9 @@ mod queues;
 mod runs;
 mod slots;
 
+pub(crate) use codec::run_item;
 pub use keys::{index, ALL_SHARDS};
+pub(crate) use keys::{run_id_of_pk, LAUNCHABLE_PK, RUN_SK};
 
 type Item = HashMap<String, AttributeValue>;
 

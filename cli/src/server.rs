@@ -143,6 +143,9 @@ async fn serve(
             w.notify_one();
         }
     });
+    if backend == Backend::Aws {
+        follow_stream(&ferry, shutdown.clone()).await?;
+    }
     let agent_task = agent.map(|a| {
         // The agent's own use cases: the same ports, without the API's run-created hook.
         let stop = shutdown.clone();
@@ -204,6 +207,32 @@ pub async fn tick_once(late_after: std::time::Duration) -> Result<()> {
     let mut v = serde_json::to_value(&report)?;
     v["elapsed_ms"] = serde_json::json!(started.elapsed().as_secs_f64() * 1000.0);
     println!("{}", serde_json::to_string(&v)?);
+    Ok(())
+}
+
+/// Dispatch on the AWS backend: follows the table's stream and launches each run of a launched
+/// deployment that comes due (created by any process: another server, the API Lambda, a
+/// retry) — what the dispatch Lambda does in the serverless deployment. A missed record is
+/// launched by the tick.
+async fn follow_stream(ferry: &Ferry, shutdown: CancellationToken) -> Result<()> {
+    let sdk = ferry_aws::config::sdk_config().await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    ferry_aws::stream::StreamReader::new(
+        ferry_aws::config::dynamodb_streams_client(&sdk),
+        ferry_aws::config::dynamodb_client(&sdk),
+        aws_config()?.table,
+    )
+    .start(tx, shutdown)
+    .await
+    .context("following the table's stream (dispatch)")?;
+    let ferry = ferry.clone();
+    tokio::spawn(async move {
+        while let Some(id) = rx.recv().await {
+            if let Err(e) = ferry.dispatch(id).await {
+                tracing::warn!(run_id = %id, error = %ferry_core::error::error_chain(&e), "dispatch failed; the tick launches the run");
+            }
+        }
+    });
     Ok(())
 }
 

@@ -56,6 +56,11 @@ impl Server {
     /// bucket, created by `ferry aws bootstrap`. Panics (failing the test) when the emulators
     /// are not up: such tests are `#[ignore]`d and run by `scripts/test.sh` (`ferry_testkit`).
     pub fn start_aws() -> Self {
+        Self::start_aws_with(&["--tick-interval", "200ms", "--late-after", "2s"])
+    }
+
+    /// [`Server::start_aws`] with these `ferry server start` flags.
+    pub fn start_aws_with(args: &[&str]) -> Self {
         require_emulators();
         let id = format!(
             "{:x}",
@@ -81,7 +86,7 @@ impl Server {
             "bootstrap failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Self::start_with(&["--tick-interval", "200ms", "--late-after", "2s"], &env)
+        Self::start_with(args, &env)
     }
 
     /// Starts a server on the embedded backend (`false`) or the AWS one (`true`, see

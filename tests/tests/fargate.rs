@@ -26,8 +26,11 @@ struct Fargate {
 /// simulator on that cluster, a profile `ecs/test` (`extra` flags appended) and a deployment
 /// `flow/ecs` of `flow.sh` on it.
 fn setup(profile_flags: &[&str], build_flags: &[&str]) -> Fargate {
+    setup_on(Server::start_aws(), profile_flags, build_flags)
+}
+
+fn setup_on(s: Server, profile_flags: &[&str], build_flags: &[&str]) -> Fargate {
     require_agent_image(DEFAULT_IMAGE);
-    let s = Server::start_aws();
     let id = s
         .home
         .path()
@@ -58,7 +61,7 @@ fn setup(profile_flags: &[&str], build_flags: &[&str]) -> Fargate {
         &dir,
         &[(
             "flow.sh",
-            "#!/bin/sh\necho \"flow start $(date +%s.%N) attempt $FERRY_ATTEMPT in $(hostname) as $(id -u)\"\nif [ \"$FERRY_ATTEMPT\" = 1 ]; then sleep \"${FIRST_SLEEP:-0}\"; fi\necho flow done\n",
+            "#!/bin/sh\necho \"flow start $(date +%s.%N) attempt $FERRY_ATTEMPT in $(hostname) as $(id -u)\"\nif [ \"$FERRY_ATTEMPT\" = 1 ]; then sleep \"${FIRST_SLEEP:-0}\"; exit \"${FIRST_EXIT:-0}\"; fi\necho flow done\n",
         )],
     );
     let mut build = vec![
@@ -101,7 +104,8 @@ fn a_run_on_an_ecs_profile_runs_in_a_fargate_task_of_its_own_on_aws() {
     assert_eq!(f.sim.containers().len(), 1, "{:?}", f.sim.containers());
     // Its logs are in S3, written from inside the container by a non-root user.
     let logs = f.s.ok(&["flow-run", "logs", &id]);
-    assert!(logs.contains("flow done"), "{logs}");
+    assert!(logs.contains("flow start"), "{logs}");
+    assert!(logs.contains("run ended: completed"), "{logs}");
     assert!(logs.contains("as 10001"), "{logs}");
     let history: Vec<String> = run["history"]
         .as_array()
@@ -214,4 +218,26 @@ fn a_launch_ecs_refuses_loses_nothing_and_says_why_on_aws() {
     // The run is there to see, with its history; the other profile still works.
     let good = f.s.create_run("flow/ecs", json!({}));
     f.s.wait_state(&good, "completed", LONG);
+}
+
+#[test]
+#[ignore = "needs the AWS emulators, podman and the agent image: scripts/test.sh runs it"]
+fn a_retry_written_by_a_task_is_launched_from_the_table_stream_on_aws() {
+    // The tick runs once an hour: only dispatch on the stream can launch the retry, which the
+    // task itself writes (with its failed run, in one transaction) inside its container.
+    let s = Server::start_aws_with(&["--tick-interval", "1h"]);
+    let f = setup_on(s, &[], &["--retries", "1", "--env", "FIRST_EXIT=3"]);
+    let id = f.s.create_run("flow/ecs", json!({}));
+    let failed = f.s.wait_state(&id, "failed", LONG);
+    assert_eq!(failed["exit_code"], 3);
+    let retry = f.s.wait_for(LONG, || {
+        let runs = f.s.json(&["flow-run", "ls", "--deployment", "flow/ecs"]);
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["retry_of"] == id.as_str() && r["state"] == "completed")
+            .cloned()
+    });
+    assert_eq!(retry["attempt"], 2);
+    assert_eq!(f.sim.containers().len(), 2, "one task per attempt");
 }

@@ -92,6 +92,7 @@ info "server on $URL (FERRY_HOME=$FERRY_HOME)"
 
 api() { curl --silent --show-error --fail-with-body -X "$1" "$URL$2" -H 'content-type: application/json' ${3:+--data "$3"}; }
 api POST /v1/work-queues '{"name": "fuzz", "concurrency_limit": 2}' >/dev/null
+api PUT /v1/infra/process/fuzz '{"launch_lead_seconds": 30}' >/dev/null
 api PUT /v1/deployments '{"flow": "etl", "name": "daily", "entrypoint": "run.sh", "work_queue": "fuzz",
     "schedules": [{"cron": "0 * * * *"}], "parameters": {"n": 1}}' >/dev/null
 api POST /v1/deployments/etl/daily/runs '{"idempotency_key": "fuzz"}' >/dev/null

@@ -186,12 +186,15 @@ pub struct InfraSpec {
     pub ecs: Option<EcsTarget>,
     /// Scheduled runs are launched this many seconds before they are due.
     #[serde(default = "default_lead")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 3600))]
     pub launch_lead_seconds: u64,
     /// A task that has not taken its run this long after its launch is launched again.
     #[serde(default = "default_start_timeout")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 3600))]
     pub start_timeout_seconds: u64,
     /// Launches of one run (first + relaunches) before it ends Crashed.
     #[serde(default = "default_max_launches")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
     pub max_launches: u32,
 }
 

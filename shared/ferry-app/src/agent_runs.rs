@@ -354,11 +354,16 @@ impl Ferry {
         agent: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, AppError> {
-        let event = RunEvent::Crash {
-            reason: format!(
+        let reason = match &run.launch {
+            Some(l) if run.awaits_task() => format!(
+                "its task (launch {} on {}) did not take it before the start deadline, and no launcher here could launch it again",
+                l.attempt, l.infra
+            ),
+            _ => format!(
                 "agent {agent} stopped renewing its lease (killed, or its machine is gone)"
             ),
         };
+        let event = RunEvent::Crash { reason };
         let Ok(next) = transition(&run, event, now) else {
             return Ok(false);
         };

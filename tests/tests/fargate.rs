@@ -81,6 +81,18 @@ fn setup_on(s: Server, profile_flags: &[&str], build_flags: &[&str]) -> Fargate 
     Fargate { s, ecs, sim }
 }
 
+/// Waits for the completed retry of run `id` of `flow/ecs`.
+fn completed_retry_of(s: &Server, id: &str) -> Value {
+    s.wait_for(LONG, || {
+        let runs = s.json(&["flow-run", "ls", "--deployment", "flow/ecs"]);
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["retry_of"] == id && r["state"] == "completed")
+            .cloned()
+    })
+}
+
 fn task_of(run: &Value) -> String {
     run["launch"]["task"]
         .as_str()
@@ -168,14 +180,7 @@ fn a_container_killed_mid_run_ends_crashed_and_its_retry_completes_on_aws() {
             .contains("stopped renewing its lease"),
         "{crashed}"
     );
-    let retry = f.s.wait_for(LONG, || {
-        let runs = f.s.json(&["flow-run", "ls", "--deployment", "flow/ecs"]);
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["retry_of"] == id.as_str() && r["state"] == "completed")
-            .cloned()
-    });
+    let retry = completed_retry_of(&f.s, &id);
     assert_eq!(retry["attempt"], 2);
     assert_ne!(task_of(&retry), task, "the retry ran in a new task");
 }
@@ -230,14 +235,7 @@ fn a_retry_written_by_a_task_is_launched_from_the_table_stream_on_aws() {
     let id = f.s.create_run("flow/ecs", json!({}));
     let failed = f.s.wait_state(&id, "failed", LONG);
     assert_eq!(failed["exit_code"], 3);
-    let retry = f.s.wait_for(LONG, || {
-        let runs = f.s.json(&["flow-run", "ls", "--deployment", "flow/ecs"]);
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["retry_of"] == id.as_str() && r["state"] == "completed")
-            .cloned()
-    });
+    let retry = completed_retry_of(&f.s, &id);
     assert_eq!(retry["attempt"], 2);
     assert_eq!(f.sim.containers().len(), 2, "one task per attempt");
 }

@@ -21,33 +21,54 @@ fn default_name() -> String {
 /// The agent configuration the flags describe.
 pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
     anyhow::ensure!(args.limit >= 1, "--limit: must be at least 1");
-    anyhow::ensure!(
-        args.lease.as_secs_f64() >= 3.0,
-        "--lease: must be at least 3 seconds"
-    );
     let queues = args
         .queues
         .iter()
         .map(|q| ferry_core::QueueName::parse("--work-queue", q))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cfg = one_run_config(
+        args.name.clone().unwrap_or_else(default_name),
+        args.lease,
+        args.kill_grace,
+        args.shutdown_grace,
+    )?;
+    cfg.queues = queues;
+    cfg.limit = args.limit;
+    cfg.poll_interval = args.poll_interval.max(std::time::Duration::from_millis(10));
+    cfg.prefetch = args.prefetch;
+    Ok(cfg)
+}
+
+/// An agent configuration named `name` for one run at a time and no queue (what `agent
+/// execute` runs with; `agent start` sets its queues and limits on top), with its process guard.
+fn one_run_config(
+    name: String,
+    lease: std::time::Duration,
+    kill_grace: std::time::Duration,
+    shutdown_grace: std::time::Duration,
+) -> Result<AgentConfig> {
+    anyhow::ensure!(
+        lease.as_secs_f64() >= 3.0,
+        "--lease: must be at least 3 seconds"
+    );
     let home = ferry_home()?;
     Ok(AgentConfig {
-        queues,
-        limit: args.limit,
-        poll_interval: args.poll_interval.max(std::time::Duration::from_millis(10)),
-        prefetch: args.prefetch,
-        name: args.name.clone().unwrap_or_else(default_name),
+        queues: Vec::new(),
+        limit: 1,
+        poll_interval: std::time::Duration::from_millis(500),
+        prefetch: std::time::Duration::ZERO,
+        name,
         work_dir: home.join("work"),
         cache_dir: home.join("cache").join("bundles"),
         python: std::env::var("FERRY_PYTHON")
             .ok()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "python3".into()),
-        kill_grace: args.kill_grace,
-        shutdown_grace: args.shutdown_grace,
-        heartbeat_every: args.lease / 6,
-        guard: Some(Arc::new(spawn_guard(args.kill_grace)?)),
+        kill_grace,
+        shutdown_grace,
+        heartbeat_every: lease / 6,
+        guard: Some(Arc::new(spawn_guard(kill_grace)?)),
     })
 }
 
@@ -81,34 +102,14 @@ async fn execute(args: ExecuteArgs) -> Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("RUN_ID: {e}"))?;
     anyhow::ensure!(args.launch >= 1, "--launch: must be at least 1");
-    anyhow::ensure!(
-        args.lease.as_secs_f64() >= 3.0,
-        "--lease: must be at least 3 seconds"
-    );
     init_tracing();
-    let home = ferry_home()?;
-    let cfg = AgentConfig {
-        queues: Vec::new(),
-        limit: 1,
-        poll_interval: std::time::Duration::from_millis(500),
-        prefetch: std::time::Duration::ZERO,
-        // host-pid is not unique in containers (pid 1, and the host's name on host
-        // networking): the run and launch make it so.
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}-run-{id}-launch-{}", default_name(), args.launch)),
-        work_dir: home.join("work"),
-        cache_dir: home.join("cache").join("bundles"),
-        python: std::env::var("FERRY_PYTHON")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "python3".into()),
-        kill_grace: args.kill_grace,
-        shutdown_grace: args.shutdown_grace,
-        heartbeat_every: args.lease / 6,
-        guard: Some(Arc::new(spawn_guard(args.kill_grace)?)),
-    };
+    // host-pid is not unique in containers (pid 1, and the host's name on host networking):
+    // the run and launch make it so.
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-run-{id}-launch-{}", default_name(), args.launch));
+    let cfg = one_run_config(name, args.lease, args.kill_grace, args.shutdown_grace)?;
     let ferry = lease_of(build_ferry(backend()?).await?, args.lease)?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

@@ -52,6 +52,51 @@ pub enum AwsCmd {
         #[arg(long, env = "FERRY_BUCKET")]
         bucket: String,
     },
+    /// Deploy (create or update) the serverless control plane — table, bucket, the api, tick
+    /// and dispatch functions, the IAM-authorised HTTP API, the ECS cluster and per-run task
+    /// definition (infra/control-plane.yaml) — and with --agent-stack the always-on agent
+    /// service (infra/agent.yaml). Waits, showing CloudFormation's progress; prints the outputs
+    /// and the environment to use. Again with nothing changed: changes nothing.
+    Deploy(DeployArgs),
+    /// Delete the stacks; the table and bucket are kept unless --delete-data.
+    Destroy {
+        /// The control plane's stack (the agent stack is STACK-agent).
+        #[arg(long, default_value = "ferry")]
+        stack: String,
+        /// Also delete the table and the bucket with everything in them.
+        #[arg(long)]
+        delete_data: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The control plane's stack name (the agent stack is STACK-agent).
+    #[arg(long, default_value = "ferry")]
+    pub stack: String,
+    /// Directory of the function zips in cargo-lambda's layout (<dir>/<binary>/bootstrap.zip);
+    /// default: target/lambda, built with scripts/package-functions.sh when missing.
+    #[arg(long)]
+    pub functions: Option<PathBuf>,
+    /// Bucket for the function zips (default ferry-artifacts-ACCOUNT-REGION, created if missing).
+    #[arg(long)]
+    pub artifacts_bucket: Option<String>,
+    /// The agent image (a registry URI the tasks can pull), for the per-run task definition and
+    /// the agent stack.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Subnet for tasks (repeatable).
+    #[arg(long = "subnet")]
+    pub subnets: Vec<String>,
+    /// Security group for tasks (repeatable).
+    #[arg(long = "security-group")]
+    pub security_groups: Vec<String>,
+    /// Also deploy the always-on agent stack.
+    #[arg(long)]
+    pub agent_stack: bool,
+    /// Work queue the agent stack serves (repeatable).
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

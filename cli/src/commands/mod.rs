@@ -1,4 +1,5 @@
 pub(crate) mod agent;
+mod aws;
 mod deployment;
 mod flow_run;
 mod infra;
@@ -25,9 +26,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Schedule(cmd) => schedule::run(cmd),
         Command::Agent(cmd) => agent::run(cmd).await,
         Command::Dev(args) => crate::server::dev(args).await,
-        Command::Aws(crate::args::AwsCmd::Bootstrap { table, bucket }) => {
-            aws_bootstrap(&table, &bucket).await
-        }
+        Command::Aws(cmd) => aws::run(cmd).await,
     }
 }
 
@@ -64,36 +63,4 @@ pub(crate) fn parse_params(
         out.insert(k.to_owned(), value);
     }
     Ok(out)
-}
-
-async fn aws_bootstrap(table: &str, bucket: &str) -> Result<()> {
-    use anyhow::Context;
-    let sdk = ferry_aws::config::sdk_config().await;
-    let region = sdk.region().map(|r| r.to_string());
-    let created =
-        ferry_aws::bootstrap::ensure_table(&ferry_aws::config::dynamodb_client(&sdk), table)
-            .await
-            .with_context(|| format!("creating table {table}"))?;
-    println!(
-        "Table {table}: {}",
-        if created { "created" } else { "exists" }
-    );
-    let created = ferry_aws::bootstrap::ensure_bucket(
-        &ferry_aws::config::s3_client(&sdk),
-        bucket,
-        region.as_deref(),
-    )
-    .await
-    .with_context(|| format!("creating bucket {bucket}"))?;
-    println!(
-        "Bucket {bucket}: {}",
-        if created { "created" } else { "exists" }
-    );
-    // The default queue exists from the start.
-    let store = ferry_aws::DynamoStore::new(ferry_aws::config::dynamodb_client(&sdk), table);
-    let q = ferry_core::WorkQueue::new(ferry_core::QueueName::default_queue(), chrono::Utc::now());
-    match ferry_core::ports::QueueStore::create_queue(&store, &q).await {
-        Ok(()) | Err(ferry_core::ports::StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }

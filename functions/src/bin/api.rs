@@ -4,6 +4,8 @@
 async fn main() -> Result<(), lambda_http::Error> {
     ferry_functions::init_tracing();
     let ferry = ferry_functions::ferry_from_env().await?;
+    // A table made by CloudFormation starts empty: `default` exists from the first request.
+    ferry.ensure_default_queue().await?;
     let token = std::env::var("FERRY_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());

@@ -81,6 +81,12 @@ pub struct DeployArgs {
     /// Bucket for the function zips (default ferry-artifacts-ACCOUNT-REGION, created if missing).
     #[arg(long)]
     pub artifacts_bucket: Option<String>,
+    /// The table the stack creates (default: the stack name).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// The bucket the stack creates for bundles and logs (default STACK-data-ACCOUNT-REGION).
+    #[arg(long)]
+    pub bucket: Option<String>,
     /// The agent image (a registry URI the tasks can pull), for the per-run task definition and
     /// the agent stack.
     #[arg(long)]

@@ -193,41 +193,47 @@ async fn upload_zips(
     Ok(keys)
 }
 
-/// The bucket the function zips go to: `--artifacts-bucket`, else `ferry-artifacts-ACCOUNT-REGION`
-/// (created when missing).
-async fn artifacts_bucket(sdk: &aws_config::SdkConfig, given: Option<String>) -> Result<String> {
+/// The account and region the deploy works in (the region is required; the account names the
+/// default buckets).
+async fn account_and_region(sdk: &aws_config::SdkConfig) -> Result<(String, String)> {
     let region = sdk
         .region()
         .map(|r| r.to_string())
         .ok_or_else(|| anyhow!("no AWS region: set AWS_REGION (or a profile with a region)"))?;
-    let bucket = match given {
-        Some(b) => b,
-        None => {
-            let who = aws_sdk_sts::Client::new(sdk)
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(|e| anyhow!("{}", ferry_core::error::error_chain(&e)))
-                .context(
-                    "finding the AWS account (sts:GetCallerIdentity); or give --artifacts-bucket",
-                )?;
-            let account = who.account().unwrap_or("unknown");
-            format!("ferry-artifacts-{account}-{region}")
-        }
-    };
-    ferry_aws::bootstrap::ensure_bucket(&ferry_aws::config::s3_client(sdk), &bucket, Some(&region))
+    let who = aws_sdk_sts::Client::new(sdk)
+        .get_caller_identity()
+        .send()
         .await
-        .with_context(|| format!("creating the artifacts bucket {bucket}"))?;
-    Ok(bucket)
+        .map_err(|e| anyhow!("{}", ferry_core::error::error_chain(&e)))
+        .context("finding the AWS account (sts:GetCallerIdentity): are AWS credentials set?")?;
+    Ok((who.account().unwrap_or("unknown").to_owned(), region))
 }
 
 async fn deploy(args: DeployArgs) -> Result<()> {
     let zips = function_zips(args.functions.as_deref())?;
     let sdk = ferry_aws::config::sdk_config().await;
     let cf = aws_sdk_cloudformation::Client::new(&sdk);
-    let bucket = artifacts_bucket(&sdk, args.artifacts_bucket.clone()).await?;
-    let mut given = upload_zips(&ferry_aws::config::s3_client(&sdk), &bucket, &zips).await?;
-    given.insert("CodeBucket".into(), bucket);
+    let s3 = ferry_aws::config::s3_client(&sdk);
+    let (account, region) = account_and_region(&sdk).await?;
+    let artifacts = args
+        .artifacts_bucket
+        .clone()
+        .unwrap_or_else(|| format!("ferry-artifacts-{account}-{region}"));
+    ferry_aws::bootstrap::ensure_bucket(&s3, &artifacts, Some(&region))
+        .await
+        .with_context(|| format!("creating the artifacts bucket {artifacts}"))?;
+    let mut given = upload_zips(&s3, &artifacts, &zips).await?;
+    given.insert("CodeBucket".into(), artifacts);
+    given.insert(
+        "TableName".into(),
+        args.table.clone().unwrap_or_else(|| args.stack.clone()),
+    );
+    given.insert(
+        "BucketName".into(),
+        args.bucket
+            .clone()
+            .unwrap_or_else(|| format!("{}-data-{account}-{region}", args.stack)),
+    );
     if let Some(image) = &args.image {
         given.insert("AgentImage".into(), image.clone());
         given.insert("Image".into(), image.clone());

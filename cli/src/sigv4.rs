@@ -13,7 +13,7 @@
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
-use aws_credential_types::Credentials;
+pub use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
 };

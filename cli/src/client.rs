@@ -46,11 +46,12 @@ impl Auth {
     }
 }
 
-/// Signs with the credentials and region of the standard AWS configuration (environment,
-/// profile, SSO, web identity, container or instance role), loaded on the first request.
+/// Signs with the credentials of the standard AWS configuration (environment, profile, SSO,
+/// web identity, container or instance role), loaded on the first request. The region is the
+/// one in the API's `execute-api` host name, else the configuration's.
 #[derive(Default)]
 struct IamSigner {
-    source: OnceCell<(SharedCredentialsProvider, String)>,
+    source: OnceCell<(SharedCredentialsProvider, Option<String>)>,
     cached: Mutex<Option<Credentials>>,
 }
 
@@ -58,46 +59,52 @@ struct IamSigner {
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 impl IamSigner {
-    async fn source(&self) -> Result<&(SharedCredentialsProvider, String)> {
+    async fn source(&self) -> Result<&(SharedCredentialsProvider, Option<String>)> {
         self.source
             .get_or_try_init(|| async {
                 let config = aws_config::load_from_env().await;
                 let provider = config.credentials_provider().ok_or_else(|| {
                     anyhow!("FERRY_API_AUTH=iam: the AWS configuration has no credentials provider")
                 })?;
-                let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
-                    anyhow!(
-                        "FERRY_API_AUTH=iam needs the API's region: set AWS_REGION or `region` in your AWS profile"
-                    )
-                })?;
-                Ok((provider, region))
+                Ok((provider, config.region().map(|r| r.to_string())))
             })
             .await
     }
 
-    async fn credentials(&self) -> Result<(Credentials, &str)> {
-        let (provider, region) = self.source().await?;
+    async fn credentials(&self) -> Result<Credentials> {
+        let (provider, _) = self.source().await?;
         let mut cached = self.cached.lock().await;
         let fresh = cached.as_ref().filter(|c| {
             c.expiry()
                 .is_none_or(|at| at > SystemTime::now() + REFRESH_MARGIN)
         });
-        let creds = match fresh {
-            Some(c) => c.clone(),
-            None => {
-                let c = provider.provide_credentials().await.context(
-                    "FERRY_API_AUTH=iam: no AWS credentials found (set AWS_ACCESS_KEY_ID and \
-                     AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run `aws sso login`)",
-                )?;
-                *cached = Some(c.clone());
-                c
-            }
-        };
-        Ok((creds, region.as_str()))
+        if let Some(c) = fresh {
+            return Ok(c.clone());
+        }
+        let c = provider.provide_credentials().await.context(
+            "FERRY_API_AUTH=iam: no AWS credentials found (set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run `aws sso login`)",
+        )?;
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn region(&self, url: &reqwest::Url) -> Result<String> {
+        if let Some(region) = url.host_str().and_then(sigv4::region_of_api_host) {
+            return Ok(region.to_owned());
+        }
+        let (_, region) = self.source().await?;
+        region.clone().ok_or_else(|| {
+            anyhow!(
+                "FERRY_API_AUTH=iam needs the API's region to sign for {url}: set AWS_REGION \
+                 or `region` in your AWS profile"
+            )
+        })
     }
 
     async fn sign(&self, req: &mut reqwest::Request) -> Result<()> {
-        let (creds, region) = self.credentials().await?;
+        let region = self.region(req.url()).await?;
+        let creds = self.credentials().await?;
         let headers = req
             .headers()
             .iter()
@@ -119,7 +126,7 @@ impl IamSigner {
                 },
             },
             &creds,
-            region,
+            &region,
             SystemTime::now(),
         )?;
         for (name, value) in signed {

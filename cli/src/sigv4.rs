@@ -34,6 +34,23 @@ pub struct Request<'a> {
     pub body: Option<&'a [u8]>,
 }
 
+/// The region of an API Gateway default endpoint (`{api-id}.execute-api.{region}.amazonaws.com`,
+/// or `.amazonaws.com.cn`): the region its requests must be signed for, whatever the default
+/// region of the AWS configuration says. `None` for any other host (a custom domain, a local
+/// address).
+pub fn region_of_api_host(host: &str) -> Option<&str> {
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        [id, "execute-api", region, "amazonaws", "com"]
+        | [id, "execute-api", region, "amazonaws", "com", "cn"]
+            if !id.is_empty() && !region.is_empty() =>
+        {
+            Some(region)
+        }
+        _ => None,
+    }
+}
+
 /// The headers to add to `request` so that API Gateway accepts it as signed by `credentials`
 /// at `time`: `authorization`, `x-amz-date` and, with temporary credentials,
 /// `x-amz-security-token`.
@@ -217,6 +234,27 @@ mod tests {
             auth(&base, fixed_time() + Duration::from_secs(1)),
             "time"
         );
+    }
+
+    #[test]
+    fn the_region_of_an_execute_api_endpoint_is_read_from_its_host() {
+        assert_eq!(
+            region_of_api_host("abc123.execute-api.eu-west-1.amazonaws.com"),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            region_of_api_host("abc123.execute-api.cn-north-1.amazonaws.com.cn"),
+            Some("cn-north-1")
+        );
+        for other in [
+            "api.example.com",
+            "127.0.0.1",
+            "localhost",
+            "abc123.execute-api.eu-west-1.example.com",
+            "execute-api.eu-west-1.amazonaws.com",
+        ] {
+            assert_eq!(region_of_api_host(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -342,8 +342,15 @@ const SESSION_TOKEN: &str = "session/token+with=special";
 /// Runs the real `ferry` against `api` with FERRY_API_AUTH=iam and fixed credentials from the
 /// environment; nothing from the machine's AWS configuration leaks in.
 fn ferry_iam(api: &str, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-    Command::new(ferry_bin())
-        .args(args)
+    ferry_iam_cmd(api, dir, args)
+        .envs(extra_env.iter().copied())
+        .output()
+        .expect("running ferry")
+}
+
+fn ferry_iam_cmd(api: &str, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -361,10 +368,8 @@ fn ferry_iam(api: &str, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -
         .env(
             "AWS_SHARED_CREDENTIALS_FILE",
             dir.join("no-aws-credentials"),
-        )
-        .envs(extra_env.iter().copied())
-        .output()
-        .expect("running ferry")
+        );
+    cmd
 }
 
 fn assert_ok(out: &Output, what: &str) {
@@ -516,25 +521,31 @@ fn an_unknown_auth_mode_or_iam_with_a_token_is_refused_before_any_request() {
 }
 
 #[test]
-fn iam_auth_without_a_region_says_where_to_set_it() {
+fn iam_auth_without_a_region_or_credentials_says_where_to_set_them() {
     let rec = Recorder::start(|_, _| (200, "[]".to_owned()));
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(ferry_bin());
-    cmd.args(["flow-run", "ls"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("HOME", dir.path())
-        .env("FERRY_API_URL", &rec.url)
-        .env("FERRY_API_AUTH", "iam")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"));
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(err.contains("AWS_REGION"), "{err}");
+    let no_region = ferry_iam_cmd(&rec.url, dir.path(), &["flow-run", "ls"])
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&no_region.stderr);
+    assert!(!no_region.status.success(), "{err}");
+    assert!(
+        err.contains("needs the API's region") && err.contains("AWS_REGION"),
+        "{err}"
+    );
+    let no_credentials = ferry_iam_cmd(&rec.url, dir.path(), &["flow-run", "ls"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&no_credentials.stderr);
+    assert!(!no_credentials.status.success(), "{err}");
+    assert!(
+        err.contains("no AWS credentials found") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
     assert!(rec.requests().is_empty(), "{:?}", rec.requests());
 }
 

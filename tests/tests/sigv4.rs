@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use ferry_cli::sigv4::{self, Credentials};
-use ferry_tests::{ferry_bin, write_project};
+use ferry_tests::{ferry_bin, write_project, Server};
 use serde_json::{json, Value};
 
 const ACCESS_KEY: &str = "AKIDEXAMPLE";
@@ -668,4 +668,44 @@ fn what_the_cli_sends_is_signed_as_botocore_signs_it_and_the_presigned_upload_is
             req.target
         );
     }
+}
+
+#[test]
+fn with_iam_auth_the_cli_builds_runs_and_lists_against_a_server_that_does_not_check_it() {
+    // `ferry server start` on loopback without a token lets the SigV4 Authorization through,
+    // so the whole client path (signing, bodies, response decoding) runs in IAM mode.
+    let s = Server::start_with(
+        &["--tick-interval", "200ms"],
+        &[
+            ("FERRY_API_AUTH", "iam"),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+            ("AWS_REGION", REGION),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let proj = s.path("proj");
+    write_project(&proj, &[("flow.sh", "#!/bin/sh\necho hi\n")]);
+    let proj = proj.to_string_lossy().into_owned();
+    s.ok(&[
+        "deployment",
+        "build",
+        "flow.sh",
+        "-n",
+        "nightly",
+        "--path",
+        &proj,
+        "-o",
+        "nightly.yaml",
+        "-a",
+    ]);
+    let deployments = s.json(&["deployment", "ls"]);
+    let deployments = deployments.as_array().unwrap();
+    assert_eq!(deployments.len(), 1, "{deployments:?}");
+    let id = deployments[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(id, "flow/nightly");
+    s.ok(&["deployment", "run", &id]);
+    let runs = s.json(&["flow-run", "ls", "--deployment", &id]);
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
 }

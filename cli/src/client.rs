@@ -1,17 +1,144 @@
-use anyhow::{anyhow, Context, Result};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::{Mutex, OnceCell};
 
-/// HTTP client of the Ferry API; finds the server through FERRY_API_URL and FERRY_API_TOKEN.
+use crate::sigv4;
+
+/// HTTP client of the Ferry API; finds the server through FERRY_API_URL and authenticates as
+/// FERRY_API_AUTH says: `token` (the default) sends FERRY_API_TOKEN as a bearer token, `iam`
+/// signs every request with SigV4 for API Gateway.
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: Option<String>,
+    auth: Auth,
 }
 
 /// Default API address.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4300";
+
+enum Auth {
+    None,
+    Bearer(String),
+    Iam(IamSigner),
+}
+
+impl Auth {
+    fn from_env(mode: Option<&str>, token: Option<String>) -> Result<Self> {
+        match (mode, token) {
+            (None | Some("token"), None) => Ok(Self::None),
+            (None | Some("token"), Some(t)) => Ok(Self::Bearer(t)),
+            (Some("iam"), Some(_)) => bail!(
+                "FERRY_API_AUTH=iam signs requests with AWS credentials, and FERRY_API_TOKEN is set too: \
+                 unset FERRY_API_TOKEN, or unset FERRY_API_AUTH to use the token"
+            ),
+            (Some("iam"), None) => Ok(Self::Iam(IamSigner::default())),
+            (Some(other), _) => bail!(
+                "FERRY_API_AUTH={other:?} is not an authentication mode: use `token` (the default: \
+                 FERRY_API_TOKEN as a bearer token) or `iam` (SigV4 with the standard AWS credentials)"
+            ),
+        }
+    }
+}
+
+/// Signs with the credentials of the standard AWS configuration (environment, profile, SSO,
+/// web identity, container or instance role), loaded on the first request. The region is the
+/// one in the API's `execute-api` host name, else the configuration's.
+#[derive(Default)]
+struct IamSigner {
+    source: OnceCell<(SharedCredentialsProvider, Option<String>)>,
+    cached: Mutex<Option<Credentials>>,
+}
+
+/// Credentials that expire sooner than this are fetched again before signing.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+impl IamSigner {
+    async fn source(&self) -> Result<&(SharedCredentialsProvider, Option<String>)> {
+        self.source
+            .get_or_try_init(|| async {
+                let config = aws_config::load_from_env().await;
+                let provider = config.credentials_provider().ok_or_else(|| {
+                    anyhow!("FERRY_API_AUTH=iam: the AWS configuration has no credentials provider")
+                })?;
+                Ok((provider, config.region().map(|r| r.to_string())))
+            })
+            .await
+    }
+
+    async fn credentials(&self) -> Result<Credentials> {
+        let (provider, _) = self.source().await?;
+        let mut cached = self.cached.lock().await;
+        let fresh = cached.as_ref().filter(|c| {
+            c.expiry()
+                .is_none_or(|at| at > SystemTime::now() + REFRESH_MARGIN)
+        });
+        if let Some(c) = fresh {
+            return Ok(c.clone());
+        }
+        let c = provider.provide_credentials().await.context(
+            "FERRY_API_AUTH=iam: no AWS credentials found (set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run `aws sso login`)",
+        )?;
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn region(&self, url: &reqwest::Url) -> Result<String> {
+        if let Some(region) = url.host_str().and_then(sigv4::region_of_api_host) {
+            return Ok(region.to_owned());
+        }
+        let (_, region) = self.source().await?;
+        region.clone().ok_or_else(|| {
+            anyhow!(
+                "FERRY_API_AUTH=iam needs the API's region to sign for {url}: set AWS_REGION \
+                 or `region` in your AWS profile"
+            )
+        })
+    }
+
+    async fn sign(&self, req: &mut reqwest::Request) -> Result<()> {
+        let region = self.region(req.url()).await?;
+        let creds = self.credentials().await?;
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                value
+                    .to_str()
+                    .map(|v| (name.as_str(), v))
+                    .with_context(|| format!("header {name} is not text and cannot be signed"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let signed = sigv4::sign(
+            &sigv4::Request {
+                method: req.method().as_str(),
+                url: req.url().as_str(),
+                headers: &headers,
+                body: match req.body() {
+                    None => Some(&[]),
+                    Some(body) => body.as_bytes(),
+                },
+            },
+            &creds,
+            &region,
+            SystemTime::now(),
+        )?;
+        for (name, value) in signed {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("signed header name {name}"))?;
+            let value = reqwest::header::HeaderValue::from_str(&value)
+                .with_context(|| format!("value of the signed header {name}"))?;
+            req.headers_mut().insert(name, value);
+        }
+        Ok(())
+    }
+}
 
 impl Client {
     pub fn from_env() -> Result<Self> {
@@ -20,28 +147,42 @@ impl Client {
         let token = std::env::var("FERRY_API_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
+        let mode = std::env::var("FERRY_API_AUTH")
+            .ok()
+            .filter(|m| !m.is_empty());
+        let auth = Auth::from_env(mode.as_deref(), token)?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(300))
             .build()
             .context("building the HTTP client")?;
-        Ok(Self { http, base, token })
+        Ok(Self { http, base, auth })
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}/v1{path}", self.base));
-        if let Some(t) = &self.token {
+        if let Auth::Bearer(t) = &self.auth {
             req = req.bearer_auth(t);
         }
         req
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
+    /// Sends an API request, signed when FERRY_API_AUTH=iam. The request is built first so
+    /// that the signature covers exactly the URL, headers and body that go on the wire.
+    async fn execute(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let mut req = req.build().context("building the API request")?;
+        if let Auth::Iam(signer) = &self.auth {
+            signer.sign(&mut req).await?;
+        }
+        self.http.execute(req).await.map_err(|e| {
             anyhow!(
                 "cannot reach the Ferry API at {} ({e}): start it with `ferry server start` or set FERRY_API_URL",
                 self.base
             )
-        })?;
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = self.execute(req).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -80,11 +221,7 @@ impl Client {
     }
 
     pub async fn exists(&self, path: &str) -> Result<bool> {
-        let resp = self
-            .request(Method::HEAD, path)
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the Ferry API at {} ({e})", self.base))?;
+        let resp = self.execute(self.request(Method::HEAD, path)).await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -92,7 +229,8 @@ impl Client {
         }
     }
 
-    /// Uploads to a presigned URL (not the API: no bearer token).
+    /// Uploads to a presigned URL. Not the API: no bearer token, and no SigV4 signature on
+    /// top of the one in the URL.
     pub async fn put_direct(
         &self,
         target: &ferry_core::ports::UploadTarget,
@@ -120,5 +258,54 @@ impl Client {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(mode: Option<&str>, token: Option<&str>) -> String {
+        match Auth::from_env(mode, token.map(str::to_owned)) {
+            Ok(_) => panic!("{mode:?} with token {token:?} should be refused"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn no_mode_or_token_mode_keeps_the_bearer_token() {
+        for mode in [None, Some("token")] {
+            assert!(matches!(
+                Auth::from_env(mode, Some("t".into())).unwrap(),
+                Auth::Bearer(t) if t == "t"
+            ));
+            assert!(matches!(Auth::from_env(mode, None).unwrap(), Auth::None));
+        }
+    }
+
+    #[test]
+    fn iam_mode_signs() {
+        assert!(matches!(
+            Auth::from_env(Some("iam"), None).unwrap(),
+            Auth::Iam(_)
+        ));
+    }
+
+    #[test]
+    fn iam_mode_with_a_token_is_refused_naming_both_variables() {
+        let e = err(Some("iam"), Some("t"));
+        assert!(
+            e.contains("FERRY_API_AUTH=iam") && e.contains("FERRY_API_TOKEN"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_mode_is_refused_naming_the_accepted_values() {
+        let e = err(Some("IAM-ish"), None);
+        assert!(
+            e.contains("\"IAM-ish\"") && e.contains("`token`") && e.contains("`iam`"),
+            "{e}"
+        );
     }
 }

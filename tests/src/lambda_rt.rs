@@ -206,16 +206,25 @@ pub fn functions_dir() -> PathBuf {
     .clone()
 }
 
-/// The debug build of the function binary `name` (`ferry-api-lambda`, `ferry-tick-lambda`,
-/// `ferry-dispatch-lambda`); panics naming the build command when it is missing.
+/// The function binary `name` (`ferry-api-lambda`, `ferry-tick-lambda`,
+/// `ferry-dispatch-lambda`) in [`functions_dir`]: `DIR/NAME` (cargo's layout: the debug builds),
+/// else `DIR/NAME/bootstrap` (cargo-lambda's layout, which `scripts/package-functions.sh` leaves
+/// unpacked next to each zip: `FERRY_LAMBDA_BIN_DIR=<target>/lambda` tests the release
+/// bootstraps). Panics naming the build command when neither exists.
 pub fn function_binary(name: &str) -> PathBuf {
-    let p = functions_dir().join(name);
+    let dir = functions_dir();
+    let flat = dir.join(name);
+    if flat.is_file() {
+        return flat;
+    }
+    let bootstrap = flat.join("bootstrap");
     assert!(
-        p.is_file(),
-        "{} is missing: build the functions with `{BUILD_FUNCTIONS}` (or point FERRY_LAMBDA_BIN_DIR at them)",
-        p.display()
+        bootstrap.is_file(),
+        "neither {} nor {} exists: build the functions with `{BUILD_FUNCTIONS}` (or point FERRY_LAMBDA_BIN_DIR at them)",
+        flat.display(),
+        bootstrap.display()
     );
-    p
+    bootstrap
 }
 
 type Outcome = Result<Value, LambdaError>;
@@ -1095,4 +1104,104 @@ pub fn matches_filter(pattern: &Value, record: &Value) -> bool {
             _ => panic!("a filter pattern's leaves are arrays: {k}: {p}"),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::try_from(*k).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn event_has_the_payload_2_0_shape_with_cookies_apart_and_repeated_headers_joined() {
+        let h = headers(&[
+            ("Host", "api.example"),
+            ("Accept", "a"),
+            ("Accept", "b"),
+            ("Cookie", "x=1; y=2"),
+            ("Connection", "keep-alive"),
+            ("Content-Type", "application/json"),
+        ]);
+        let e = api_gateway_event("PUT", "/v1/x", "a=1&a=2&b=c%20d", &h, b"{}", "127.0.0.1");
+        assert_eq!(e["version"], "2.0");
+        assert_eq!(e["routeKey"], "$default");
+        assert_eq!(e["rawPath"], "/v1/x");
+        assert_eq!(e["rawQueryString"], "a=1&a=2&b=c%20d");
+        assert_eq!(e["queryStringParameters"], json!({"a": "1,2", "b": "c d"}));
+        assert_eq!(e["headers"]["accept"], "a,b");
+        assert_eq!(e["headers"]["x-forwarded-for"], "127.0.0.1");
+        assert!(e["headers"].get("cookie").is_none(), "{e}");
+        assert!(e["headers"].get("connection").is_none(), "{e}");
+        assert_eq!(e["cookies"], json!(["x=1", "y=2"]));
+        assert_eq!(e["requestContext"]["http"]["method"], "PUT");
+        assert_eq!(e["requestContext"]["http"]["sourceIp"], "127.0.0.1");
+        assert_eq!(e["requestContext"]["stage"], "$default");
+        assert_eq!(e["body"], "{}");
+        assert_eq!(e["isBase64Encoded"], false);
+    }
+
+    #[test]
+    fn binary_body_is_base64_encoded_and_an_empty_one_left_out() {
+        let h = headers(&[("Content-Type", "application/gzip")]);
+        let e = api_gateway_event("PUT", "/b", "", &h, &[0x1f, 0x8b, 0xff], "127.0.0.1");
+        assert_eq!(e["isBase64Encoded"], true);
+        assert_eq!(e["body"], "H4v/");
+        assert!(e.get("queryStringParameters").is_none(), "{e}");
+        let e = api_gateway_event("GET", "/b", "", &HeaderMap::new(), b"", "127.0.0.1");
+        assert!(e.get("body").is_none(), "{e}");
+    }
+
+    #[test]
+    fn response_decodes_base64_bodies_and_sets_cookies() {
+        let r = api_gateway_response(&json!({
+            "statusCode": 201,
+            "headers": {"content-type": "application/gzip", "content-length": "999"},
+            "cookies": ["a=1", "b=2"],
+            "body": "H4v/",
+            "isBase64Encoded": true,
+        }));
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(r.headers()["content-type"], "application/gzip");
+        assert!(r.headers().get("content-length").is_none());
+        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        let body = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(r.into_body(), 1024))
+            .unwrap();
+        assert_eq!(&body[..], &[0x1f, 0x8b, 0xff]);
+    }
+
+    #[test]
+    fn filter_keeps_only_records_with_the_listed_values() {
+        let pattern: Value = serde_json::from_str(
+            r#"{"dynamodb":{"NewImage":{"sk":{"S":["R"]},"due_pk":{"S":["X#W"]}}}}"#,
+        )
+        .unwrap();
+        let record = |sk: &str, due: Option<&str>| {
+            let mut image = json!({"sk": {"S": sk}});
+            if let Some(d) = due {
+                image["due_pk"] = json!({"S": d});
+            }
+            json!({"eventName": "INSERT", "dynamodb": {"NewImage": image}})
+        };
+        assert!(matches_filter(&pattern, &record("R", Some("X#W"))));
+        assert!(!matches_filter(&pattern, &record("R", Some("Q#prod"))));
+        assert!(!matches_filter(&pattern, &record("R", None)));
+        assert!(!matches_filter(&pattern, &record("D", Some("X#W"))));
+        assert!(!matches_filter(
+            &pattern,
+            &json!({"eventName": "REMOVE", "dynamodb": {}})
+        ));
+    }
 }

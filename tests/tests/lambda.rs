@@ -138,7 +138,7 @@ const TICK_COUNTERS: &[&str] = &[
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
-fn tick_function_answers_a_scheduled_event_with_its_report_on_aws() {
+fn tick_function_answers_scheduled_events_with_an_empty_report_on_a_fresh_table_on_aws() {
     let storage = Storage::fresh();
     let tick = storage.function("ferry-tick", "ferry-tick-lambda");
     let init = tick.init_duration();
@@ -271,50 +271,94 @@ fn api_function_behind_api_gateway_serves_the_real_cli_on_aws() {
     assert!(body.to_string().contains("missing"), "{body}");
 }
 
+/// The API function behind API Gateway, the real CLI pointed at it, an ECS cluster and task
+/// definition in moto, a profile `ecs/test` on them and a launched deployment `flow/ecs`.
+struct EcsDeployment {
+    storage: Storage,
+    cli: Cli,
+    ecs: MotoEcs,
+    _gw: ApiGatewayProxy,
+    _api: LambdaFunction,
+}
+
+impl EcsDeployment {
+    fn new() -> Self {
+        let storage = Storage::fresh();
+        let api = storage.function("ferry-api", "ferry-api-lambda");
+        let gw = api.api_gateway();
+        let cli = Cli::at(&gw);
+        let cluster = format!("ferry-{}", storage.table.trim_start_matches("ferry-"));
+        let ecs = MotoEcs::prepare(&cluster, "ferry-agent", DEFAULT_IMAGE);
+        cli.ok(&[
+            "infra",
+            "create",
+            "ecs/test",
+            "--cluster",
+            &cluster,
+            "--task-definition",
+            "ferry-agent",
+            "--subnet",
+            &ecs.subnet_id,
+            "--security-group",
+            &ecs.security_group_id,
+        ]);
+        let proj = flow_project(&cli);
+        cli.ok(&[
+            "deployment",
+            "build",
+            "flow.sh",
+            "-n",
+            "ecs",
+            "--path",
+            &proj,
+            "-ib",
+            "ecs/test",
+            "-a",
+        ]);
+        Self {
+            storage,
+            cli,
+            ecs,
+            _gw: gw,
+            _api: api,
+        }
+    }
+
+    /// `ferry deployment run flow/ecs`: the new run's id, checked to be waiting for a launch.
+    fn run(&self) -> String {
+        let run = self.cli.json(&["deployment", "run", "flow/ecs"]);
+        assert_eq!(run["state"], "scheduled", "nothing launched it yet: {run}");
+        run["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{run}"))
+            .to_owned()
+    }
+
+    /// Asserts run `id` is Pending with an ECS task moto holds; the task's ARN.
+    fn assert_launched(&self, id: &str) -> String {
+        let run = self.cli.json(&["flow-run", "inspect", id]);
+        assert_eq!(run["state"], "pending", "{run}");
+        let task = run["launch"]["task"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no task in {run}"))
+            .to_owned();
+        assert!(task.starts_with("arn:aws:ecs:"), "{run}");
+        assert_eq!(
+            self.ecs.describe(&task).desired_status.as_deref(),
+            Some("RUNNING")
+        );
+        task
+    }
+}
+
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn dispatch_function_launches_a_run_from_dynamodb_local_stream_records_on_aws() {
-    let storage = Storage::fresh();
-    let api = storage.function("ferry-api", "ferry-api-lambda");
-    let gw = api.api_gateway();
-    let cli = Cli::at(&gw);
-    let cluster = format!("ferry-{}", storage.table.trim_start_matches("ferry-"));
-    let ecs = MotoEcs::prepare(&cluster, "ferry-agent", DEFAULT_IMAGE);
-    cli.ok(&[
-        "infra",
-        "create",
-        "ecs/test",
-        "--cluster",
-        &cluster,
-        "--task-definition",
-        "ferry-agent",
-        "--subnet",
-        &ecs.subnet_id,
-        "--security-group",
-        &ecs.security_group_id,
-    ]);
-    let proj = flow_project(&cli);
-    cli.ok(&[
-        "deployment",
-        "build",
-        "flow.sh",
-        "-n",
-        "ecs",
-        "--path",
-        &proj,
-        "-ib",
-        "ecs/test",
-        "-a",
-    ]);
-    let run = cli.json(&["deployment", "run", "flow/ecs"]);
-    let id = run["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{run}"))
-        .to_owned();
-    assert_eq!(run["state"], "scheduled", "nothing launched it yet: {run}");
+    let d = EcsDeployment::new();
+    let id = d.run();
 
     // The batch Lambda would deliver: the stream's records the mapping's filter keeps.
-    let (event, total) = stream_event(&storage.table, ferry_aws::stream::LAMBDA_FILTER_PATTERN);
+    let (event, total) = stream_event(&d.storage.table, ferry_aws::stream::LAMBDA_FILTER_PATTERN);
     let records = event["Records"].as_array().unwrap();
     assert!(
         records.len() < total,
@@ -327,27 +371,36 @@ fn dispatch_function_launches_a_run_from_dynamodb_local_stream_records_on_aws() 
         "no record of run {id} in {event}"
     );
 
-    let dispatch = storage.function("ferry-dispatch", "ferry-dispatch-lambda");
+    let dispatch = d
+        .storage
+        .function("ferry-dispatch", "ferry-dispatch-lambda");
     let answer = dispatch
         .invoke(event.clone())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(answer, json!({"batchItemFailures": []}));
-    let launched = cli.json(&["flow-run", "inspect", &id]);
-    assert_eq!(launched["state"], "pending", "{launched}");
-    let task = launched["launch"]["task"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no task in {launched}"))
-        .to_owned();
-    assert!(task.starts_with("arn:aws:ecs:"), "{launched}");
-    assert_eq!(
-        ecs.describe(&task).desired_status.as_deref(),
-        Some("RUNNING")
-    );
+    let task = d.assert_launched(&id);
 
     // The same batch delivered again (a retry) launches nothing more.
     let again = dispatch.invoke(event).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again, json!({"batchItemFailures": []}));
-    let after = cli.json(&["flow-run", "inspect", &id]);
-    assert_eq!(after["launch"]["task"], task.as_str(), "{after}");
-    assert_eq!(after["state"], "pending", "{after}");
+    assert_eq!(d.assert_launched(&id), task);
+}
+
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn tick_function_launches_a_due_run_that_dispatch_missed_on_aws() {
+    let d = EcsDeployment::new();
+    let id = d.run();
+    let tick = d.storage.function("ferry-tick", "ferry-tick-lambda");
+    let report = tick
+        .invoke(scheduled_event("ferry-tick"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["launched"], 1, "{report}");
+    let task = d.assert_launched(&id);
+    // The next tick finds it launched already.
+    let report = tick
+        .invoke(scheduled_event("ferry-tick"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["launched"], 0, "{report}");
+    assert_eq!(d.assert_launched(&id), task);
 }

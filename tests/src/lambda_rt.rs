@@ -467,10 +467,14 @@ impl LambdaFunction {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("binding the API Gateway proxy on 127.0.0.1:0");
         let addr = listener.local_addr().expect("the proxy's address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let app = Router::new()
             .fallback(proxy)
             .layer(axum::extract::DefaultBodyLimit::disable())
-            .with_state(self.shared.clone());
+            .with_state(ProxyState {
+                function: self.shared.clone(),
+                requests: requests.clone(),
+            });
         let task = self.rt.spawn(async move {
             axum::serve(
                 listener,
@@ -480,6 +484,7 @@ impl LambdaFunction {
         });
         ApiGatewayProxy {
             url: format!("http://{addr}"),
+            requests,
             task,
         }
     }
@@ -645,7 +650,34 @@ async fn init_error(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 pub struct ApiGatewayProxy {
     /// `http://127.0.0.1:PORT`: the API's URL (`FERRY_API_URL`).
     pub url: String,
+    requests: Arc<Mutex<Vec<ProxiedRequest>>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// One request the proxy answered (its access log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxiedRequest {
+    /// The HTTP method.
+    pub method: String,
+    /// The path (without the query).
+    pub path: String,
+    /// The status answered.
+    pub status: u16,
+    /// The request body's size in bytes.
+    pub body_bytes: usize,
+}
+
+impl ApiGatewayProxy {
+    /// Every request answered so far, in order.
+    pub fn requests(&self) -> Vec<ProxiedRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    function: Arc<Shared>,
+    requests: Arc<Mutex<Vec<ProxiedRequest>>>,
 }
 
 impl Drop for ApiGatewayProxy {
@@ -872,41 +904,48 @@ fn internal_error() -> Response {
 
 /// The proxy's one route: HTTP request → event → invoke → HTTP response.
 async fn proxy(
-    State(s): State<Arc<Shared>>,
+    State(s): State<ProxyState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, API_GATEWAY_BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(json!({"message": "Request Entity Too Large"})),
-            )
-                .into_response()
+    let (body, resp) = match axum::body::to_bytes(body, API_GATEWAY_BODY_LIMIT).await {
+        Ok(body) => {
+            let event = api_gateway_event(
+                parts.method.as_str(),
+                parts.uri.path(),
+                parts.uri.query().unwrap_or(""),
+                &parts.headers,
+                &body,
+                &peer.ip().to_string(),
+            );
+            let resp = match s.function.invoke(&event).await {
+                Ok(result) => api_gateway_response(&result),
+                Err(LambdaError::RequestTooLarge { .. }) => too_large(),
+                Err(e) => {
+                    eprintln!("API Gateway proxy: {} {}: {e}", parts.method, parts.uri);
+                    internal_error()
+                }
+            };
+            (body.len(), resp)
         }
+        Err(_) => (API_GATEWAY_BODY_LIMIT, too_large()),
     };
-    let event = api_gateway_event(
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query().unwrap_or(""),
-        &parts.headers,
-        &body,
-        &peer.ip().to_string(),
-    );
-    match s.invoke(&event).await {
-        Ok(result) => api_gateway_response(&result),
-        Err(LambdaError::RequestTooLarge { .. }) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(json!({"message": "Request Entity Too Large"})),
-        )
-            .into_response(),
-        Err(e) => {
-            eprintln!("API Gateway proxy: {} {}: {e}", parts.method, parts.uri);
-            internal_error()
-        }
-    }
+    s.requests.lock().unwrap().push(ProxiedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        status: resp.status().as_u16(),
+        body_bytes: body,
+    });
+    resp
+}
+
+fn too_large() -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        axum::Json(json!({"message": "Request Entity Too Large"})),
+    )
+        .into_response()
 }
 
 /// An EventBridge scheduled event (`detail-type: Scheduled Event`) from rule `rule`, as

@@ -231,6 +231,20 @@ fn api_function_behind_api_gateway_serves_the_real_cli_on_aws() {
         "-a",
     ]);
     assert!(out.contains("Created deployment main/nightly"), "{out}");
+    // The CLI asked the function for an upload URL and sent the bundle to S3 itself.
+    let requests = gw.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with("/upload-url") && r.status == 200),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.starts_with("/v1/bundles/")),
+        "the bundle went through API Gateway: {requests:?}"
+    );
     let dep = cli.json(&["deployment", "inspect", "main/nightly"]);
     let sha = dep["spec"]["bundle"]["sha256"]
         .as_str()

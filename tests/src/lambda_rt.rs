@@ -996,6 +996,9 @@ fn on_own_runtime<T: Send>(fut: impl std::future::Future<Output = T> + Send) -> 
     })
 }
 
+/// Empty `GetRecords` pages in a row that end the reading of a shard.
+const EMPTY_PAGES: usize = 3;
+
 /// Every record of `table`'s stream, as Lambda's JSON records.
 async fn read_stream(table: &str) -> Vec<Value> {
     let sdk = ferry_aws::config::sdk_config().await;
@@ -1029,7 +1032,9 @@ async fn read_stream(table: &str) -> Vec<Value> {
             .unwrap_or_else(|e| panic!("GetShardIterator {shard_id}: {e:?}"))
             .shard_iterator
             .map(|s| s.to_owned());
-        // An open shard never ends its iterator: stop at the first empty page.
+        // An open shard never ends its iterator: stop at an empty page — after a few, as
+        // DynamoDB may answer empty pages before a shard's first records.
+        let mut empty = 0;
         while let Some(it) = iterator {
             let page = streams
                 .get_records()
@@ -1038,7 +1043,13 @@ async fn read_stream(table: &str) -> Vec<Value> {
                 .await
                 .unwrap_or_else(|e| panic!("GetRecords {shard_id}: {e:?}"));
             if page.records().is_empty() {
-                break;
+                empty += 1;
+                if empty >= EMPTY_PAGES {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            } else {
+                empty = 0;
             }
             out.extend(
                 page.records()

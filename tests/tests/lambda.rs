@@ -178,6 +178,26 @@ fn function_without_its_table_fails_at_init_naming_the_variable() {
     }
 }
 
+#[test]
+fn an_event_over_lambdas_6_mb_limit_is_refused_before_reaching_the_function() {
+    let tick = LambdaFunction::start(
+        FunctionConfig::new("ferry-tick", function_binary("ferry-tick-lambda"))
+            .env("FERRY_TABLE", "unused")
+            .env("FERRY_BUCKET", "unused"),
+    );
+    tick.init_duration();
+    let big = json!({ "detail": "x".repeat(6 * 1024 * 1024) });
+    match tick.invoke(big) {
+        Err(LambdaError::RequestTooLarge { size }) => assert!(size > 6 * 1024 * 1024),
+        other => panic!("expected RequestTooLarge, got {other:?}"),
+    }
+    assert!(
+        !tick.logs().contains("\"message\":\"tick\""),
+        "the function ran: {}",
+        tick.logs()
+    );
+}
+
 fn flow_project(cli: &Cli) -> String {
     let dir = cli.path("proj");
     write_project(

@@ -26,7 +26,8 @@ pub fn init_tracing() {
 /// `FERRY_BUCKET`), launching `ecs/NAME` runs as ECS tasks; fails fast with a message naming
 /// what is missing.
 pub async fn ferry_from_env() -> Result<Ferry, Error> {
-    let cfg = ferry_aws::AwsConfig::from_env()?;
+    // The message, not the variant's Debug: `main` returning the error prints it with `{:?}`.
+    let cfg = ferry_aws::AwsConfig::from_env().map_err(|e| e.to_string())?;
     let a = cfg.adapters(&ferry_aws::config::sdk_config().await);
     Ok(Ferry::new(a.store, a.code, a.logs, Arc::new(SystemClock))
         .with_launcher(ferry_core::infra::InfraKind::Ecs, a.ecs)

@@ -3,6 +3,7 @@
 //! against it.
 
 pub mod fargate_sim;
+pub mod lambda_rt;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

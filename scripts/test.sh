@@ -59,6 +59,8 @@ export FERRY_EMULATORS=1
 ./scripts/agent-image.sh install
 ./scripts/agent-image.sh base
 cargo build --locked -p ferry-cli --bin ferry
+# The Lambda entry points, run behind the Runtime API emulator (tests/src/lambda_rt.rs).
+cargo build --locked -p ferry-functions --bins
 export FERRY_BIN="$PWD/target/debug/ferry"
 ./scripts/agent-image.sh build
 

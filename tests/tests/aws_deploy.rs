@@ -139,6 +139,33 @@ fn the_control_plane_and_agent_stacks_deploy_redeploy_unchanged_and_destroy_on_a
     assert!(gone.contains("Kept the data"), "{gone}");
     let twice = ok(&["aws", "destroy", "--stack", &stack]);
     assert!(twice.contains("does not exist"), "{twice}");
+    // Deployed again, then destroyed with its data: nothing of it is left.
+    assert!(deploy(&[]).contains(&format!("Stack {stack}: created")));
+    let all = ok(&["aws", "destroy", "--stack", &stack, "--delete-data"]);
+    assert!(all.contains(&format!("Stack {stack}: deleted")), "{all}");
+    assert!(!all.contains("Kept the data"), "{all}");
+    let bucket = format!("{stack}-data-123456789012-us-east-1");
+    let head = Command::new(venv_python())
+        .args([
+            "-c",
+            &format!("import boto3,sys; s=boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1'); print([b['Name'] for b in s.list_buckets()['Buckets'] if b['Name']=='{bucket}'])"),
+            &std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&head.stdout).trim(),
+        "[]",
+        "{head:?}"
+    );
+}
+
+/// The emulators' venv python (boto3 comes with moto).
+fn venv_python() -> std::path::PathBuf {
+    let dir = std::env::var_os("FERRY_EMULATORS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.emulators"));
+    dir.join("venv/bin/python")
 }
 
 #[test]

@@ -438,3 +438,35 @@ fn tick_function_launches_a_due_run_that_dispatch_missed_on_aws() {
     assert_eq!(report["launched"], 0, "{report}");
     assert_eq!(d.assert_launched(&id), task);
 }
+
+#[test]
+#[ignore = "needs the AWS emulators, podman and the agent image: scripts/test.sh runs it"]
+fn a_run_registered_through_the_api_function_completes_in_a_fargate_task_launched_by_dispatch_on_aws(
+) {
+    ferry_tests::fargate_sim::require_agent_image(DEFAULT_IMAGE);
+    let d = EcsDeployment::new();
+    // The Fargate simulator runs the tasks moto holds as containers of the agent image.
+    let sim = ferry_tests::fargate_sim::FargateSim::start(
+        ferry_tests::fargate_sim::SimOptions::new(&d.ecs.cluster),
+    );
+    let id = d.run();
+    let (event, _) = stream_event(&d.storage.table, ferry_aws::stream::LAMBDA_FILTER_PATTERN);
+    let dispatch = d
+        .storage
+        .function("ferry-dispatch", "ferry-dispatch-lambda");
+    let answer = dispatch.invoke(event).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    let task = d.assert_launched(&id);
+    // The task's container runs `ferry agent execute` against the same table and bucket
+    // (the launch gave it their names); the run completes and its log is readable through
+    // the API function.
+    let c = sim.wait_for(&task, Duration::from_secs(120), |c| c.ended());
+    assert_eq!(c.exit_code, Some(0), "{c:?}");
+    let run = d.cli.json(&["flow-run", "inspect", &id]);
+    assert_eq!(run["state"], "completed", "{run}");
+    let logs = d.cli.ok(&["flow-run", "logs", &id]);
+    assert!(
+        logs.contains("hello from a lambda-registered flow"),
+        "{logs}"
+    );
+}

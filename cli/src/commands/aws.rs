@@ -314,13 +314,18 @@ async fn destroy(stack: &str, delete_data: bool) -> Result<()> {
         }
     }
     if let Some(b) = bucket {
-        empty_and_delete_bucket(&ferry_aws::config::s3_client(&sdk), b).await?;
-        println!("Bucket {b}: deleted");
+        if empty_and_delete_bucket(&ferry_aws::config::s3_client(&sdk), b).await? {
+            println!("Bucket {b}: deleted");
+        }
     }
     Ok(())
 }
 
-async fn empty_and_delete_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
+/// Empties and deletes `bucket`; `false` when it does not exist (any more).
+async fn empty_and_delete_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<bool> {
+    if s3.head_bucket().bucket(bucket).send().await.is_err() {
+        return Ok(false);
+    }
     loop {
         let page = s3
             .list_objects_v2()
@@ -350,7 +355,7 @@ async fn empty_and_delete_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Resul
         .await
         .map_err(|e| anyhow!("{}", ferry_core::error::error_chain(&e)))
         .with_context(|| format!("deleting bucket {bucket}"))?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]

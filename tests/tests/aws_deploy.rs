@@ -143,7 +143,7 @@ fn the_control_plane_and_agent_stacks_deploy_redeploy_unchanged_and_destroy_on_a
     // bucket of the first would make a new stack of the same name fail: their names are
     // taken until they are removed or imported.)
     let other = format!("{stack}-b");
-    let mut args = vec![
+    let args = [
         "aws",
         "deploy",
         "--stack",

@@ -65,24 +65,7 @@ fn the_control_plane_and_agent_stacks_deploy_redeploy_unchanged_and_destroy_on_a
             .unwrap()
             .as_millis()
     );
-    let deploy = |extra: &[&str]| {
-        let mut args = vec![
-            "aws",
-            "deploy",
-            "--stack",
-            &stack,
-            "--functions",
-            functions,
-            "--image",
-            "ferry-agent:dev",
-            "--subnet",
-            "subnet-0123",
-            "--security-group",
-            "sg-0123",
-        ];
-        args.extend_from_slice(extra);
-        ok(&args)
-    };
+    let deploy = |extra: &[&str]| ok(&deploy_args(&stack, functions, extra));
     let first = deploy(&[]);
     assert!(
         first.contains(&format!("Stack {stack}: created")),
@@ -100,24 +83,8 @@ fn the_control_plane_and_agent_stacks_deploy_redeploy_unchanged_and_destroy_on_a
     assert!(first.contains("FERRY_API_AUTH=iam"), "{first}");
     // The default artifacts bucket is named after the account (moto's) and the region.
     assert!(
-        String::from_utf8_lossy(
-            &ferry(&[
-                "aws",
-                "deploy",
-                "--stack",
-                &stack,
-                "--functions",
-                functions,
-                "--image",
-                "ferry-agent:dev",
-                "--subnet",
-                "subnet-0123",
-                "--security-group",
-                "sg-0123"
-            ])
-            .stderr
-        )
-        .contains("s3://ferry-artifacts-123456789012-"),
+        String::from_utf8_lossy(&ferry(&deploy_args(&stack, functions, &[])).stderr)
+            .contains("s3://ferry-artifacts-123456789012-"),
         "the default artifacts bucket"
     );
     let again = deploy(&[]);
@@ -143,20 +110,7 @@ fn the_control_plane_and_agent_stacks_deploy_redeploy_unchanged_and_destroy_on_a
     // bucket of the first would make a new stack of the same name fail: their names are
     // taken until they are removed or imported.)
     let other = format!("{stack}-b");
-    let args = [
-        "aws",
-        "deploy",
-        "--stack",
-        &other,
-        "--functions",
-        functions,
-        "--image",
-        "ferry-agent:dev",
-        "--subnet",
-        "subnet-0123",
-        "--security-group",
-        "sg-0123",
-    ];
+    let args = deploy_args(&other, functions, &[]);
     assert!(ok(&args).contains(&format!("Stack {other}: created")));
     let all = ok(&["aws", "destroy", "--stack", &other, "--delete-data"]);
     assert!(all.contains(&format!("Stack {other}: deleted")), "{all}");
@@ -175,6 +129,26 @@ fn the_control_plane_and_agent_stacks_deploy_redeploy_unchanged_and_destroy_on_a
         "[]",
         "{head:?}"
     );
+}
+
+/// `ferry aws deploy` of `stack` with the stand-in zips in `functions` and `extra` flags.
+fn deploy_args<'a>(stack: &'a str, functions: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "aws",
+        "deploy",
+        "--stack",
+        stack,
+        "--functions",
+        functions,
+        "--image",
+        "ferry-agent:dev",
+        "--subnet",
+        "subnet-0123",
+        "--security-group",
+        "sg-0123",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// The emulators' venv python (boto3 comes with moto).

@@ -21,6 +21,9 @@ use crate::{AppError, Ferry};
 /// Most launched runs one pass reads (pre-launch, supervision); the rest wait for the next.
 const PASS_BUDGET: usize = 1000;
 const PAGE: usize = 100;
+/// A claimed launch still without a task this long after its claim is started again: longer
+/// than a RunTask call with the SDK's retries takes.
+const RETRY_TASKLESS_AFTER: Duration = Duration::seconds(30);
 
 /// What became of one launch attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +280,10 @@ impl Ferry {
                     return Ok::<_, AppError>(1);
                 };
                 match launch.task {
+                    // Its launcher may still be waiting for RunTask's answer: only a launch
+                    // left without a task for a while is retried (same token), so launchers
+                    // racing for one run call RunTask once.
+                    None if now < launch.launched_at + RETRY_TASKLESS_AFTER => Ok(0),
                     None if now < launch.start_deadline => {
                         let d = self.store.get_deployment(&run.deployment).await?;
                         let overrides = d.map(|d| d.spec.infra_overrides).unwrap_or_default();

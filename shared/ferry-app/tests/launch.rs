@@ -186,7 +186,7 @@ async fn a_refused_launch_is_retried_with_the_same_token_and_starts_one_task() {
         held.launch.as_ref().unwrap().task.is_none(),
         "not started yet"
     );
-    e.clock.advance(Duration::seconds(5));
+    e.clock.advance(Duration::seconds(31));
     e.ferry.tick().await.unwrap();
     let launches = e.launches();
     assert_eq!(launches.len(), 2);
@@ -316,4 +316,29 @@ async fn cancelling_a_launched_run_stops_its_task() {
         matches!(after, ferry_app::TakeOver::NothingToDo(ref w) if w.contains("already cancelled")),
         "{after:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn launchers_racing_for_one_run_start_one_task() {
+    let e = env(0).await;
+    let run = e.adhoc(0).await;
+    // Eight deliveries of its stream record and four ticks, all at once.
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let f = e.ferry.clone();
+        racers.spawn(async move {
+            if i % 3 == 0 {
+                f.tick().await.map(|_| ())
+            } else {
+                f.dispatch(run.id).await.map(|_| ())
+            }
+        });
+    }
+    while let Some(r) = racers.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(e.launches().len(), 1, "{:?}", e.launches());
+    let r = e.run(&run).await;
+    assert_eq!(r.launch.unwrap().attempt, 1);
+    assert_eq!(r.lease.unwrap().agent_id, "launcher:1");
 }

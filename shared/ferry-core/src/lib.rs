@@ -4,6 +4,7 @@
 //! This crate is pure: no I/O, no SDK types, no clock reads. Time reaches it through
 //! [`clock::Clock`] or as arguments.
 
+pub mod agent;
 pub mod clock;
 pub mod deployment;
 pub mod digest;

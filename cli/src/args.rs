@@ -113,6 +113,14 @@ pub enum AgentCmd {
     /// process). Exits 0 if the run completed, 1 if it ended otherwise, 3 if there was nothing
     /// to take (finished, cancelled, or another task's).
     Execute(ExecuteArgs),
+    /// List the agents seen polling in the last 7 days (online: polled within 60 s).
+    Ls {
+        /// Only agents serving this work queue.
+        #[arg(short = 'q', long = "work-queue")]
+        work_queue: Option<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
     /// (internal) The process guard an agent starts: kills its flows if the agent dies.
     #[command(hide = true)]
     Guard {
@@ -261,6 +269,8 @@ pub enum QueueCmd {
     SetConcurrencyLimit { name: String, limit: u32 },
     /// Remove the concurrency limit.
     ClearConcurrencyLimit { name: String },
+    /// Delete a work queue (not `default`, nor one a deployment uses or with waiting runs).
+    Delete { name: String },
     /// Upcoming runs of a queue.
     Preview {
         name: String,
@@ -408,9 +418,14 @@ pub enum DeploymentCmd {
         /// A repeated call with the same key returns the same run.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Stream state changes and log lines until the run ends; exit 0 only if it completed.
+        /// Stream state changes and log lines until the run ends, following its retries to the
+        /// last attempt; exit 0 only if that attempt completed.
         #[arg(long)]
         watch: bool,
+        /// With --watch: stop watching after this long (e.g. 30s, 10m) and exit 124; the run
+        /// goes on.
+        #[arg(long, requires = "watch", value_parser = humantime::parse_duration)]
+        watch_timeout: Option<std::time::Duration>,
         #[command(flatten)]
         out: JsonFlag,
     },

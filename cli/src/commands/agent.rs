@@ -158,6 +158,9 @@ pub async fn run(cmd: AgentCmd) -> Result<()> {
     let args = match cmd {
         AgentCmd::Start(args) => args,
         AgentCmd::Execute(args) => return execute(args).await,
+        AgentCmd::Ls { work_queue, out } => {
+            return super::queue::agent_ls(work_queue.as_deref(), out.json).await
+        }
         AgentCmd::Guard { kill_grace } => {
             ferry_agent::guard::serve(std::io::stdin().lock(), kill_grace);
             return Ok(());

@@ -343,6 +343,7 @@ pub async fn run(cmd: DeploymentCmd) -> Result<()> {
             start_in,
             idempotency_key,
             watch,
+            watch_timeout,
             out,
         } => {
             let req = RunRequest {
@@ -362,7 +363,7 @@ pub async fn run(cmd: DeploymentCmd) -> Result<()> {
                 return Ok(());
             }
             println!("Flow run {} of {}", run.id, run.deployment);
-            let done = super::watch::follow(&client, &run.id.to_string(), true, true).await?;
+            let done = super::watch::watch(&client, &run, watch_timeout).await?;
             if out.json {
                 output::json(&done)?;
             }

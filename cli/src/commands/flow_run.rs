@@ -81,6 +81,12 @@ pub async fn run(cmd: FlowRunCmd) -> Result<()> {
             }
             println!("scheduled time: {}", output::time(r.scheduled_time));
             println!("attempt:        {}", r.attempt);
+            if let Some(of) = r.retry_of {
+                println!("retry of:       {of}");
+            }
+            if let Some(by) = r.retried_by {
+                println!("retried by:     {by} (attempt {})", r.attempt + 1);
+            }
             println!(
                 "parameters:     {}",
                 serde_json::Value::Object(r.parameters.clone())

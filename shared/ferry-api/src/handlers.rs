@@ -2,7 +2,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_app::{ApplyOutcome, InfraOutcome, PreviewItem, QueuePatch, RunRequest};
+use ferry_app::{ApplyOutcome, InfraOutcome, PreviewItem, QueuePatch, QueueView, RunRequest};
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::infra::{InfraKind, InfraName, InfraProfile, InfraSpec};
 use ferry_core::ports::{LogPage, RunFilter};
@@ -83,9 +83,10 @@ pub struct CreateQueue {
     pub priority: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/work-queues", responses((status = 200, body = Vec<WorkQueue>)))]
-pub(crate) async fn list_queues(State(s): State<ApiState>) -> ApiResult<Json<Vec<WorkQueue>>> {
-    Ok(Json(s.ferry.list_queues().await?))
+/// Every queue, with the online agents serving it and when it was last polled.
+#[utoipa::path(get, path = "/v1/work-queues", responses((status = 200, body = Vec<QueueView>)))]
+pub(crate) async fn list_queues(State(s): State<ApiState>) -> ApiResult<Json<Vec<QueueView>>> {
+    Ok(Json(s.ferry.queue_views().await?))
 }
 
 #[utoipa::path(post, path = "/v1/work-queues", request_body = CreateQueue,
@@ -102,13 +103,14 @@ pub(crate) async fn create_queue(
     Ok((StatusCode::CREATED, Json(q)))
 }
 
+/// A queue, with the online agents serving it and when it was last polled.
 #[utoipa::path(get, path = "/v1/work-queues/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = WorkQueue), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = QueueView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_queue(
     State(s): State<ApiState>,
     PathParams(name): PathParams<String>,
-) -> ApiResult<Json<WorkQueue>> {
-    Ok(Json(s.ferry.get_queue(&name).await?))
+) -> ApiResult<Json<QueueView>> {
+    Ok(Json(s.ferry.queue_view(&name).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/work-queues/{name}", params(("name" = String, Path)), request_body = QueuePatch,

@@ -1,6 +1,7 @@
 //! Ferry's JSON API under `/v1`, as a plain axum [`Router`]. `ferry server start` serves it on
 //! loopback; the Lambda entry point wraps the same router unchanged.
 
+mod agents_api;
 mod auth;
 mod error;
 mod extract;
@@ -97,6 +98,9 @@ impl std::str::FromStr for Backend {
         handlers::get_queue,
         handlers::update_queue,
         handlers::preview_queue,
+        agents_api::delete_queue,
+        agents_api::put_agent,
+        agents_api::list_agents,
         handlers::apply_deployment,
         handlers::list_deployments,
         handlers::get_deployment,
@@ -211,7 +215,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .route("/work-queues", get(list_queues).post(create_queue))
-        .route("/work-queues/{name}", get(get_queue).patch(update_queue))
+        .route(
+            "/work-queues/{name}",
+            get(get_queue)
+                .patch(update_queue)
+                .delete(agents_api::delete_queue),
+        )
+        .route("/agents", get(agents_api::list_agents))
+        .route("/agents/{name}", put(agents_api::put_agent))
         .route("/work-queues/{name}/preview", get(preview_queue))
         .route("/deployments", get(list_deployments).put(apply_deployment))
         .route(

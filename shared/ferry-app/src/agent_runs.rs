@@ -299,6 +299,11 @@ impl Ferry {
         };
         match retry {
             Some(retry) => {
+                // The failed run names its retry, so `--watch` can follow it.
+                let next = &FlowRun {
+                    retried_by: Some(retry.id),
+                    ..next.clone()
+                };
                 self.store.finish_with_retry(held, next, &retry).await?;
                 tracing::info!(run_id = %retry.id, retry_of = %next.id, attempt = retry.attempt, "retry scheduled");
                 Ok(())

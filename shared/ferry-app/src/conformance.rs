@@ -82,6 +82,7 @@ where
     deployments_are_revision_conditional_and_indexed_by_horizon(make().await).await;
     queues_are_created_once_and_updated_by_version(make().await).await;
     list_runs_filters(make().await).await;
+    agents_are_recorded_once_per_name_and_listed_by_last_poll(make().await).await;
 }
 
 /// A second insert of the same id reports the existing run and changes nothing.
@@ -780,4 +781,62 @@ pub async fn infra_profiles_are_version_conditional(s: Arc<dyn Store>) {
     s.delete_infra(&p.name, 2).await.unwrap();
     assert!(s.get_infra(&p.name).await.unwrap().is_none());
     assert_eq!(s.list_infra().await.unwrap(), vec![ecs]);
+}
+
+fn presence(name: &str, queues: &[&str], running: u32) -> ferry_core::agent::AgentPresence {
+    ferry_core::agent::AgentPresence {
+        name: name.into(),
+        queues: queues
+            .iter()
+            .map(|q| ferry_core::testkit::queue(q))
+            .collect(),
+        host: "box-1".into(),
+        version: "0.1.0".into(),
+        limit: 4,
+        running,
+        path: ferry_core::agent::AgentPath::Api,
+    }
+}
+
+/// A poll upserts the agent's record: `first_seen` stays, `last_poll` and what it reported
+/// change; listings are by name and leave out agents that last polled before `since`.
+pub async fn agents_are_recorded_once_per_name_and_listed_by_last_poll(s: Arc<dyn Store>) {
+    assert!(s.list_agents(t0() - Duration::days(7)).await.unwrap().is_empty());
+    let first = s
+        .record_agent(&presence("b-agent", &["default"], 0), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.first_seen, first.last_poll),
+        (t0(), t0()),
+        "a new agent is first seen at its first poll"
+    );
+    let later = t0() + Duration::milliseconds(12_345);
+    let again = s
+        .record_agent(&presence("b-agent", &["default", "gpu"], 3), later)
+        .await
+        .unwrap();
+    assert_eq!((again.first_seen, again.last_poll), (t0(), later));
+    assert_eq!(again.presence, presence("b-agent", &["default", "gpu"], 3));
+    s.record_agent(&presence("a-agent", &["gpu"], 1), t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    let all = s.list_agents(t0() - Duration::days(7)).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|a| a.presence.name.as_str()).collect();
+    assert_eq!(names, ["a-agent", "b-agent"], "by name");
+    assert_eq!(all[1], again, "the list shows the record as stored");
+    let recent = s.list_agents(t0() + Duration::seconds(5)).await.unwrap();
+    let names: Vec<&str> = recent.iter().map(|a| a.presence.name.as_str()).collect();
+    assert_eq!(names, ["b-agent"], "agents that polled before `since` are left out");
+    // A week later, the old records are gone or at least not listed.
+    let week = later + ferry_core::ports::AGENT_RETENTION + Duration::seconds(1);
+    s.record_agent(&presence("c-agent", &["default"], 0), week)
+        .await
+        .unwrap();
+    let now = s
+        .list_agents(week - ferry_core::ports::AGENT_RETENTION)
+        .await
+        .unwrap();
+    let names: Vec<&str> = now.iter().map(|a| a.presence.name.as_str()).collect();
+    assert_eq!(names, ["c-agent"]);
 }

@@ -8,6 +8,7 @@
 //! and result types are in `dto`; the retry loop and backoff every write shares are in `retry`.
 
 mod agent_runs;
+mod agents;
 mod bundles;
 #[cfg(feature = "testkit")]
 pub mod conformance;
@@ -25,6 +26,7 @@ pub mod testkit;
 mod tick;
 
 pub use agent_runs::{Claim, Heartbeat, TakeOver};
+pub use agents::{AgentStatus, QueueView, MAX_AGENT_TEXT, ONLINE_WITHIN};
 pub use dto::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
 pub use error::AppError;
 pub use ferry::{Ferry, Settings, SystemClock};

@@ -107,6 +107,58 @@ impl Ferry {
         .await
     }
 
+    /// Deletes a queue. Refused (409, nothing changed) for `default`, for a queue a deployment
+    /// uses and for a queue with waiting runs, naming them and the fix. The checks and the
+    /// delete are not one transaction: a deployment applied to the queue in between finds it
+    /// gone at its next apply.
+    pub async fn delete_queue(&self, name: &str) -> Result<WorkQueue, AppError> {
+        let queue = self.get_queue(name).await?;
+        if queue.name == DEFAULT_QUEUE {
+            return Err(AppError::Conflict(format!(
+                "work queue {DEFAULT_QUEUE:?} always exists and cannot be deleted (pause it with `ferry work-queue pause {DEFAULT_QUEUE}`)"
+            )));
+        }
+        let users: Vec<String> = self
+            .store
+            .list_deployments()
+            .await?
+            .into_iter()
+            .filter(|d| d.spec.work_queue == name)
+            .map(|d| d.id.to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(AppError::Conflict(format!(
+                "work queue {name:?} is used by deployment(s) {}: move them to another queue (`-q QUEUE` with `ferry deployment build ... -a`) or delete them (`ferry deployment delete FLOW/NAME`) first",
+                users.join(", ")
+            )));
+        }
+        let waiting = self
+            .store
+            .list_runs(&ferry_core::ports::RunFilter {
+                work_queue: Some(name.to_owned()),
+                states: vec![
+                    ferry_core::StateType::Scheduled,
+                    ferry_core::StateType::Late,
+                ],
+                limit: 6,
+                ..Default::default()
+            })
+            .await?;
+        if !waiting.is_empty() {
+            let mut ids: Vec<String> = waiting.iter().take(5).map(|r| r.id.to_string()).collect();
+            if waiting.len() > 5 {
+                ids.push("...".into());
+            }
+            return Err(AppError::Conflict(format!(
+                "work queue {name:?} has waiting flow runs ({}): cancel them (`ferry flow-run cancel ID`) or let an agent run them (`ferry agent start -q {name}`) first",
+                ids.join(", ")
+            )));
+        }
+        self.store.delete_queue(name).await?;
+        tracing::info!(queue = name, "work queue deleted");
+        Ok(queue)
+    }
+
     /// Upcoming runs of a queue within `hours`: written ones plus those the schedules will
     /// produce.
     pub async fn preview_queue(

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::infra::{InfraName, InfraProfile};
+use ferry_core::agent::{AgentPresence, AgentRecord};
 use ferry_core::ports::{
-    ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter, RunStore,
+    AgentStore, ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter, RunStore,
     SlotTake, Store, StoreError, StoreResult,
 };
 use ferry_core::{Deployment, FlowRun, WorkQueue};
@@ -220,5 +221,19 @@ impl InfraStore for FaultyStore {
     }
     async fn delete_infra(&self, name: &InfraName, expected_version: u64) -> StoreResult<()> {
         self.inner.delete_infra(name, expected_version).await
+    }
+}
+
+#[async_trait]
+impl AgentStore for FaultyStore {
+    async fn record_agent(
+        &self,
+        presence: &AgentPresence,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AgentRecord> {
+        self.inner.record_agent(presence, now).await
+    }
+    async fn list_agents(&self, since: DateTime<Utc>) -> StoreResult<Vec<AgentRecord>> {
+        self.inner.list_agents(since).await
     }
 }

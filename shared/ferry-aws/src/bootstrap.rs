@@ -9,9 +9,10 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
 
-use crate::dynamo::index;
+use crate::dynamo::{index, TTL_ATTR};
 
 /// Errors of bootstrap.
 #[derive(Debug, thiserror::Error)]
@@ -128,11 +129,48 @@ pub async fn ensure_table(
             .await
             .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?;
         if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            ensure_ttl(client, table).await?;
             return Ok(created);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(BootstrapError::Timeout(table.to_owned()))
+}
+
+/// Turns on the table's time to live on [`TTL_ATTR`] unless it is on (agents gone for a
+/// week disappear), like infra/storage.yaml.
+async fn ensure_ttl(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), BootstrapError> {
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?;
+    let on = ttl
+        .time_to_live_description()
+        .and_then(|d| d.time_to_live_status())
+        .is_some_and(|s| {
+            matches!(
+                s,
+                TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling
+            )
+        });
+    if !on {
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(TTL_ATTR)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?,
+            )
+            .send()
+            .await
+            .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?;
+    }
+    Ok(())
 }
 
 /// Creates the bucket if it does not exist. Returns whether it was created.

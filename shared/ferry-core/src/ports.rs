@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::agent::{AgentPresence, AgentRecord};
 use crate::deployment::Deployment;
 use crate::digest::BundleDigest;
 use crate::ids::{DeploymentId, RunId};
@@ -264,9 +265,31 @@ pub trait InfraStore: Send + Sync {
     async fn delete_infra(&self, name: &InfraName, expected_version: u64) -> StoreResult<()>;
 }
 
+/// How long an agent that stopped polling is remembered (DynamoDB: the item's TTL; SQLite:
+/// pruned on write). Listings never show an agent older than this, whether or not the backend
+/// has removed it yet.
+pub const AGENT_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// Agents as last seen polling (issue 11: "is anyone serving this queue?"). One record per
+/// agent name; a write is an upsert, so the store needs no condition.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// Records that `presence.name` polled at `now`: stores `presence`, sets `last_poll` to
+    /// `now` and keeps `first_seen` (or sets it to `now` for a new name). Agents whose last poll
+    /// is older than [`AGENT_RETENTION`] before `now` may be forgotten meanwhile. Times are kept
+    /// to the millisecond. Returns the stored record.
+    async fn record_agent(
+        &self,
+        presence: &AgentPresence,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AgentRecord>;
+    /// Agents whose last poll is at or after `since`, by name.
+    async fn list_agents(&self, since: DateTime<Utc>) -> StoreResult<Vec<AgentRecord>>;
+}
+
 /// The whole store.
-pub trait Store: QueueStore + DeploymentStore + RunStore + InfraStore {}
-impl<T: QueueStore + DeploymentStore + RunStore + InfraStore> Store for T {}
+pub trait Store: QueueStore + DeploymentStore + RunStore + InfraStore + AgentStore {}
+impl<T: QueueStore + DeploymentStore + RunStore + InfraStore + AgentStore> Store for T {}
 
 /// Errors of the code store.
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,11 @@ pub struct FlowRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub retry_of: Option<RunId>,
+    /// The run that retries this one (set on a Failed/Crashed run in the same write that
+    /// created its retry), so a watcher can follow a run to its final attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub retried_by: Option<RunId>,
     /// Caller's key: a repeated create with the same key returns this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -144,6 +149,7 @@ impl FlowRun {
             }],
             attempt,
             retry_of: None,
+            retried_by: None,
             idempotency_key: None,
             origin,
             schedule_digest: None,

@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::infra::{InfraName, InfraProfile};
+use ferry_core::agent::{AgentPresence, AgentRecord};
 use ferry_core::ports::{
-    ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter, RunStore,
+    AgentStore, ClaimOutcome, DeploymentStore, InfraStore, AGENT_RETENTION, InsertOutcome, QueueStore, RunFilter, RunStore,
     SlotTake, StoreError, StoreResult,
 };
 use ferry_core::slot::SlotKey;
@@ -59,6 +60,14 @@ CREATE TABLE IF NOT EXISTS slots (
 CREATE TABLE IF NOT EXISTS infra (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+-- Agents as last seen polling (body: their AgentPresence); times in ms. Rows older than
+-- AGENT_RETENTION are pruned on every write.
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    first_seen INTEGER NOT NULL,
+    last_poll INTEGER NOT NULL,
     body TEXT NOT NULL
 );
 "#;
@@ -804,6 +813,86 @@ impl InfraStore for SqliteStore {
                 )));
             }
             Ok(())
+        })
+        .await
+    }
+}
+
+fn from_ms(key: &str, v: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt {
+        key: key.to_owned(),
+        message: format!("{v} is not a time in milliseconds"),
+    })
+}
+
+#[async_trait]
+impl AgentStore for SqliteStore {
+    async fn record_agent(
+        &self,
+        presence: &AgentPresence,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AgentRecord> {
+        let body = encode(presence)?;
+        let presence = presence.clone();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            tx.execute(
+                "DELETE FROM agents WHERE last_poll < ?1",
+                [ms(now - AGENT_RETENTION)],
+            )
+            .map_err(db_err)?;
+            let first_seen: i64 = tx
+                .query_row(
+                    "INSERT INTO agents (name, first_seen, last_poll, body) VALUES (?1, ?2, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET last_poll = excluded.last_poll,
+                         body = excluded.body
+                     RETURNING first_seen",
+                    params![presence.name, ms(now), body],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            let key = format!("agent {}", presence.name);
+            Ok(AgentRecord {
+                first_seen: from_ms(&key, first_seen)?,
+                last_poll: from_ms(&key, ms(now))?,
+                presence,
+            })
+        })
+        .await
+    }
+
+    async fn list_agents(&self, since: DateTime<Utc>) -> StoreResult<Vec<AgentRecord>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT name, first_seen, last_poll, body FROM agents WHERE last_poll >= ?1
+                     ORDER BY name",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map([ms(since)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, first_seen, last_poll, body) = row.map_err(db_err)?;
+                let key = format!("agent {name}");
+                out.push(AgentRecord {
+                    presence: decode(&key, &body)?,
+                    first_seen: from_ms(&key, first_seen)?,
+                    last_poll: from_ms(&key, last_poll)?,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -17,6 +17,12 @@ pub(super) const DEPLOYMENTS: &str = "DEPLOYMENTS";
 pub(super) const INFRA: &str = "INFRA";
 /// Partition of the concurrency slots (sort key: [`slot_sk`]).
 pub(super) const SLOTS: &str = "SLOTS";
+/// Partition of the agents as last seen polling (sort key: the agent's name).
+pub(super) const AGENTS: &str = "AGENTS";
+/// The table's time-to-live attribute (epoch seconds; the table's TTL setting names it, see
+/// `bootstrap` and infra/storage.yaml): DynamoDB deletes an item some time after it. Only agent
+/// items carry it.
+pub const TTL_ATTR: &str = "expire_at";
 
 /// The sort key of a concurrency slot's item, also how a run's `slots` attribute names it:
 /// `Q#<queue>` or `D#<flow/name>`.

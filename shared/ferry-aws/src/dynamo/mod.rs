@@ -8,6 +8,7 @@
 //! | idempotency key | `I#<flow/name>#<key>` | `I` | `run_id` |
 //! | concurrency slot | `SLOTS` | slot key | `holders`: string set of run ids |
 //! | infrastructure profile | `INFRA` | `KIND/NAME` | `body`, `version` |
+//! | agent (last poll) | `AGENTS` | agent name | `body` (its presence), `first_seen`, `last_poll` (ms), `expire_at` (TTL, epoch s) |
 //!
 //! Indexes (all sparse): `due` (`Q#<queue>` → `L#` or `S#` + `<scheduled ms>#<id>`, Late runs
 //! before Scheduled ones; projection ALL: agents read bodies straight from it; runs of launched
@@ -35,6 +36,7 @@ use ferry_core::FlowRun;
 use codec::{decode, get_s, s};
 use errors::classify;
 
+mod agents;
 mod codec;
 mod deployments;
 mod errors;
@@ -45,7 +47,7 @@ mod runs;
 mod slots;
 
 pub(crate) use codec::run_item;
-pub use keys::{index, ALL_SHARDS};
+pub use keys::{index, ALL_SHARDS, TTL_ATTR};
 pub(crate) use keys::{run_id_of_pk, LAUNCHABLE_PK, RUN_SK};
 
 type Item = HashMap<String, AttributeValue>;

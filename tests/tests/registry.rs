@@ -121,7 +121,10 @@ fn agents_that_poll_show_in_agent_ls_and_in_the_queue_views_on(aws: bool) {
     std::thread::sleep(Duration::from_millis(50));
     let (status, again) = put_agent(&s, "a1", presence("a1", &["default", "gpu"], 2, 4));
     assert_eq!(status, 200, "{again}");
-    assert_eq!(again["first_seen"], first["first_seen"], "first_seen is kept");
+    assert_eq!(
+        again["first_seen"], first["first_seen"],
+        "first_seen is kept"
+    );
     assert_ne!(again["last_poll"], first["last_poll"], "last_poll moves");
     let (status, _) = put_agent(&s, "b2", presence("b2", &["default"], 0, 1));
     assert_eq!(status, 200);
@@ -140,8 +143,19 @@ fn agents_that_poll_show_in_agent_ls_and_in_the_queue_views_on(aws: bool) {
     ] {
         assert!(header.contains(col), "{col} missing: {table}");
     }
-    let a1 = table.lines().find(|l| l.starts_with("a1")).expect("a1 listed");
-    for cell in ["default,gpu", "box-1", "0.1.0", "api", "2/4", "s ago", "yes"] {
+    let a1 = table
+        .lines()
+        .find(|l| l.starts_with("a1"))
+        .expect("a1 listed");
+    for cell in [
+        "default,gpu",
+        "box-1",
+        "0.1.0",
+        "api",
+        "2/4",
+        "s ago",
+        "yes",
+    ] {
         assert!(a1.contains(cell), "{cell} missing from {a1:?}");
     }
     let on_gpu = s.json(&["agent", "ls", "--work-queue", "gpu"]);
@@ -220,13 +234,20 @@ fn watch_follows_a_failed_attempt_into_its_retry_and_exits_0_on(aws: bool) {
         .find(|l| l.starts_with("attempt 1 failed"))
         .unwrap_or_else(|| panic!("no retry line:\n{stdout}"));
     assert!(
-        line.contains("exit code 3") && line.contains("following retry") && line.contains("(attempt 2) scheduled at"),
+        line.contains("exit code 3")
+            && line.contains("following retry")
+            && line.contains("(attempt 2) scheduled at"),
         "{line}"
     );
-    assert!(stdout.contains("attempt 2 of"), "the retry's log is streamed: {stdout}");
+    assert!(
+        stdout.contains("attempt 2 of"),
+        "the retry's log is streamed: {stdout}"
+    );
     let run = s.run(&first);
     assert_eq!(run["state"], "failed");
-    let retry = run["retried_by"].as_str().expect("the failed run names its retry");
+    let retry = run["retried_by"]
+        .as_str()
+        .expect("the failed run names its retry");
     assert!(line.contains(retry), "{line}");
     assert_eq!(s.run(retry)["state"], "completed");
     let inspect = s.ok(&["flow-run", "inspect", &first]);
@@ -253,12 +274,19 @@ fn watch_of_a_run_that_fails_every_attempt_exits_1_after_the_last_on(aws: bool) 
     let _agent = s.agent(&[]);
     let out = s.ferry(&["deployment", "run", "flow/broken", "--watch"]);
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert!(
         stdout.contains("attempt 1 failed") && stdout.contains("following retry"),
         "{stdout}"
     );
-    assert!(stdout.contains("attempt 2 of"), "the last attempt ran: {stdout}");
+    assert!(
+        stdout.contains("attempt 2 of"),
+        "the last attempt ran: {stdout}"
+    );
     assert!(
         stderr.contains("ended failed") && stderr.contains("exit code 3"),
         "{stderr}"
@@ -271,7 +299,11 @@ fn watch_of_a_run_that_fails_every_attempt_exits_1_after_the_last_on(aws: bool) 
         "--state",
         "failed",
     ]);
-    assert_eq!(failed.as_array().unwrap().len(), 2, "both attempts ran: {failed}");
+    assert_eq!(
+        failed.as_array().unwrap().len(),
+        2,
+        "both attempts ran: {failed}"
+    );
 }
 
 #[test]
@@ -299,7 +331,11 @@ fn watch_timeout_on_a_queue_nobody_serves_warns_and_exits_124_on(aws: bool) {
         "2s",
     ]);
     let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(124), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
     let warning = "no agent has polled work queue 'lonely' in the last 60s: start one with `ferry agent start -q lonely`";
     assert_eq!(stderr.matches(warning).count(), 1, "warned once: {stderr}");
@@ -321,7 +357,13 @@ fn watch_timeout_on_a_queue_nobody_serves_warns_and_exits_124_on(aws: bool) {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(124), "{stderr}");
     assert!(!stderr.contains("no agent has polled"), "{stderr}");
-    let e = s.fails(&["deployment", "run", "flow/unserved", "--watch-timeout", "1s"]);
+    let e = s.fails(&[
+        "deployment",
+        "run",
+        "flow/unserved",
+        "--watch-timeout",
+        "1s",
+    ]);
     assert!(e.contains("--watch"), "--watch-timeout needs --watch: {e}");
 }
 
@@ -359,7 +401,10 @@ fn work_queue_delete_refuses_default_used_and_busy_queues_on(aws: bool) {
         e.contains("flow/user") && e.contains("ferry deployment delete"),
         "{e}"
     );
-    assert!(queue_names(&s).contains(&"used".to_owned()), "nothing changed");
+    assert!(
+        queue_names(&s).contains(&"used".to_owned()),
+        "nothing changed"
+    );
 
     // A run waiting in a queue no deployment uses any more holds the queue too.
     let run = s.create_run("flow/user", json!({"start_in_seconds": 3600}));
@@ -369,7 +414,10 @@ fn work_queue_delete_refuses_default_used_and_busy_queues_on(aws: bool) {
         e.contains(&run) && e.contains("ferry flow-run cancel"),
         "{e}"
     );
-    assert!(queue_names(&s).contains(&"used".to_owned()), "nothing changed");
+    assert!(
+        queue_names(&s).contains(&"used".to_owned()),
+        "nothing changed"
+    );
 
     s.ok(&["flow-run", "cancel", &run]);
     let out = s.ok(&["work-queue", "delete", "used"]);

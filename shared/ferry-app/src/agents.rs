@@ -51,7 +51,10 @@ fn check_text(field: &str, value: &str, may_be_empty: bool) -> Result<(), AppErr
     if value.len() > MAX_AGENT_TEXT {
         return Err(AppError::invalid(
             field,
-            format!("must be at most {MAX_AGENT_TEXT} bytes, not {}", value.len()),
+            format!(
+                "must be at most {MAX_AGENT_TEXT} bytes, not {}",
+                value.len()
+            ),
         ));
     }
     if value.chars().any(char::is_control) {
@@ -159,5 +162,154 @@ fn view(queue: WorkQueue, agents: &[AgentStatus]) -> QueueView {
             .collect(),
         last_polled_at: serving.iter().map(|a| a.agent.last_poll).max(),
         queue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+    use ferry_core::agent::AgentPath;
+    use ferry_core::clock::MockClock;
+    use ferry_embedded::{FsCodeStore, FsLogSink, SqliteStore};
+
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 10, 20, 10, 0, 0).unwrap()
+    }
+
+    async fn ferry(dir: &std::path::Path) -> (Ferry, Arc<MockClock>) {
+        let clock = Arc::new(MockClock::at(t0()));
+        let ferry = Ferry::new(
+            Arc::new(SqliteStore::in_memory().unwrap()),
+            Arc::new(FsCodeStore::new(dir.join("bundles"))),
+            Arc::new(FsLogSink::new(dir.join("logs"))),
+            clock.clone(),
+        );
+        ferry.ensure_default_queue().await.unwrap();
+        (ferry, clock)
+    }
+
+    fn presence(name: &str, queues: &[&str]) -> AgentPresence {
+        AgentPresence {
+            name: name.into(),
+            queues: queues
+                .iter()
+                .map(|q| QueueName::parse("q", q).unwrap())
+                .collect(),
+            host: "box".into(),
+            version: "1".into(),
+            limit: 2,
+            running: 0,
+            path: AgentPath::Direct,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_report_is_refused_naming_its_field_and_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ferry, _) = ferry(dir.path()).await;
+        let cases = [
+            (
+                "name",
+                AgentPresence {
+                    name: String::new(),
+                    ..presence("a", &[])
+                },
+            ),
+            (
+                "name",
+                AgentPresence {
+                    name: " a".into(),
+                    ..presence("a", &[])
+                },
+            ),
+            (
+                "name",
+                AgentPresence {
+                    name: "a/b".into(),
+                    ..presence("a", &[])
+                },
+            ),
+            (
+                "name",
+                AgentPresence {
+                    name: "a".repeat(MAX_AGENT_TEXT + 1),
+                    ..presence("a", &[])
+                },
+            ),
+            (
+                "host",
+                AgentPresence {
+                    host: "x\ny".into(),
+                    ..presence("a", &[])
+                },
+            ),
+            (
+                "version",
+                AgentPresence {
+                    version: "v".repeat(MAX_AGENT_TEXT + 1),
+                    ..presence("a", &[])
+                },
+            ),
+            (
+                "limit",
+                AgentPresence {
+                    limit: 0,
+                    ..presence("a", &[])
+                },
+            ),
+        ];
+        for (field, bad) in cases {
+            match ferry.agent_polled(bad.clone()).await {
+                Err(AppError::Invalid(e)) => assert_eq!(e.field, field, "{bad:?}: {e}"),
+                other => panic!("{bad:?} was not refused: {other:?}"),
+            }
+        }
+        assert!(ferry.list_agents(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_agent_is_online_for_60_s_after_its_poll_and_queue_views_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ferry, clock) = ferry(dir.path()).await;
+        ferry.create_queue("gpu", None, None).await.unwrap();
+        ferry
+            .agent_polled(presence("old", &["default", "gpu"]))
+            .await
+            .unwrap();
+        clock.advance(Duration::seconds(30));
+        ferry
+            .agent_polled(presence("new", &["default"]))
+            .await
+            .unwrap();
+        let views = ferry.queue_views().await.unwrap();
+        let default = views.iter().find(|v| v.queue.name == "default").unwrap();
+        assert_eq!(default.agents, ["new", "old"]);
+        assert_eq!(default.last_polled_at, Some(t0() + Duration::seconds(30)));
+
+        clock.advance(Duration::seconds(31)); // "old" polled 61 s ago
+        let gpu = ferry.queue_view("gpu").await.unwrap();
+        assert!(gpu.agents.is_empty(), "offline agents are not listed");
+        assert_eq!(gpu.last_polled_at, Some(t0()), "but its last poll is");
+        let listed = ferry.list_agents(None).await.unwrap();
+        let online: Vec<(&str, bool)> = listed
+            .iter()
+            .map(|a| (a.agent.presence.name.as_str(), a.online))
+            .collect();
+        assert_eq!(online, [("new", true), ("old", false)]);
+        let on_gpu = ferry
+            .list_agents(Some(&QueueName::parse("q", "gpu").unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(on_gpu.len(), 1);
+
+        clock.advance(AGENT_RETENTION);
+        assert!(
+            ferry.list_agents(None).await.unwrap().is_empty(),
+            "agents gone for 7 days are not listed"
+        );
     }
 }

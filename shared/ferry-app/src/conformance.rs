@@ -801,7 +801,11 @@ fn presence(name: &str, queues: &[&str], running: u32) -> ferry_core::agent::Age
 /// A poll upserts the agent's record: `first_seen` stays, `last_poll` and what it reported
 /// change; listings are by name and leave out agents that last polled before `since`.
 pub async fn agents_are_recorded_once_per_name_and_listed_by_last_poll(s: Arc<dyn Store>) {
-    assert!(s.list_agents(t0() - Duration::days(7)).await.unwrap().is_empty());
+    assert!(s
+        .list_agents(t0() - Duration::days(7))
+        .await
+        .unwrap()
+        .is_empty());
     let first = s
         .record_agent(&presence("b-agent", &["default"], 0), t0())
         .await
@@ -818,16 +822,23 @@ pub async fn agents_are_recorded_once_per_name_and_listed_by_last_poll(s: Arc<dy
         .unwrap();
     assert_eq!((again.first_seen, again.last_poll), (t0(), later));
     assert_eq!(again.presence, presence("b-agent", &["default", "gpu"], 3));
-    s.record_agent(&presence("a-agent", &["gpu"], 1), t0() + Duration::seconds(1))
-        .await
-        .unwrap();
+    s.record_agent(
+        &presence("a-agent", &["gpu"], 1),
+        t0() + Duration::seconds(1),
+    )
+    .await
+    .unwrap();
     let all = s.list_agents(t0() - Duration::days(7)).await.unwrap();
     let names: Vec<&str> = all.iter().map(|a| a.presence.name.as_str()).collect();
     assert_eq!(names, ["a-agent", "b-agent"], "by name");
     assert_eq!(all[1], again, "the list shows the record as stored");
     let recent = s.list_agents(t0() + Duration::seconds(5)).await.unwrap();
     let names: Vec<&str> = recent.iter().map(|a| a.presence.name.as_str()).collect();
-    assert_eq!(names, ["b-agent"], "agents that polled before `since` are left out");
+    assert_eq!(
+        names,
+        ["b-agent"],
+        "agents that polled before `since` are left out"
+    );
     // A week later, the old records are gone or at least not listed.
     let week = later + ferry_core::ports::AGENT_RETENTION + Duration::seconds(1);
     s.record_agent(&presence("c-agent", &["default"], 0), week)

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ferry_core::agent::{AgentPresence, AgentRecord};
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::infra::{InfraName, InfraProfile};
-use ferry_core::agent::{AgentPresence, AgentRecord};
 use ferry_core::ports::{
-    AgentStore, ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter, RunStore,
-    SlotTake, Store, StoreError, StoreResult,
+    AgentStore, ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter,
+    RunStore, SlotTake, Store, StoreError, StoreResult,
 };
 use ferry_core::{Deployment, FlowRun, WorkQueue};
 

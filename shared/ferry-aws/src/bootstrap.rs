@@ -149,12 +149,7 @@ async fn ensure_ttl(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()
     let on = ttl
         .time_to_live_description()
         .and_then(|d| d.time_to_live_status())
-        .is_some_and(|s| {
-            matches!(
-                s,
-                TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling
-            )
-        });
+        .is_some_and(|s| matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
     if !on {
         client
             .update_time_to_live()

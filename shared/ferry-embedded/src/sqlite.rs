@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ferry_core::agent::{AgentPresence, AgentRecord};
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::infra::{InfraName, InfraProfile};
-use ferry_core::agent::{AgentPresence, AgentRecord};
 use ferry_core::ports::{
-    AgentStore, ClaimOutcome, DeploymentStore, InfraStore, AGENT_RETENTION, InsertOutcome, QueueStore, RunFilter, RunStore,
-    SlotTake, StoreError, StoreResult,
+    AgentStore, ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter,
+    RunStore, SlotTake, StoreError, StoreResult, AGENT_RETENTION,
 };
 use ferry_core::slot::SlotKey;
 use ferry_core::{Deployment, FlowRun, WorkQueue};

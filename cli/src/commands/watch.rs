@@ -91,7 +91,8 @@ pub async fn watch(client: &Client, first: &FlowRun, timeout: Option<Duration>) 
     let mut id = first.id.to_string();
     let (mut offset, mut seen) = (0u64, 0usize);
     let mut warned = false;
-    let mut next_check = started;
+    // A run an agent claims at once never waits this long: no question asked, no warning.
+    let mut next_check = started + Duration::from_secs(1);
     loop {
         let run: FlowRun = client.get(&format!("/flow-runs/{id}")).await?;
         for h in run.history.iter().skip(seen) {

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +11,7 @@ use reqwest::Method;
 
 use crate::args::{BuildArgs, DeploymentCmd};
 use crate::client::Client;
-use crate::{manifest, output};
+use crate::{entrypoint, manifest, output};
 
 use super::parse_params;
 use super::schedule::spec_from_args;
@@ -86,20 +86,51 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Checks the entrypoint against the project directory `root` (see [`entrypoint::check`]).
+fn check_entrypoint_on_disk(root: &Path, entry: &Entrypoint) -> Result<()> {
+    let rel = match entry {
+        Entrypoint::Python { path, .. } | Entrypoint::Executable { path } => path,
+    };
+    let file = root.join(rel);
+    let shown_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if !file.is_file() {
+        let what = if file.is_dir() {
+            "is a directory"
+        } else {
+            "does not exist"
+        };
+        bail!(
+            "entrypoint: {rel} {what} in the project directory {} (--path {}; the entrypoint is relative to it)",
+            shown_root.display(),
+            root.display()
+        );
+    }
+    let contents = std::fs::read(&file)
+        .with_context(|| format!("entrypoint: cannot read {}", file.display()))?;
+    let meta = std::fs::metadata(&file)
+        .with_context(|| format!("entrypoint: cannot read {}", file.display()))?;
+    let project_file = entrypoint::ProjectFile {
+        contents: &contents,
+        executable: is_executable(&meta),
+    };
+    entrypoint::check(entry, &project_file).map_err(|m| anyhow!("entrypoint: {m}"))
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    true
+}
+
 /// Builds the spec from the flags and checks it completely before anything is written.
 fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
     let entrypoint = Entrypoint::parse(&args.entrypoint).map_err(|e| anyhow!("{e}"))?;
-    let rel = match &entrypoint {
-        Entrypoint::Python { path, .. } | Entrypoint::Executable { path } => path.clone(),
-    };
-    let file = args.path.join(&rel);
-    if !file.is_file() {
-        bail!(
-            "entrypoint: {} does not exist (the entrypoint is relative to --path {})",
-            file.display(),
-            args.path.display()
-        );
-    }
+    check_entrypoint_on_disk(&args.path, &entrypoint)?;
     let catchup: CatchUp = args.catchup.parse().map_err(|e| anyhow!("--{e}"))?;
     let infra_block = args
         .infra_block

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ferry_core::DeploymentSpec;
@@ -15,22 +15,51 @@ pub fn read(path: &Path) -> Result<DeploymentSpec> {
             p => format!("{p}: "),
         };
         anyhow::anyhow!(
-            "{}: malformed deployment manifest: {at}{} (see `ferry deployment build --help` for the fields)",
+            "{}: malformed deployment manifest: {at}{} (the fields are in docs/manifest.md)",
             path.display(),
             e.inner()
         )
     })
 }
 
-/// Writes a manifest, atomically.
-pub fn write(path: &Path, spec: &DeploymentSpec) -> Result<()> {
+/// Where the bundle of the manifest at `path` is kept: beside it, `<stem>.ferry-bundle.tar.gz`
+/// (`deploy/etl.yaml` → `deploy/etl.ferry-bundle.tar.gz`).
+pub fn bundle_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "manifest".into(), |s| s.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}{}", ferry_bundle::BUNDLE_FILE_SUFFIX))
+}
+
+/// Writes a manifest and its bundle beside it (see [`bundle_path`]), each atomically, creating
+/// the directory they go in. The bundle is written first: a manifest on disk always has its
+/// bundle.
+pub fn write(path: &Path, spec: &DeploymentSpec, bundle: &[u8]) -> Result<()> {
     let yaml = serde_yaml_ng::to_string(spec).context("encoding the manifest")?;
+    let bundle_file = bundle_path(path);
+    let bundle_name = bundle_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let text = format!(
-        "# Ferry deployment manifest: `ferry deployment apply {}`\n{yaml}",
+        "{}: `ferry deployment apply {}`\n\
+         # Its code bundle is {bundle_name} beside it (uploaded by apply). Fields: docs/manifest.md\n{yaml}",
+        ferry_bundle::MANIFEST_HEADER,
         path.display()
     );
-    let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    }
+    write_atomically(&bundle_file, bundle)?;
+    write_atomically(path, text.as_bytes())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

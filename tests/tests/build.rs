@@ -559,3 +559,105 @@ fn prefect_spellings_work_and_suggestions_name_the_real_flag() {
         );
     }
 }
+
+fn quickstart() -> std::process::Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(root.join("examples/quickstart.sh"))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("FERRY_BIN")
+        .env("QUICKSTART_SECONDS", "0");
+    cmd
+}
+
+#[test]
+fn the_quickstart_refuses_a_port_that_is_taken_naming_it_and_how_to_pick_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let home = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = quickstart()
+        .env("FERRY_PORT", port.to_string())
+        .env("FERRY_BIN", ferry_tests::ferry_bin())
+        .env("FERRY_HOME", home.path())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}\n{}", text(&out.stdout));
+    assert!(
+        err.contains(&format!("port {port} on 127.0.0.1 is already in use")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("FERRY_PORT={}", port + 1)), "{err}");
+    // Which process holds it, where `ss` can tell (this test's own).
+    if which("ss") {
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        std::fs::read_dir(home.path()).unwrap().next().is_none(),
+        "nothing was registered or written"
+    );
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+#[cfg(unix)]
+#[test]
+fn the_quickstart_builds_into_and_runs_from_cargo_target_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let stubs = dir.path().join("bin");
+    let target = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&stubs).unwrap();
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    let log = dir.path().join("log");
+    let stub = |path: &Path, body: &str| {
+        std::fs::write(
+            path,
+            format!(
+                "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> '{}'\n{body}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // A stand-in cargo that "builds"; the stand-in ferry in the target directory is what it built.
+    stub(&stubs.join("cargo"), "exit 0");
+    stub(&target.join("release/ferry"), "exit 1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap());
+    let out = quickstart()
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("FERRY_PORT", port.to_string())
+        .env("FERRY_HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("cargo build --release -p ferry-cli --bin ferry"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("ferry dev --port {port}")),
+        "the binary in CARGO_TARGET_DIR ran: {log}"
+    );
+    assert!(
+        err.contains("ferry dev exited before it served the API"),
+        "{err}"
+    );
+}

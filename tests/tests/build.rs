@@ -128,7 +128,17 @@ fn digest_of(stdout: &str) -> String {
 
 #[test]
 fn build_works_offline_into_a_new_directory_and_apply_uploads_the_bundle() {
-    let s = Server::start();
+    build_works_offline_into_a_new_directory_and_apply_uploads_the_bundle_on(false);
+}
+
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn build_works_offline_into_a_new_directory_and_apply_uploads_the_bundle_on_aws() {
+    build_works_offline_into_a_new_directory_and_apply_uploads_the_bundle_on(true);
+}
+
+fn build_works_offline_into_a_new_directory_and_apply_uploads_the_bundle_on(aws: bool) {
+    let s = Server::start_on(aws);
     write_project(&s.path("proj"), &[("flows/x.py", FLOW)]);
     // The manifest goes into the project, in a directory that does not exist yet.
     let args = [
@@ -191,7 +201,17 @@ fn build_works_offline_into_a_new_directory_and_apply_uploads_the_bundle() {
 
 #[test]
 fn apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint() {
-    let s = Server::start();
+    apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint_on(false);
+}
+
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint_on_aws() {
+    apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint_on(true);
+}
+
+fn apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint_on(aws: bool) {
+    let s = Server::start_on(aws);
     write_project(&s.path("proj"), &[("flows/x.py", FLOW)]);
     let built = offline(
         &s,
@@ -244,7 +264,17 @@ fn apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint() {
 
 #[test]
 fn a_manifest_built_with_every_flag_round_trips_through_apply_and_inspect() {
-    let s = Server::start();
+    a_manifest_built_with_every_flag_round_trips_through_apply_and_inspect_on(false);
+}
+
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn a_manifest_built_with_every_flag_round_trips_through_apply_and_inspect_on_aws() {
+    a_manifest_built_with_every_flag_round_trips_through_apply_and_inspect_on(true);
+}
+
+fn a_manifest_built_with_every_flag_round_trips_through_apply_and_inspect_on(aws: bool) {
+    let s = Server::start_on(aws);
     write_project(&s.path("proj"), &[("flows/x.py", FLOW)]);
     s.ok(&["work-queue", "create", "prod"]);
     s.ok(&["infra", "create", "process/local"]);

@@ -345,7 +345,7 @@ async fn upload_bundle(client: &Client, sha256: &str, bytes: Vec<u8>) -> Result<
 async fn apply_files(files: &[PathBuf], json: bool) -> Result<()> {
     // Read and check every manifest (and its bundle) before applying any, so one bad file
     // changes nothing.
-    let loaded: Vec<Loaded> = files
+    let mut loaded: Vec<Loaded> = files
         .iter()
         .map(|f| load_manifest(f))
         .collect::<Result<_>>()?;
@@ -353,13 +353,13 @@ async fn apply_files(files: &[PathBuf], json: bool) -> Result<()> {
     // Every bundle is on the server, or beside its manifest to upload, before anything is
     // applied.
     let mut uploads = Vec::new();
-    for l in &loaded {
+    for l in &mut loaded {
         let Some(b) = &l.spec.bundle else { continue };
         if client.exists(&format!("/bundles/{}", b.sha256)).await? {
             continue;
         }
-        match &l.bundle {
-            Some(bytes) => uploads.push((b.sha256.clone(), bytes.clone())),
+        match l.bundle.take() {
+            Some(bytes) => uploads.push((b.sha256.clone(), bytes)),
             None => bail!(
                 "{}: bundle.sha256: bundle {} is neither on the server nor beside the manifest ({}): build again with `ferry deployment build`",
                 l.file.display(),

@@ -47,12 +47,66 @@ pub fn write(path: &Path, spec: &DeploymentSpec, bundle: &[u8]) -> Result<()> {
         ferry_bundle::MANIFEST_HEADER,
         path.display()
     );
+    let text = text + &unset_fields(spec);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the directory {}", dir.display()))?;
     }
     write_atomically(&bundle_file, bundle)?;
     write_atomically(path, text.as_bytes())
+}
+
+/// The optional fields `spec` leaves unset, as commented-out lines to uncomment: a manifest
+/// shows every field the CLI can set.
+fn unset_fields(spec: &DeploymentSpec) -> String {
+    let fields: [(bool, &str, &str); 8] = [
+        (
+            spec.version.is_none(),
+            "version: 1.2.3",
+            "free-form, e.g. a git SHA (-v)",
+        ),
+        (
+            spec.description.is_none(),
+            "description: nightly ETL",
+            "(-d)",
+        ),
+        (spec.tags.is_empty(), "tags: [etl]", "(-t)"),
+        (
+            spec.env.is_empty(),
+            "env: {MODE: fast}",
+            "environment of the flow process (-e)",
+        ),
+        (
+            spec.timeout_seconds.is_none(),
+            "timeout_seconds: 3600",
+            "a run taking longer is killed and Failed (--timeout 1h)",
+        ),
+        (
+            spec.concurrency_limit.is_none(),
+            "concurrency_limit: 1",
+            "most runs of this deployment at once (--concurrency-limit)",
+        ),
+        (
+            spec.infra_block.is_none(),
+            "infra_block: ecs/prod",
+            "a task of its own per run on this profile (-ib)",
+        ),
+        (
+            spec.infra_overrides.is_empty(),
+            "infra_overrides: {cpu: 1024, memory: 2048}",
+            "changes to the profile's task (--override)",
+        ),
+    ];
+    let mut out = String::new();
+    for (unset, example, meaning) in fields {
+        if unset {
+            if out.is_empty() {
+                out.push_str("# Not set (uncomment to set; docs/manifest.md):\n");
+            }
+            out.push_str(&format!("# {example:<44} # {meaning}\n"));
+        }
+    }
+    out
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -81,6 +135,45 @@ mod tests {
         );
         assert!(e.contains("schedules[0]"), "{e}");
         assert!(e.contains("etl-deployment.yaml"), "{e}");
+    }
+
+    #[test]
+    fn unset_fields_are_written_as_comments_that_parse_when_uncommented() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy/m.yaml");
+        let spec: ferry_core::DeploymentSpec = serde_yaml_ng::from_str(
+            "flow: etl\nname: n\nentrypoint: flows/etl.py:main\ntimeout_seconds: 60\n",
+        )
+        .unwrap();
+        super::write(&path, &spec, b"bundle").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# concurrency_limit: 1"), "{text}");
+        assert!(
+            !text.contains("# timeout_seconds"),
+            "set fields are not repeated: {text}"
+        );
+        assert_eq!(super::read(&path).unwrap(), spec);
+        assert_eq!(
+            std::fs::read(dir.path().join("deploy/m.ferry-bundle.tar.gz")).unwrap(),
+            b"bundle"
+        );
+        // Uncommented, every hint is a valid field.
+        let uncommented: String = text
+            .lines()
+            .filter(|l| {
+                !l.starts_with("# Ferry") && !l.starts_with("# Its") && !l.starts_with("# Not")
+            })
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .map_or(l, |r| r.split(" #").next().unwrap())
+                    .trim_end()
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, &uncommented).unwrap();
+        let all = super::read(&path).unwrap_or_else(|e| panic!("{e:#}\n{uncommented}"));
+        assert_eq!(all.concurrency_limit, Some(1));
+        assert!(!all.infra_overrides.is_empty());
     }
 
     #[test]

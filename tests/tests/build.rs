@@ -468,6 +468,18 @@ fn durations_take_units_everywhere_and_plain_numbers_stay_seconds() {
         );
     }
 
+    // An agent started with durations in units (and Prefect's --prefetch-seconds) runs flows.
+    let _agent = s.agent(&[
+        "-q",
+        "default",
+        "--prefetch-seconds",
+        "2s",
+        "--shutdown-grace",
+        "1m",
+    ]);
+    let out = s.ok(&["deployment", "run", "main/d", "--param", "n=4", "--watch"]);
+    assert!(out.contains("n=4"), "{out}");
+
     // Server and agent timings take units and plain seconds alike (parsed: no usage error).
     let out = s.ferry(&["server", "tick", "--late-after", "90"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

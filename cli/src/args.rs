@@ -130,14 +130,43 @@ pub enum AgentCmd {
     },
 }
 
-fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.0..=86_400.0).contains(&v) {
-        return Err(format!("{v} is outside 0-86400 seconds"));
+/// A duration: a number of seconds (`30`, `0.5`) or numbers with units (`30s`, `5m`,
+/// `1h 30m`, `5 minutes`, `2days`, `250ms`). Every flag that takes a time uses this or one of
+/// the two below, so they all accept the same spellings.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<f64>() {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("{s:?} is not a duration: {DURATION_FORMS}"));
+        }
+        return Ok(std::time::Duration::from_secs_f64(v));
     }
-    Ok(std::time::Duration::from_secs_f64(v))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): {DURATION_FORMS}"))
+}
+
+const DURATION_FORMS: &str =
+    "give seconds (30) or a number with a unit (30s, 5m, 1h 30m, \"5 minutes\", 2d)";
+
+/// [`parse_duration`] capped at a day (agent timings).
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{s:?} is longer than a day (86400 s)"));
+    }
+    Ok(d)
+}
+
+/// [`parse_duration`] in whole seconds (schedules, retry delays, timeouts).
+pub(crate) fn parse_whole_seconds(s: &str) -> Result<u64, String> {
+    let d = parse_duration(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{s:?} is not a whole number of seconds ({:?}): use e.g. 1s, 90s, 5m",
+            d
+        ));
+    }
+    Ok(d.as_secs())
 }
 
 #[derive(Debug, Args, Clone)]
@@ -148,22 +177,23 @@ pub struct AgentArgs {
     /// Most runs held at once.
     #[arg(long, default_value_t = 8)]
     pub limit: usize,
-    /// Seconds between polls when idle (an agent is also woken when one of its runs ends).
+    /// Time between polls when idle, e.g. 0.5 (seconds), 500ms, 2s (an agent is also woken
+    /// when one of its runs ends).
     #[arg(long, default_value = "0.5", value_parser = parse_seconds)]
     pub poll_interval: std::time::Duration,
-    /// Claim runs due within this many seconds; they still start at their scheduled time.
-    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    /// Claim runs due within this long (e.g. 10, 10s); they still start at their scheduled time.
+    #[arg(long, visible_alias = "prefetch-seconds", default_value = "10", value_parser = parse_seconds)]
     pub prefetch: std::time::Duration,
     /// Agent name shown in leases (default: host-pid).
     #[arg(long)]
     pub name: Option<String>,
-    /// Seconds a claim lasts without a heartbeat (heartbeats every sixth of it).
+    /// How long a claim lasts without a heartbeat, e.g. 30, 30s, 2m (heartbeats every sixth of it).
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub lease: std::time::Duration,
-    /// Seconds between SIGTERM and SIGKILL when a run is cancelled or times out.
+    /// Time between SIGTERM and SIGKILL when a run is cancelled or times out (e.g. 10, 10s).
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub kill_grace: std::time::Duration,
-    /// On shutdown, seconds running runs may go on before they are killed.
+    /// On shutdown, how long running runs may go on before they are killed (e.g. 30, 1m).
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub shutdown_grace: std::time::Duration,
 }
@@ -178,13 +208,13 @@ pub struct ExecuteArgs {
     /// Agent name shown in the lease (default: host-pid).
     #[arg(long)]
     pub name: Option<String>,
-    /// Seconds a claim lasts without a heartbeat (heartbeats every sixth of it).
+    /// How long a claim lasts without a heartbeat, e.g. 30, 30s, 2m (heartbeats every sixth of it).
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub lease: std::time::Duration,
-    /// Seconds between SIGTERM and SIGKILL when the run is cancelled or times out.
+    /// Time between SIGTERM and SIGKILL when the run is cancelled or times out (e.g. 10, 10s).
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     pub kill_grace: std::time::Duration,
-    /// On SIGTERM (the task is stopped), seconds the run may go on before it is killed.
+    /// On SIGTERM (the task is stopped), how long the run may go on before it is killed.
     #[arg(long, default_value = "20", value_parser = parse_seconds)]
     pub shutdown_grace: std::time::Duration,
 }
@@ -195,7 +225,7 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 4300)]
     pub port: u16,
     /// How often the tick runs.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub tick_interval: std::time::Duration,
     #[command(flatten)]
     pub agent: AgentArgs,
@@ -208,7 +238,7 @@ pub enum ServerCmd {
     /// Run one tick against FERRY_HOME now and print what it did (operations, benchmarks).
     Tick {
         /// A waiting run this long past its scheduled time is marked Late.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
         late_after: std::time::Duration,
     },
 }
@@ -222,10 +252,10 @@ pub struct ServerStart {
     #[arg(long, default_value_t = 4300)]
     pub port: u16,
     /// How often the tick runs (e.g. 5s, 1m).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub tick_interval: std::time::Duration,
     /// A waiting run this long past its scheduled time is marked Late.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub late_after: std::time::Duration,
 }
 
@@ -323,11 +353,11 @@ pub enum InfraCmd {
         #[arg(long)]
         container: Option<String>,
         /// Launch scheduled runs this long before they are due (default 90s).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_duration)]
         launch_lead: Option<std::time::Duration>,
         /// Launch again when a task has not taken its run this long after its launch
         /// (default 5m).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_duration)]
         start_timeout: Option<std::time::Duration>,
         /// Launches of one run (first + relaunches) before it ends Crashed (default 3).
         #[arg(long)]
@@ -359,8 +389,8 @@ pub struct ScheduleArgs {
     /// Standard 5-field cron expression, or @hourly/@daily/@weekly/@monthly/@yearly.
     #[arg(long, group = "schedule_kind")]
     pub cron: Option<String>,
-    /// Interval in seconds.
-    #[arg(long, group = "schedule_kind")]
+    /// Interval: seconds (3600) or with a unit (1h, 90m, "1h 30m", 1d).
+    #[arg(long, group = "schedule_kind", value_parser = parse_whole_seconds)]
     pub interval: Option<u64>,
     /// Anchor of an interval schedule (RFC 3339), or DTSTART of an RRULE.
     #[arg(long)]
@@ -410,10 +440,10 @@ pub enum DeploymentCmd {
         #[arg(long = "param", short = 'p')]
         params: Vec<String>,
         /// Parameter overrides as one JSON object (or @FILE to read it from a file).
-        #[arg(long)]
+        #[arg(long, visible_alias = "params")]
         params_json: Option<String>,
-        /// Start after this long (e.g. 10m, 1h 30m).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// Start after this long: seconds (600) or with a unit (10m, "5 minutes", 1h 30m).
+        #[arg(long, value_parser = parse_duration)]
         start_in: Option<std::time::Duration>,
         /// A repeated call with the same key returns the same run.
         #[arg(long)]
@@ -451,7 +481,7 @@ pub struct BuildArgs {
     #[arg(short = 'v', long)]
     pub version: Option<String>,
     /// Description.
-    #[arg(long)]
+    #[arg(short = 'd', long)]
     pub description: Option<String>,
     /// Project directory to package.
     #[arg(long, default_value = ".")]
@@ -462,7 +492,7 @@ pub struct BuildArgs {
     #[arg(long = "param", short = 'p')]
     pub params: Vec<String>,
     /// Default parameters as one JSON object (or @FILE to read it from a file).
-    #[arg(long)]
+    #[arg(long, visible_alias = "params")]
     pub params_json: Option<String>,
     /// Environment variable KEY=VALUE for the flow process.
     #[arg(long = "env", short = 'e')]
@@ -478,11 +508,12 @@ pub struct BuildArgs {
     /// Retries after a failed attempt.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
-    /// Seconds between a failed attempt and its retry.
-    #[arg(long, default_value_t = 0)]
+    /// Time between a failed attempt and its retry: seconds (30) or with a unit (30s, 5m).
+    #[arg(long, visible_alias = "retry-delay-seconds", default_value = "0", value_parser = parse_whole_seconds)]
     pub retry_delay: u64,
-    /// Seconds a run may take.
-    #[arg(long)]
+    /// How long a run may take before it is killed and Failed: seconds (600) or with a unit
+    /// (10m, 2h).
+    #[arg(long, visible_alias = "timeout-seconds", value_parser = parse_whole_seconds)]
     pub timeout: Option<u64>,
     /// Most runs of this deployment at once.
     #[arg(long)]

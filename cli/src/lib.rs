@@ -4,6 +4,7 @@
 mod args;
 mod client;
 mod commands;
+mod entrypoint;
 mod manifest;
 mod output;
 mod server;

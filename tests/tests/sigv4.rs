@@ -549,8 +549,9 @@ fn iam_auth_without_a_region_or_credentials_says_where_to_set_them() {
     assert!(rec.requests().is_empty(), "{:?}", rec.requests());
 }
 
-/// `deployment build` against a listener that plays the API: `presigned` hands out an upload
-/// URL (AWS mode), otherwise the bytes go to the API (embedded mode).
+/// `deployment build` (offline) then `deployment apply` against a listener that plays the
+/// API: `presigned` hands out an upload URL (AWS mode), otherwise the bytes go to the API
+/// (embedded mode). The recorder refuses the deployment itself: its 4th request.
 fn build_against_recorder(presigned: bool) -> Vec<Recorded> {
     let rec = Recorder::start(
         move |req, base| match (req.method.as_str(), req.target.as_str()) {
@@ -565,6 +566,10 @@ fn build_against_recorder(presigned: bool) -> Vec<Recorded> {
             });
                 (200, json!({ "target": target }).to_string())
             }
+            ("PUT", "/v1/deployments") => (
+                400,
+                json!({"message": "refused by the recorder"}).to_string(),
+            ),
             ("PUT", _) => (200, "{}".to_owned()),
             _ => (
                 500,
@@ -592,12 +597,22 @@ fn build_against_recorder(presigned: bool) -> Vec<Recorded> {
         &[],
     );
     assert_ok(&out, "ferry deployment build");
+    assert!(rec.requests().is_empty(), "build alone sends nothing");
+    let out = ferry_iam(
+        &rec.url,
+        dir.path(),
+        &["deployment", "apply", "nightly.yaml"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused by the recorder"), "{err}");
     let reqs = rec.requests();
     let summary: Vec<_> = reqs
         .iter()
         .map(|r| format!("{} {}", r.method, r.target))
         .collect();
-    assert_eq!(reqs.len(), 3, "{summary:?}");
+    assert_eq!(reqs.len(), 4, "{summary:?}");
+    assert_eq!(summary[3], "PUT /v1/deployments", "{summary:?}");
     reqs
 }
 

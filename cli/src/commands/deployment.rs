@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +11,7 @@ use reqwest::Method;
 
 use crate::args::{BuildArgs, DeploymentCmd};
 use crate::client::Client;
-use crate::{manifest, output};
+use crate::{entrypoint, manifest, output};
 
 use super::parse_params;
 use super::schedule::spec_from_args;
@@ -86,20 +86,51 @@ fn parse_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Checks the entrypoint against the project directory `root` (see [`entrypoint::check`]).
+fn check_entrypoint_on_disk(root: &Path, entry: &Entrypoint) -> Result<()> {
+    let rel = match entry {
+        Entrypoint::Python { path, .. } | Entrypoint::Executable { path } => path,
+    };
+    let file = root.join(rel);
+    let shown_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if !file.is_file() {
+        let what = if file.is_dir() {
+            "is a directory"
+        } else {
+            "does not exist"
+        };
+        bail!(
+            "entrypoint: {rel} {what} in the project directory {} (--path {}; the entrypoint is relative to it)",
+            shown_root.display(),
+            root.display()
+        );
+    }
+    let contents = std::fs::read(&file)
+        .with_context(|| format!("entrypoint: cannot read {}", file.display()))?;
+    let meta = std::fs::metadata(&file)
+        .with_context(|| format!("entrypoint: cannot read {}", file.display()))?;
+    let project_file = entrypoint::ProjectFile {
+        contents: &contents,
+        executable: is_executable(&meta),
+    };
+    entrypoint::check(entry, &project_file).map_err(|m| anyhow!("entrypoint: {m}"))
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    true
+}
+
 /// Builds the spec from the flags and checks it completely before anything is written.
 fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
     let entrypoint = Entrypoint::parse(&args.entrypoint).map_err(|e| anyhow!("{e}"))?;
-    let rel = match &entrypoint {
-        Entrypoint::Python { path, .. } | Entrypoint::Executable { path } => path.clone(),
-    };
-    let file = args.path.join(&rel);
-    if !file.is_file() {
-        bail!(
-            "entrypoint: {} does not exist (the entrypoint is relative to --path {})",
-            file.display(),
-            args.path.display()
-        );
-    }
+    check_entrypoint_on_disk(&args.path, &entrypoint)?;
     let catchup: CatchUp = args.catchup.parse().map_err(|e| anyhow!("--{e}"))?;
     let infra_block = args
         .infra_block
@@ -140,46 +171,60 @@ fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
         paused: false,
         catchup,
     };
-    validate_spec(&spec).map_err(|e| anyhow!("{e}"))?;
+    validate_spec(&spec).map_err(|e| anyhow!("{}", flag_error(&e)))?;
     Ok(spec)
 }
 
+/// A validation error of a spec built from flags, told with the flag (and the manifest field):
+/// `--timeout: must be at least 1 ... (timeout_seconds in the manifest)`.
+fn flag_error(e: &ferry_core::ValidationError) -> String {
+    let field = e.field.as_str();
+    let top = field.split(['.', '[']).next().unwrap_or(field);
+    let flag = match top {
+        "flow" => "--flow",
+        "name" => "--name",
+        "version" => "--version",
+        "description" => "--description",
+        "tags" => "--tag",
+        "parameters" => "--param/--params-json",
+        "env" => "--env",
+        "infrastructure" => "--python",
+        "infra_block" => "--infra-block (-ib)",
+        "infra_overrides" => "--override",
+        "retries" => "--retries",
+        "retry_delay_seconds" => "--retry-delay",
+        "timeout_seconds" => "--timeout",
+        "concurrency_limit" => "--concurrency-limit",
+        "catchup" => "--catchup",
+        _ => return e.to_string(),
+    };
+    format!("{flag}: {} ({field} in the manifest)", e.message)
+}
+
+/// Packs the project, writes the bundle and the manifest beside it, and applies it with `-a`.
+/// Without `-a` nothing talks to the API: the upload happens at apply.
 async fn build(args: BuildArgs) -> Result<()> {
     let started = Instant::now();
     let mut spec = spec_from_build(&args)?;
-    let client = Client::from_env()?;
-    let root = args.path.clone();
-    let packed = tokio::task::spawn_blocking(move || ferry_bundle::pack_dir(&root))
-        .await?
-        .with_context(|| format!("packaging {}", args.path.display()))?;
-    let key = format!("/bundles/{}", packed.sha256);
-    let size = packed.bytes.len() as u64;
-    if !client.exists(&key).await? {
-        // AWS mode hands out a presigned S3 PUT (API Gateway caps bodies at 10 MB); the
-        // embedded server takes the bytes itself.
-        let (_, upload): (_, serde_json::Value) = client
-            .send_json(
-                Method::POST,
-                &format!("{key}/upload-url"),
-                &serde_json::json!({}),
-            )
-            .await?;
-        match serde_json::from_value::<Option<ferry_core::ports::UploadTarget>>(
-            upload["target"].clone(),
-        )? {
-            Some(target) => client.put_direct(&target, packed.bytes).await?,
-            None => client.put_bytes(&key, packed.bytes).await?,
-        }
-    }
-    spec.bundle = Some(BundleRef {
-        sha256: packed.sha256.clone(),
-        size,
-    });
     let out: PathBuf = args
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}-deployment.yaml", spec.name)));
-    manifest::write(&out, &spec)?;
+    // The manifest and its bundle may be written inside the project: never packed (nor any
+    // other manifest or bundle there; see ferry_bundle's docs).
+    let exclude = vec![out.clone(), manifest::bundle_path(&out)];
+    let root = args.path.clone();
+    let packed =
+        tokio::task::spawn_blocking(move || ferry_bundle::pack_dir_excluding(&root, &exclude))
+            .await?
+            .with_context(|| format!("packaging {}", args.path.display()))?;
+    let size = packed.bytes.len() as u64;
+    spec.bundle = Some(BundleRef {
+        sha256: packed.sha256.clone(),
+        size,
+    });
+    validate_spec(&spec).map_err(|e| anyhow!("{}", flag_error(&e)))?;
+    manifest::write(&out, &spec, &packed.bytes)?;
     println!(
         "Packaged {} files from {} ({} bytes, sha256 {})",
         packed.files,
@@ -187,29 +232,152 @@ async fn build(args: BuildArgs) -> Result<()> {
         size,
         packed.sha256
     );
-    println!("Wrote manifest {}", out.display());
+    if !packed.left_out.is_empty() {
+        println!(
+            "Left out of the bundle (Ferry's manifests and bundles): {}",
+            packed.left_out.join(", ")
+        );
+    }
+    println!(
+        "Wrote manifest {} and its bundle {}",
+        out.display(),
+        manifest::bundle_path(&out).display()
+    );
     if args.apply {
-        report_apply(&apply(&client, &spec).await?);
+        apply_files(std::slice::from_ref(&out), false).await?;
+    } else {
+        println!(
+            "Apply it (uploads the bundle): ferry deployment apply {}",
+            out.display()
+        );
     }
     tracing::debug!(elapsed = ?started.elapsed(), "build done");
     Ok(())
 }
 
-async fn apply_files(files: &[PathBuf], json: bool) -> Result<()> {
-    // Read and parse every manifest before applying any, so one bad file changes nothing.
-    let specs: Vec<(PathBuf, DeploymentSpec)> = files
-        .iter()
-        .map(|f| manifest::read(f).map(|s| (f.clone(), s)))
-        .collect::<Result<_>>()?;
-    for (f, s) in &specs {
-        validate_spec(s).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+/// A manifest read for apply, with its bundle when it lies beside it.
+struct Loaded {
+    file: PathBuf,
+    spec: DeploymentSpec,
+    bundle: Option<Vec<u8>>,
+}
+
+/// Reads a manifest and the bundle beside it, and checks them together: the bundle is the
+/// one the manifest names, and the entrypoint is in it.
+fn load_manifest(file: &Path) -> Result<Loaded> {
+    let spec = manifest::read(file)?;
+    let at = file.display();
+    validate_spec(&spec).map_err(|e| anyhow!("{at}: {e}"))?;
+    let Some(bundle_ref) = &spec.bundle else {
+        return Ok(Loaded {
+            file: file.to_path_buf(),
+            spec,
+            bundle: None,
+        });
+    };
+    let path = manifest::bundle_path(file);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Loaded {
+                file: file.to_path_buf(),
+                spec,
+                bundle: None,
+            })
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("{at}: cannot read its bundle {}", path.display()))
+        }
+    };
+    let digest = ferry_bundle::sha256_hex(&bytes);
+    if digest != bundle_ref.sha256 {
+        bail!(
+            "{at}: bundle.sha256: the manifest names {} but its bundle {} is {digest}: build again (`ferry deployment build`) to write both",
+            bundle_ref.sha256,
+            path.display()
+        );
     }
+    let rel = match &spec.entrypoint {
+        Entrypoint::Python { path, .. } | Entrypoint::Executable { path } => path.clone(),
+    };
+    let found = ferry_bundle::read_bundled_file(&bytes, &rel)
+        .with_context(|| format!("{at}: reading its bundle {}", path.display()))?;
+    let Some(found) = found else {
+        bail!(
+            "{at}: entrypoint: {rel} is not in the bundle {} (packed from the project at build): fix the entrypoint, or build from the directory that holds it",
+            path.display()
+        );
+    };
+    let project_file = entrypoint::ProjectFile {
+        contents: &found.contents,
+        executable: found.executable,
+    };
+    entrypoint::check(&spec.entrypoint, &project_file)
+        .map_err(|m| anyhow!("{at}: entrypoint: {m}"))?;
+    Ok(Loaded {
+        file: file.to_path_buf(),
+        spec,
+        bundle: Some(bytes),
+    })
+}
+
+/// Puts a bundle where the server keeps bundles (unless it is there already).
+async fn upload_bundle(client: &Client, sha256: &str, bytes: Vec<u8>) -> Result<()> {
+    let key = format!("/bundles/{sha256}");
+    // AWS mode hands out a presigned S3 PUT (API Gateway caps bodies at 10 MB); the embedded
+    // server takes the bytes itself.
+    let (_, upload): (_, serde_json::Value) = client
+        .send_json(
+            Method::POST,
+            &format!("{key}/upload-url"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    match serde_json::from_value::<Option<ferry_core::ports::UploadTarget>>(
+        upload["target"].clone(),
+    )? {
+        Some(target) => client.put_direct(&target, bytes).await,
+        None => client.put_bytes(&key, bytes).await,
+    }
+}
+
+async fn apply_files(files: &[PathBuf], json: bool) -> Result<()> {
+    // Read and check every manifest (and its bundle) before applying any, so one bad file
+    // changes nothing.
+    let mut loaded: Vec<Loaded> = files
+        .iter()
+        .map(|f| load_manifest(f))
+        .collect::<Result<_>>()?;
     let client = Client::from_env()?;
-    let mut outs = Vec::new();
-    for (f, spec) in specs {
-        let out = apply(&client, &spec)
+    // Every bundle is on the server, or beside its manifest to upload, before anything is
+    // applied.
+    let mut uploads = Vec::new();
+    for l in &mut loaded {
+        let Some(b) = &l.spec.bundle else { continue };
+        if client.exists(&format!("/bundles/{}", b.sha256)).await? {
+            continue;
+        }
+        match l.bundle.take() {
+            Some(bytes) => uploads.push((b.sha256.clone(), bytes)),
+            None => bail!(
+                "{}: bundle.sha256: bundle {} is neither on the server nor beside the manifest ({}): build again with `ferry deployment build`",
+                l.file.display(),
+                b.sha256,
+                manifest::bundle_path(&l.file).display()
+            ),
+        }
+    }
+    for (sha, bytes) in uploads {
+        upload_bundle(&client, &sha, bytes)
             .await
-            .with_context(|| format!("applying {}", f.display()))?;
+            .with_context(|| format!("uploading bundle {sha}"))?;
+    }
+    let mut outs = Vec::new();
+    for l in loaded {
+        let out = apply(&client, &l.spec)
+            .await
+            .with_context(|| format!("applying {}", l.file.display()))?;
         if !json {
             report_apply(&out);
         }

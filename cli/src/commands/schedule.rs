@@ -44,8 +44,9 @@ pub fn run(cmd: ScheduleCmd) -> Result<()> {
         count,
         out,
     } = cmd;
-    let spec = spec_from_args(&schedule)?
-        .context("give a schedule: --cron EXPR, --interval SECONDS or --rrule RULE")?;
+    let spec = spec_from_args(&schedule)?.context(
+        "give a schedule: --cron EXPR, --interval DURATION (e.g. 3600, 1h) or --rrule RULE",
+    )?;
     let parsed = Schedule::parse(&spec).map_err(|e| anyhow!("--{}: {}", e.field, e.message))?;
     let after = match after {
         None => Utc::now(),

@@ -31,7 +31,7 @@ impl Ferry {
             if !self.has_bundle(&b.sha256).await? {
                 return Err(AppError::invalid(
                     "bundle.sha256",
-                    format!("no bundle with sha256 {} has been uploaded: run `ferry deployment build` (it uploads the bundle) before applying", b.sha256),
+                    format!("no bundle with sha256 {} has been uploaded: `ferry deployment apply MANIFEST` uploads the bundle written beside the manifest by `ferry deployment build`", b.sha256),
                 ));
             }
         }

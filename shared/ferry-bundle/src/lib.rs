@@ -23,7 +23,12 @@
 //! `.ignore` and `.ferryignore` files **inside the project directory** (ignore files in its
 //! parents, `.git/info/exclude` and the user's global gitignore are not consulted, so the
 //! bundle depends only on the directory's own contents). Hidden files are included; any
-//! `.git` entry is always excluded. Symlinks are not followed: a symlink is stored as a
+//! `.git` entry is always excluded, and so are `__pycache__/` and `.venv/` directories and
+//! `*.pyc`/`*.pyo` files (rebuilt where the flow runs), and Ferry's own output: deployment
+//! manifests (`.yaml`/`.yml` files that [`is_manifest`]), bundles written beside them
+//! (`*.ferry-bundle.tar.gz`) and the paths given to [`pack_dir_excluding`], listed in
+//! [`PackedBundle::left_out`]. Writing a manifest into the project therefore does not change
+//! the next bundle. Symlinks are not followed: a symlink is stored as a
 //! symlink if its target obeys the symlink rule below, otherwise packing fails with
 //! [`BundleError::UnsafeSymlink`]. Sockets, fifos, devices and non-UTF-8 names fail with
 //! [`BundleError::Unsupported`]. Size caps come from [`Limits`].
@@ -59,7 +64,10 @@ mod unpack;
 use sha2::{Digest, Sha256};
 
 pub use error::{BundleError, Limit, UnsafeReason};
-pub use pack::{pack_dir, pack_dir_with_limits, PackedBundle};
+pub use pack::{
+    is_manifest, pack_dir, pack_dir_excluding, pack_dir_with_limits, read_bundled_file,
+    BundledFile, PackedBundle, BUNDLE_FILE_SUFFIX, MANIFEST_HEADER,
+};
 pub use unpack::{unpack_into, unpack_into_with_limits, UnpackStats};
 
 /// Caps applied when packing and unpacking. [`Limits::default`] is what [`pack_dir`] and

@@ -20,6 +20,39 @@ pub struct PackedBundle {
     pub sha256: String,
     /// Number of entries bundled (regular files + symlinks).
     pub files: usize,
+    /// Files of the project left out because they are Ferry's own output: deployment
+    /// manifests, bundles written beside them (`*.ferry-bundle.tar.gz`) and the paths the caller
+    /// excluded. Relative, `/`-separated, sorted. (The junk that is always left out —
+    /// `__pycache__/`, `*.pyc`, `.venv/`, `.git` — is not listed.)
+    pub left_out: Vec<String>,
+}
+
+/// The suffix of a bundle written beside a manifest (`deploy/etl.yaml` →
+/// `deploy/etl.ferry-bundle.tar.gz`): never packed into another bundle.
+pub const BUNDLE_FILE_SUFFIX: &str = ".ferry-bundle.tar.gz";
+
+/// The first line of every manifest `ferry deployment build` writes starts with this.
+pub const MANIFEST_HEADER: &str = "# Ferry deployment manifest";
+
+/// Directory names never packed: they are rebuilt where the flow runs and differ from machine
+/// to machine (so the digest of an unchanged project would change).
+const JUNK_DIRS: [&str; 3] = [".git", "__pycache__", ".venv"];
+/// File-name suffixes never packed (compiled Python).
+const JUNK_SUFFIXES: [&str; 2] = [".pyc", ".pyo"];
+
+/// Whether `contents` (of a `.yaml`/`.yml` file) is a Ferry deployment manifest: written by
+/// `ferry deployment build` (its header line), or by hand with the three required top-level
+/// keys `flow:`, `name:` and `entrypoint:`.
+pub fn is_manifest(contents: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(contents) else {
+        return false;
+    };
+    if text.starts_with(MANIFEST_HEADER) {
+        return true;
+    }
+    ["flow:", "name:", "entrypoint:"]
+        .iter()
+        .all(|key| text.lines().any(|l| l.starts_with(key)))
 }
 
 enum Kind {
@@ -51,6 +84,19 @@ pub fn pack_dir(root: &Path) -> Result<PackedBundle, BundleError> {
 /// # Errors
 /// As [`pack_dir`].
 pub fn pack_dir_with_limits(root: &Path, limits: &Limits) -> Result<PackedBundle, BundleError> {
+    pack(root, limits, &[])
+}
+
+/// [`pack_dir`], also leaving out `exclude`: paths that may not exist yet, such as the
+/// manifest about to be written (paths outside `root` change nothing).
+///
+/// # Errors
+/// As [`pack_dir`].
+pub fn pack_dir_excluding(root: &Path, exclude: &[PathBuf]) -> Result<PackedBundle, BundleError> {
+    pack(root, &Limits::DEFAULT, exclude)
+}
+
+fn pack(root: &Path, limits: &Limits, exclude: &[PathBuf]) -> Result<PackedBundle, BundleError> {
     let meta = fs::metadata(root).map_err(|e| BundleError::io(root, e))?;
     if !meta.is_dir() {
         return Err(BundleError::io(
@@ -59,7 +105,7 @@ pub fn pack_dir_with_limits(root: &Path, limits: &Limits) -> Result<PackedBundle
         ));
     }
 
-    let items = collect(root, limits)?;
+    let (items, left_out) = collect(root, limits, exclude)?;
     let files = items.len();
 
     let capped = CappedVec {
@@ -119,11 +165,17 @@ pub fn pack_dir_with_limits(root: &Path, limits: &Limits) -> Result<PackedBundle
         sha256: sha256_hex(&bytes),
         bytes,
         files,
+        left_out,
     })
 }
 
-/// Walks `root` and returns what to bundle, sorted by path.
-fn collect(root: &Path, limits: &Limits) -> Result<Vec<Item>, BundleError> {
+/// Walks `root` and returns what to bundle, sorted by path, and what was left out as Ferry's
+/// own output.
+fn collect(
+    root: &Path,
+    limits: &Limits,
+    exclude: &[PathBuf],
+) -> Result<(Vec<Item>, Vec<String>), BundleError> {
     let mut walk = WalkBuilder::new(root);
     walk.standard_filters(false)
         .hidden(false)
@@ -135,7 +187,16 @@ fn collect(root: &Path, limits: &Limits) -> Result<Vec<Item>, BundleError> {
         .require_git(false)
         .follow_links(false)
         .add_custom_ignore_filename(".ferryignore")
-        .filter_entry(|e| e.file_name() != ".git");
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            let dir = e.file_type().is_some_and(|t| t.is_dir());
+            !(name == ".git"
+                || (dir && JUNK_DIRS.contains(&name.as_ref()))
+                || (!dir && JUNK_SUFFIXES.iter().any(|s| name.ends_with(s))))
+        });
+    let canonical_root = fs::canonicalize(root).map_err(|e| BundleError::io(root, e))?;
+    let excluded: Vec<PathBuf> = exclude.iter().filter_map(|p| canonical_target(p)).collect();
+    let mut left_out = Vec::new();
 
     let mut items = Vec::new();
     let mut total: u64 = 0;
@@ -174,6 +235,10 @@ fn collect(root: &Path, limits: &Limits) -> Result<Vec<Item>, BundleError> {
                 target: target_str.to_owned(),
             }
         } else if ft.is_file() {
+            if ferrys_own(&canonical_root.join(&rel), &rel, &excluded)? {
+                left_out.push(rel);
+                continue;
+            }
             let meta = fs::symlink_metadata(&abs).map_err(|e| BundleError::io(&abs, e))?;
             total = total.saturating_add(meta.len());
             if total > limits.max_uncompressed_bytes {
@@ -200,7 +265,116 @@ fn collect(root: &Path, limits: &Limits) -> Result<Vec<Item>, BundleError> {
         }
     }
     items.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(items)
+    left_out.sort();
+    Ok((items, left_out))
+}
+
+/// `path` made absolute, its directory part free of `.`, `..` and symlinks (the file itself
+/// need not exist).
+fn canonical_target(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = fs::canonicalize(path) {
+        return Some(p);
+    }
+    let name = path.file_name()?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::canonicalize(parent).ok().map(|p| p.join(name))
+}
+
+/// Whether a project file is Ferry's own output: an excluded path, a bundle written beside a
+/// manifest, or a deployment manifest (a `.yaml`/`.yml` file up to 1 MiB that [`is_manifest`]).
+fn ferrys_own(abs: &Path, rel: &str, excluded: &[PathBuf]) -> Result<bool, BundleError> {
+    if excluded.iter().any(|p| p == abs) || rel.ends_with(BUNDLE_FILE_SUFFIX) {
+        return Ok(true);
+    }
+    if !(rel.ends_with(".yaml") || rel.ends_with(".yml")) {
+        return Ok(false);
+    }
+    let meta = fs::metadata(abs).map_err(|e| BundleError::io(abs, e))?;
+    if meta.len() > 1024 * 1024 {
+        return Ok(false);
+    }
+    let contents = fs::read(abs).map_err(|e| BundleError::io(abs, e))?;
+    Ok(is_manifest(&contents))
+}
+
+/// One file read out of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundledFile {
+    /// Its contents.
+    pub contents: Vec<u8>,
+    /// Whether it is stored with the executable mode.
+    pub executable: bool,
+}
+
+/// Reads the file at `path` (relative, `/`-separated) out of a bundle's bytes, following
+/// symlinks inside the bundle; `None` when the bundle has no such file. For checks before a
+/// bundle is used (is the entrypoint in it?); unpacking is [`crate::unpack_into`].
+///
+/// # Errors
+/// [`BundleError::Io`] when the bytes are not a readable tar.gz.
+pub fn read_bundled_file(bytes: &[u8], path: &str) -> Result<Option<BundledFile>, BundleError> {
+    let here = Path::new("bundle");
+    let mut wanted = normalize(path);
+    // A few links deep at most: a loop of links finds nothing.
+    for _ in 0..8 {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+        let entries = archive.entries().map_err(|e| BundleError::io(here, e))?;
+        let mut link = None;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| BundleError::io(here, e))?;
+            let name = entry.path().map_err(|e| BundleError::io(here, e))?;
+            if normalize(&name.to_string_lossy()) != wanted {
+                continue;
+            }
+            match entry.header().entry_type() {
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name()
+                        .map_err(|e| BundleError::io(here, e))?
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let dir = wanted.rsplit_once('/').map_or("", |(d, _)| d);
+                    link = Some(normalize(&format!("{dir}/{target}")));
+                    break;
+                }
+                tar::EntryType::Regular => {
+                    let executable = entry.header().mode().unwrap_or(0) & 0o111 != 0;
+                    let mut contents = Vec::new();
+                    entry
+                        .read_to_end(&mut contents)
+                        .map_err(|e| BundleError::io(here, e))?;
+                    return Ok(Some(BundledFile {
+                        contents,
+                        executable,
+                    }));
+                }
+                _ => return Ok(None),
+            }
+        }
+        match link {
+            Some(next) => wanted = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// `a/./b/../c` → `a/c`.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
 }
 
 /// `abs` relative to `root`, UTF-8, joined with `/`.
@@ -282,5 +456,132 @@ impl Write for CappedVec {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(root: &Path, rel: &str, contents: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, contents).unwrap();
+    }
+
+    #[test]
+    fn manifests_bundles_and_python_junk_stay_out_so_the_digest_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "flows/etl.py", "def main():\n    pass\n");
+        write(root, "config/settings.yaml", "flow: not a manifest\n");
+        let first = pack_dir_excluding(root, &[root.join("etl.yaml")]).unwrap();
+        assert!(first.left_out.is_empty(), "{:?}", first.left_out);
+        assert_eq!(first.files, 2);
+
+        // What a build writes into the project, what Python leaves behind, a hand-written
+        // manifest: none of it changes the bundle.
+        write(
+            root,
+            "etl.yaml",
+            &format!("{MANIFEST_HEADER}: `ferry deployment apply etl.yaml`\nflow: etl\n"),
+        );
+        write(root, "etl.ferry-bundle.tar.gz", "bytes");
+        write(
+            root,
+            "deploy/prod.yml",
+            "# by hand\nflow: etl\nname: prod\nentrypoint: flows/etl.py:main\n",
+        );
+        write(root, "flows/__pycache__/etl.cpython-312.pyc", "junk");
+        write(root, "flows/old.pyc", "junk");
+        write(root, ".venv/bin/python", "junk");
+        write(root, "out.txt", "soon excluded");
+        let second = pack_dir_excluding(
+            root,
+            &[root.join("out.txt"), root.join("../elsewhere.yaml")],
+        )
+        .unwrap();
+        assert_eq!(second.sha256, first.sha256);
+        assert_eq!(
+            second.left_out,
+            [
+                "deploy/prod.yml",
+                "etl.ferry-bundle.tar.gz",
+                "etl.yaml",
+                "out.txt"
+            ]
+        );
+        // A relative exclusion names the same file.
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(&root.join("out.txt"), &cwd);
+        assert_eq!(
+            pack_dir_excluding(root, &[rel]).unwrap().sha256,
+            first.sha256
+        );
+    }
+
+    /// `target` relative to `base` (both absolute).
+    fn pathdiff(target: &Path, base: &Path) -> PathBuf {
+        let t: Vec<_> = target.components().collect();
+        let b: Vec<_> = base.components().collect();
+        let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let mut out = PathBuf::new();
+        for _ in common..b.len() {
+            out.push("..");
+        }
+        for c in &t[common..] {
+            out.push(c);
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_is_read_out_of_a_bundle_through_its_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "flows/etl.py", "def main():\n    pass\n");
+        write(root, "bin/run.sh", "#!/bin/sh\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(root.join("bin/run.sh"), fs::Permissions::from_mode(0o755))
+                .unwrap();
+            std::os::unix::fs::symlink("../flows/etl.py", root.join("bin/etl.py")).unwrap();
+        }
+        let packed = pack_dir(root).unwrap();
+        let f = read_bundled_file(&packed.bytes, "flows/etl.py")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.contents, b"def main():\n    pass\n");
+        assert!(!f.executable);
+        #[cfg(unix)]
+        {
+            assert!(
+                read_bundled_file(&packed.bytes, "bin/run.sh")
+                    .unwrap()
+                    .unwrap()
+                    .executable
+            );
+            let linked = read_bundled_file(&packed.bytes, "./bin/etl.py")
+                .unwrap()
+                .unwrap();
+            assert_eq!(linked.contents, f.contents);
+        }
+        assert_eq!(
+            read_bundled_file(&packed.bytes, "flows/gone.py").unwrap(),
+            None
+        );
+        assert!(read_bundled_file(b"not a bundle", "x").is_err());
+    }
+
+    #[test]
+    fn hand_written_and_built_manifests_are_recognised() {
+        assert!(is_manifest(b"# Ferry deployment manifest: x\nflow: a\n"));
+        assert!(is_manifest(b"flow: a\nname: b\nentrypoint: c.py:main\n"));
+        assert!(!is_manifest(b"flow: a\nname: b\n"));
+        assert!(!is_manifest(
+            b"settings:\n  flow: a\n  name: b\n  entrypoint: c\n"
+        ));
+        assert!(!is_manifest(&[0xff, 0xfe]));
     }
 }

@@ -167,7 +167,7 @@ pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError
     if spec.infra_block.is_none() && !spec.infra_overrides.is_empty() {
         return Err(ValidationError::new(
             "infra_overrides",
-            "overrides apply to an infrastructure profile: give one with -ib ecs/NAME (infra_block), or drop the overrides",
+            "overrides apply to an infrastructure profile: set infra_block (`-ib ecs/NAME` at build), or drop the overrides",
         ));
     }
     spec.infra_overrides.validate()?;

@@ -13,6 +13,7 @@ fn runs_of(s: &Server, deployment: &str) -> Vec<Value> {
         deployment,
         "--limit",
         "1000",
+        "--all",
     ])
     .as_array()
     .unwrap()

@@ -2,8 +2,8 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_app::{ApplyOutcome, InfraOutcome, PreviewItem, QueuePatch, RunRequest};
-use ferry_core::ids::{DeploymentId, RunId};
+use ferry_app::{ApplyOutcome, InfraOutcome, PreviewItem, QueuePatch, RunRequest, RunView};
+use ferry_core::ids::DeploymentId;
 use ferry_core::infra::{InfraKind, InfraName, InfraProfile, InfraSpec};
 use ferry_core::ports::{LogPage, RunFilter};
 use ferry_core::{Deployment, DeploymentSpec, FlowRun, StateType, WorkQueue};
@@ -29,11 +29,6 @@ fn in_range(field: &str, value: i64, min: i64, max: i64) -> ApiResult<i64> {
             message: format!("{field}: must be between {min} and {max}, not {value}"),
         })
     }
-}
-
-fn run_id(id: &str) -> ApiResult<RunId> {
-    id.parse()
-        .map_err(|e: ferry_core::ValidationError| ApiError::App(e.into()))
 }
 
 /// Health of the API.
@@ -336,6 +331,9 @@ pub struct RunsQuery {
     /// At most this many (default 50, at most 10000).
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
+    /// `all` (the default: newest scheduled first), `recent` (scheduled up to now, newest
+    /// first: what happened) or `upcoming` (scheduled later, soonest first).
+    pub view: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs", params(RunsQuery),
@@ -366,13 +364,24 @@ pub(crate) async fn list_runs(
         );
     }
     let limit = in_range("limit", q.limit.unwrap_or(50), 1, 10_000)? as usize;
+    let view = q
+        .view
+        .as_deref()
+        .map(str::parse::<RunView>)
+        .transpose()
+        .map_err(|m| ApiError::BadRequest {
+            field: "view".into(),
+            message: format!("view: {m}"),
+        })?
+        .unwrap_or_default();
     let filter = RunFilter {
         deployment,
         states,
         work_queue: q.work_queue,
         limit,
+        ..RunFilter::default()
     };
-    Ok(Json(s.ferry.list_runs(&filter).await?))
+    Ok(Json(s.ferry.list_runs_view(filter, view).await?))
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs/{id}", params(("id" = String, Path)),
@@ -381,7 +390,9 @@ pub(crate) async fn get_run(
     State(s): State<ApiState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowRun>> {
-    Ok(Json(s.ferry.get_run(run_id(&id)?).await?))
+    Ok(Json(
+        s.ferry.get_run(s.ferry.resolve_run_id(&id).await?).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/flow-runs/{id}/cancel", params(("id" = String, Path)),
@@ -391,7 +402,11 @@ pub(crate) async fn cancel_run(
     State(s): State<ApiState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowRun>> {
-    Ok(Json(s.ferry.cancel_run(run_id(&id)?).await?))
+    Ok(Json(
+        s.ferry
+            .cancel_run(s.ferry.resolve_run_id(&id).await?)
+            .await?,
+    ))
 }
 
 /// Query of the log endpoint.
@@ -416,7 +431,11 @@ pub(crate) async fn run_logs(
     let limit = in_range("limit", q.limit.unwrap_or(1000), 1, 10_000)? as usize;
     Ok(Json(
         s.ferry
-            .run_logs(run_id(&id)?, q.offset.unwrap_or(0), limit)
+            .run_logs(
+                s.ferry.resolve_run_id(&id).await?,
+                q.offset.unwrap_or(0),
+                limit,
+            )
             .await?,
     ))
 }

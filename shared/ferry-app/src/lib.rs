@@ -28,6 +28,7 @@ pub use agent_runs::{Claim, Heartbeat, TakeOver};
 pub use dto::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
 pub use error::AppError;
 pub use ferry::{Ferry, Settings, SystemClock};
+pub use flow_runs::RunView;
 pub use infra::InfraOutcome;
 pub use launches::LaunchOutcome;
 pub use tick::{TickFailure, TickReport};

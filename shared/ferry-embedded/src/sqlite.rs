@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
 use ferry_core::infra::{InfraName, InfraProfile};
 use ferry_core::ports::{
     ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter, RunStore,
-    SlotTake, StoreError, StoreResult,
+    RunWindow, SlotTake, StoreError, StoreResult,
 };
 use ferry_core::slot::SlotKey;
 use ferry_core::{Deployment, FlowRun, WorkQueue};
@@ -560,6 +560,19 @@ impl RunStore for SqliteStore {
                 }
                 sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
             }
+            let order = match filter.window {
+                RunWindow::All => "DESC",
+                RunWindow::DueBy(t) => {
+                    args.push(Box::new(ms(t)));
+                    sql.push_str(&format!(" AND scheduled_time <= ?{}", args.len()));
+                    "DESC"
+                }
+                RunWindow::After(t) => {
+                    args.push(Box::new(ms(t)));
+                    sql.push_str(&format!(" AND scheduled_time > ?{}", args.len()));
+                    "ASC"
+                }
+            };
             let limit = if filter.limit == 0 {
                 -1
             } else {
@@ -567,11 +580,43 @@ impl RunStore for SqliteStore {
             };
             args.push(Box::new(limit));
             sql.push_str(&format!(
-                " ORDER BY scheduled_time DESC, id DESC LIMIT ?{}",
+                " ORDER BY scheduled_time {order}, id {order} LIMIT ?{}",
                 args.len()
             ));
             let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
             runs_where(c, &sql, &refs)
+        })
+        .await
+    }
+
+    async fn run_ids_with_prefix(
+        &self,
+        prefix: &RunIdPrefix,
+        limit: usize,
+    ) -> StoreResult<Vec<RunId>> {
+        // Ids are stored in their canonical text form: the prefix is a range of the primary key.
+        let lower = prefix.as_str().to_owned();
+        let upper = format!("{lower}~");
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT id FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")
+                .map_err(db_err)?;
+            let ids = stmt
+                .query_map(rusqlite::params![lower, upper, limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            ids.iter()
+                .map(|id| {
+                    id.parse()
+                        .map_err(|e: ferry_core::ValidationError| StoreError::Corrupt {
+                            key: format!("runs/{id}"),
+                            message: e.message,
+                        })
+                })
+                .collect()
         })
         .await
     }

@@ -55,11 +55,23 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-pub(crate) async fn not_found() -> ApiError {
-    ApiError::App(ferry_app::AppError::NotFound {
-        kind: "route",
-        id: "see GET /v1/openapi.json".into(),
-    })
+/// The answer to a path no route serves: names the request and where the routes are listed,
+/// and spots the usual cause of a doubled `/v1` (a FERRY_API_URL that ends with it).
+pub(crate) async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path = uri.path();
+    let hint = if path.starts_with("/v1/v1/") || path == "/v1/v1" {
+        " (the path has /v1 twice: the API's address, e.g. FERRY_API_URL, must not end with /v1)"
+    } else if !path.starts_with("/v1/") {
+        " (every route is under /v1)"
+    } else {
+        ""
+    };
+    ApiError::Status {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "no route for {method} {path}{hint}; the routes are listed by GET /v1/openapi.json"
+        ),
+    }
 }
 
 // ------------------------------------------------------------------ work queues

@@ -146,16 +146,17 @@ pub trait DeploymentStore: Send + Sync {
     async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>>;
     /// All deployments, by id.
     async fn list_deployments(&self) -> StoreResult<Vec<Deployment>>;
-    /// Writes `deployment`. `expected_revision` `None`: it must not exist yet; `Some(r)`: the
-    /// stored revision must be `r`. `Conflict` otherwise. The caller sets the new revision.
+    /// Writes `deployment` with its [`Deployment::version`] as the new concurrency token.
+    /// `expected_version` `None`: it must not exist yet; `Some(v)`: the stored version must be
+    /// `v`. `Conflict` otherwise. The caller sets the new version (and the user's `revision`).
+    /// Every read fills `version` from the store.
     async fn put_deployment(
         &self,
         deployment: &Deployment,
-        expected_revision: Option<u64>,
+        expected_version: Option<u64>,
     ) -> StoreResult<()>;
-    /// Deletes `id` if its revision is `expected_revision`.
-    async fn delete_deployment(&self, id: &DeploymentId, expected_revision: u64)
-        -> StoreResult<()>;
+    /// Deletes `id` if its version is `expected_version`.
+    async fn delete_deployment(&self, id: &DeploymentId, expected_version: u64) -> StoreResult<()>;
     /// Deployments whose `next_tick_at` is at or before `now`, earliest first, at most `limit`
     /// (the schedule-horizon index; a hint, re-checked by the conditional write).
     async fn deployments_due_for_tick(

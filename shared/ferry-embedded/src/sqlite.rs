@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS queues (
 );
 CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY,
+    -- The concurrency token, Deployment::version (the user's revision is in the body).
     revision INTEGER NOT NULL,
     next_tick_at INTEGER,
     body TEXT NOT NULL
@@ -187,6 +188,33 @@ fn bodies<T: serde::de::DeserializeOwned>(
     for row in rows {
         let (id, body) = row.map_err(db_err)?;
         out.push(decode(&id, &body)?);
+    }
+    Ok(out)
+}
+
+/// Decodes the `(id, body, revision)` deployment rows `sql` selects, the `revision` column
+/// being the concurrency token ([`Deployment::version`]).
+fn deployments_where(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<Deployment>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, body, version) = row.map_err(db_err)?;
+        let mut d: Deployment = decode(&id, &body)?;
+        d.version = u64::try_from(version).unwrap_or(0);
+        out.push(d);
     }
     Ok(out)
 }
@@ -353,31 +381,39 @@ impl DeploymentStore for SqliteStore {
     async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(
-                bodies(c, "SELECT id, body FROM deployments WHERE id = ?1", &[&id])?
-                    .into_iter()
-                    .next(),
-            )
+            Ok(deployments_where(
+                c,
+                "SELECT id, body, revision FROM deployments WHERE id = ?1",
+                &[&id],
+            )?
+            .into_iter()
+            .next())
         })
         .await
     }
 
     async fn list_deployments(&self) -> StoreResult<Vec<Deployment>> {
-        self.with(|c| bodies(c, "SELECT id, body FROM deployments ORDER BY id", &[]))
-            .await
+        self.with(|c| {
+            deployments_where(
+                c,
+                "SELECT id, body, revision FROM deployments ORDER BY id",
+                &[],
+            )
+        })
+        .await
     }
 
     async fn put_deployment(
         &self,
         deployment: &Deployment,
-        expected_revision: Option<u64>,
+        expected_version: Option<u64>,
     ) -> StoreResult<()> {
         let body = encode(deployment)?;
         let id = deployment.id.to_string();
-        let rev = deployment.revision as i64;
+        let rev = deployment.version as i64;
         let next = deployment.next_tick_at.map(ms);
         self.with(move |c| {
-            let result = match expected_revision {
+            let result = match expected_version {
                 None => c.execute(
                     "INSERT INTO deployments (id, revision, next_tick_at, body) VALUES (?1, ?2, ?3, ?4)",
                     params![id, rev, next, body],
@@ -400,17 +436,13 @@ impl DeploymentStore for SqliteStore {
         .await
     }
 
-    async fn delete_deployment(
-        &self,
-        id: &DeploymentId,
-        expected_revision: u64,
-    ) -> StoreResult<()> {
+    async fn delete_deployment(&self, id: &DeploymentId, expected_version: u64) -> StoreResult<()> {
         let id = id.to_string();
         self.with(move |c| {
             let n = c
                 .execute(
                     "DELETE FROM deployments WHERE id = ?1 AND revision = ?2",
-                    params![id, expected_revision as i64],
+                    params![id, expected_version as i64],
                 )
                 .map_err(db_err)?;
             if n != 1 {
@@ -429,9 +461,9 @@ impl DeploymentStore for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<Deployment>> {
         self.with(move |c| {
-            bodies(
+            deployments_where(
                 c,
-                "SELECT id, body FROM deployments WHERE next_tick_at IS NOT NULL
+                "SELECT id, body, revision FROM deployments WHERE next_tick_at IS NOT NULL
                  AND next_tick_at <= ?1 ORDER BY next_tick_at LIMIT ?2",
                 &[&ms(now), &(limit as i64)],
             )

@@ -3,7 +3,7 @@
 //! | item | pk | sk | notes |
 //! | --- | --- | --- | --- |
 //! | work queue | `QUEUES` | name | `body`, `version` |
-//! | deployment | `DEPLOYMENTS` | `flow/name` | `body`, `revision`; `h_pk`/`h_sk` while it has a `next_tick_at` |
+//! | deployment | `DEPLOYMENTS` | `flow/name` | `body`, `revision` (the concurrency token, `Deployment::version`); `h_pk`/`h_sk` while it has a `next_tick_at` |
 //! | flow run | `R#<id>` | `R` | `body`, `version`, `state`; `due_*` while waiting, `lease_*` while held, `dep_*`, `all_*`, `slots` |
 //! | idempotency key | `I#<flow/name>#<key>` | `I` | `run_id` |
 //! | concurrency slot | `SLOTS` | slot key | `holders`: string set of run ids |

@@ -417,11 +417,13 @@ impl RunStore for DynamoStore {
         // prefix of up to 12 hex digits matches; a longer prefix's window is one millisecond.
         let (lo, hi) = prefix.time_window_ms();
         let (lower, upper) = scheduled_sk_range(lo, hi);
+        // The first `limit` of every shard, merged: the `limit` smallest ids overall.
         let mut ids = Vec::new();
         for shard in 0..ALL_SHARDS {
+            let mut found = 0;
             let mut start = None;
             loop {
-                let page = self
+                let (items, next) = self
                     .query_index_page(
                         index::ALL_RUNS,
                         "all_pk",
@@ -432,23 +434,21 @@ impl RunStore for DynamoStore {
                             upper: &upper,
                         },
                         start,
-                        limit.saturating_sub(ids.len()).max(1),
+                        limit.saturating_sub(found).max(1),
                     )
                     .await?;
-                for it in &page.0 {
-                    if let Some(id) = get_s(it, "pk").and_then(run_id_of_pk) {
-                        if prefix.matches(id) {
-                            ids.push(id);
-                        }
-                    }
+                for id in items
+                    .iter()
+                    .filter_map(|it| get_s(it, "pk").and_then(run_id_of_pk))
+                    .filter(|id| prefix.matches(*id))
+                {
+                    ids.push(id);
+                    found += 1;
                 }
-                start = page.1;
-                if start.is_none() || ids.len() >= limit {
+                start = next;
+                if start.is_none() || found >= limit {
                     break;
                 }
-            }
-            if ids.len() >= limit {
-                break;
             }
         }
         ids.sort();

@@ -215,19 +215,39 @@ fn revision_moves_only_with_the_user(aws: bool) {
         d.get("version").is_none(),
         "the concurrency token is not shown: {d}"
     );
-    s.ok(&["deployment", "pause", "main/every"]);
+    // Applying the same manifest again changes nothing; an edit is the user's revision 2.
+    let out = s.ok(&["deployment", "apply", "every-deployment.yaml"]);
+    assert!(out.contains("unchanged (revision 1)"), "{out}");
+    let out = s.ok(&[
+        "deployment",
+        "build",
+        "flows/etl.py:main",
+        "-n",
+        "every",
+        "--interval",
+        "60",
+        "--description",
+        "edited",
+        "--path",
+        s.path("proj").to_str().unwrap(),
+        "-a",
+    ]);
+    assert!(out.contains("(revision 2)"), "{out}");
+    upcoming(&s);
     assert_eq!(
         s.json(&["deployment", "inspect", "main/every"])["revision"],
         2
     );
-    s.ok(&["deployment", "resume", "main/every"]);
-    upcoming(&s);
+    // Pause and resume are the user's changes too; the ticks between them are not.
+    s.ok(&["deployment", "pause", "main/every"]);
     assert_eq!(
         s.json(&["deployment", "inspect", "main/every"])["revision"],
         3
     );
+    s.ok(&["deployment", "resume", "main/every"]);
+    upcoming(&s);
     let table = s.ok(&["deployment", "inspect", "main/every"]);
-    assert!(table.contains("revision:        3"), "{table}");
+    assert!(table.contains("revision:        4"), "{table}");
 }
 
 #[test]

@@ -105,6 +105,21 @@ pub struct DeployArgs {
     pub queues: Vec<String>,
 }
 
+impl Command {
+    /// Processes that run until stopped and write to sockets: the server, `dev`, the agent
+    /// and its one-run and guard processes. The rest are client commands that print and end.
+    pub fn is_long_running(&self) -> bool {
+        matches!(
+            self,
+            Command::Server(_)
+                | Command::Dev(_)
+                | Command::Agent(
+                    AgentCmd::Start(_) | AgentCmd::Execute(_) | AgentCmd::Guard { .. }
+                )
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AgentCmd {
     /// Poll work queues and run their flow runs until stopped (SIGTERM/Ctrl-C: graceful).
@@ -534,7 +549,8 @@ pub struct BuildArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum FlowRunCmd {
-    /// List flow runs, newest first.
+    /// List what happened: runs scheduled up to now, newest first (then the next few
+    /// scheduled); --upcoming lists the runs scheduled later.
     Ls {
         /// Only this deployment (FLOW/NAME).
         #[arg(long)]
@@ -548,19 +564,30 @@ pub enum FlowRunCmd {
         /// At most this many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// List the runs scheduled after now instead, soonest first.
+        #[arg(long, conflicts_with = "all")]
+        upcoming: bool,
+        /// List every run, past and upcoming, newest scheduled first.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Show a run with its state history.
     Inspect {
+        /// The run's id, or a unique start of it (at least 4 characters).
         id: String,
         #[command(flatten)]
         out: JsonFlag,
     },
     /// Cancel a run.
-    Cancel { id: String },
+    Cancel {
+        /// The run's id, or a unique start of it (at least 4 characters).
+        id: String,
+    },
     /// Print a run's log (-f: follow until the run ends).
     Logs {
+        /// The run's id, or a unique start of it (at least 4 characters).
         id: String,
         /// Follow the log until the run ends.
         #[arg(short = 'f', long)]

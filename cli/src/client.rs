@@ -142,8 +142,10 @@ impl IamSigner {
 
 impl Client {
     pub fn from_env() -> Result<Self> {
-        let base = std::env::var("FERRY_API_URL").unwrap_or_else(|_| DEFAULT_API_URL.into());
-        let base = base.trim_end_matches('/').to_owned();
+        let base = match std::env::var("FERRY_API_URL") {
+            Ok(v) if !v.trim().is_empty() => api_base(&v)?,
+            _ => DEFAULT_API_URL.to_owned(),
+        };
         let token = std::env::var("FERRY_API_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
@@ -187,12 +189,26 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
+        let url = resp.url().clone();
         let text = resp.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or(text);
-        Err(anyhow!("{message} (HTTP {})", status.as_u16()))
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+        match message {
+            Some(message) => Err(anyhow!("{message} (HTTP {})", status.as_u16())),
+            // Not a Ferry error body: another server (or a proxy) answered.
+            None => {
+                Err(anyhow!(
+                "{} {} answered HTTP {} without a Ferry error body{}: is FERRY_API_URL ({}) the \
+                 Ferry API's address?",
+                url.path(),
+                url.host_str().map(|h| format!("on {h}")).unwrap_or_default(),
+                status.as_u16(),
+                excerpt(&text),
+                self.base,
+            ))
+            }
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -261,9 +277,91 @@ impl Client {
     }
 }
 
+/// The API's base address from a FERRY_API_URL value: `http(s)://host[:port][/prefix]`, a
+/// trailing `/` or `/v1` dropped (the client adds `/v1` to every route). A value without a
+/// scheme is refused naming the fix.
+fn api_base(value: &str) -> Result<String> {
+    let value = value.trim();
+    let lower = value.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        bail!(
+            "FERRY_API_URL={value:?} has no scheme: write it with http:// or https://, e.g. \
+             FERRY_API_URL=http://{} (the default is {DEFAULT_API_URL})",
+            if value.contains("://") {
+                value
+                    .split_once("://")
+                    .map(|(_, rest)| rest)
+                    .unwrap_or(value)
+            } else {
+                value
+            }
+            .trim_end_matches('/')
+        );
+    }
+    let url = reqwest::Url::parse(value).map_err(|e| {
+        anyhow!("FERRY_API_URL={value:?} is not a URL ({e}): write it like http://localhost:4300")
+    })?;
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("FERRY_API_URL={value:?} names no host: write it like http://localhost:4300");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!(
+            "FERRY_API_URL={value:?} has a query or fragment: give the API's address only, \
+             like http://localhost:4300"
+        );
+    }
+    let mut base = value.trim_end_matches('/');
+    if let Some(stripped) = base.strip_suffix("/v1") {
+        base = stripped.trim_end_matches('/');
+    }
+    Ok(base.to_owned())
+}
+
+/// The start of a non-Ferry error body, for the message: `: <html>...`.
+fn excerpt(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        return String::new();
+    }
+    let cut: String = one_line.chars().take(120).collect();
+    let more = if one_line.chars().count() > 120 {
+        "…"
+    } else {
+        ""
+    };
+    format!(" ({cut}{more})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trailing_slash_or_v1_is_dropped_from_the_api_address() {
+        for v in [
+            "http://localhost:4300",
+            "http://localhost:4300/",
+            "http://localhost:4300/v1",
+            "http://localhost:4300/v1/",
+        ] {
+            assert_eq!(api_base(v).unwrap(), "http://localhost:4300", "{v}");
+        }
+        assert_eq!(
+            api_base("https://x.execute-api.eu-west-1.amazonaws.com/prod/v1").unwrap(),
+            "https://x.execute-api.eu-west-1.amazonaws.com/prod"
+        );
+    }
+
+    #[test]
+    fn an_address_without_scheme_is_refused_naming_the_variable_and_the_fix() {
+        let e = api_base("localhost:4300").unwrap_err().to_string();
+        assert!(
+            e.contains("FERRY_API_URL") && e.contains("http://localhost:4300"),
+            "{e}"
+        );
+        let e = api_base("ftp://h:1").unwrap_err().to_string();
+        assert!(e.contains("http://h:1"), "{e}");
+    }
 
     fn err(mode: Option<&str>, token: Option<&str>) -> String {
         match Auth::from_env(mode, token.map(str::to_owned)) {

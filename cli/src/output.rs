@@ -32,6 +32,28 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// Prints one line of output.
+pub fn line(text: &str) {
+    println!("{text}");
+}
+
+/// Says that a listing has nothing to show (`no flow runs match (state=Late)`), on stderr: a
+/// script reading stdout sees no rows, and no header; `--json` prints `[]` instead.
+pub fn empty(message: &str) {
+    eprintln!("{message}");
+}
+
+/// `text` cut to at most `max` characters, `…` marking a cut; one line.
+pub fn truncate(text: &str, max: usize) -> String {
+    let one_line = text.lines().next().unwrap_or("");
+    if one_line.chars().count() <= max && !text.contains('\n') {
+        return one_line.to_owned();
+    }
+    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// RFC 3339 in UTC, seconds precision.
 pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -45,4 +67,17 @@ pub fn opt_time(t: Option<DateTime<Utc>>) -> String {
 /// RFC 3339 in UTC, millisecond precision.
 pub fn time_ms(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn a_long_or_multi_line_message_is_cut_to_one_short_line() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("exactly 10", 10), "exactly 10");
+        assert_eq!(truncate("a bit longer than ten", 10), "a bit lon…");
+        assert_eq!(truncate("first\nsecond", 10), "first…");
+    }
 }

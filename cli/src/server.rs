@@ -289,15 +289,48 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Logs of the server and the agent, on stderr: the filter from `FERRY_LOG` (tracing's
+/// `EnvFilter` syntax, default `info`), the format from `FERRY_LOG_FORMAT` (`text`, the
+/// default, or `json`: one JSON object per line). Colours only when stderr is a terminal and
+/// `NO_COLOR` is unset, so logs captured to a file or CloudWatch carry no escape codes. A
+/// value that does not parse ends the process naming the variable and the accepted values.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fail = |message: String| -> ! {
+        eprintln!("error: {message}");
+        std::process::exit(2)
+    };
+    let filter = match std::env::var("FERRY_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&v).unwrap_or_else(|e| {
+                fail(format!(
+                    "FERRY_LOG={v:?} is not a log filter ({e}): use a level like `info` or \
+                     `debug`, or directives like `warn,ferry_app=debug`"
+                ))
+            })
+        }
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    let json = match std::env::var("FERRY_LOG_FORMAT").as_deref().map(str::trim) {
+        Err(_) | Ok("" | "text") => false,
+        Ok("json") => true,
+        Ok(other) => fail(format!(
+            "FERRY_LOG_FORMAT={other:?} is not a log format: use `text` (the default) or `json`"
+        )),
+    };
+    let ansi = !json
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    if std::env::var("FERRY_LOG_FORMAT").as_deref() == Ok("json") {
-        let _ = builder.json().try_init();
+    let installed = if json {
+        builder.json().try_init()
     } else {
-        let _ = builder.try_init();
+        builder.try_init()
+    };
+    // Already installed (a second call in one process): the first subscriber stays.
+    if let Err(e) = installed {
+        tracing::debug!("logging already set up: {e}");
     }
 }

@@ -11,15 +11,34 @@ use ferry_core::RunId;
 use lambda_runtime::{Error, LambdaEvent};
 use serde::{Deserialize, Serialize};
 
-/// JSON structured logs (CloudWatch), level from `FERRY_LOG` (default info).
+/// JSON structured logs (CloudWatch), one object per line and never a colour code; level
+/// from `FERRY_LOG` (default info; a filter that does not parse is reported and `info` used,
+/// so a typo cannot stop the function).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let (filter, bad) = match std::env::var("FERRY_LOG") {
+        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => (f, None),
+            Err(e) => (
+                tracing_subscriber::EnvFilter::new("info"),
+                Some(format!(
+                    "FERRY_LOG={v:?} is not a log filter ({e}); using `info`"
+                )),
+            ),
+        },
+        _ => (tracing_subscriber::EnvFilter::new("info"), None),
+    };
+    let installed = tracing_subscriber::fmt()
         .json()
+        .with_ansi(false)
         .with_env_filter(filter)
         .without_time() // CloudWatch stamps every line
         .try_init();
+    if let Err(e) = installed {
+        tracing::debug!("logging already set up: {e}");
+    }
+    if let Some(message) = bad {
+        tracing::warn!("{message}");
+    }
 }
 
 /// The use cases over DynamoDB and S3 from the function's environment (`FERRY_TABLE`,

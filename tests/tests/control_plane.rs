@@ -13,6 +13,7 @@ fn runs_of(s: &Server, deployment: &str) -> Vec<Value> {
         deployment,
         "--limit",
         "1000",
+        "--all",
     ])
     .as_array()
     .unwrap()
@@ -442,10 +443,14 @@ fn ad_hoc_runs_idempotency_inspect_and_cancel_on(aws: bool) {
         text.contains("history:") && text.contains("cancelled by user"),
         "{text}"
     );
-    // Terminal states are final.
-    let err = s.fails(&["flow-run", "cancel", id]);
-    assert!(err.contains("cannot cancel"), "{err}");
-    let cancelled = s.json(&["flow-run", "ls", "--state", "cancelled"]);
+    // Terminal states are final: cancelling again changes nothing and is no error.
+    let again = s.ok(&["flow-run", "cancel", id]);
+    assert!(again.contains("already Cancelled"), "{again}");
+    assert_eq!(
+        s.json(&["flow-run", "inspect", id])["history"],
+        run["history"]
+    );
+    let cancelled = s.json(&["flow-run", "ls", "--all", "--state", "cancelled"]);
     assert_eq!(cancelled.as_array().unwrap().len(), 1);
     // A run due now that nobody claims turns Late.
     let due = s.ok(&["deployment", "run", "main/adhoc"]);

@@ -478,13 +478,19 @@ fn flow_run_ls_with_iam_auth_sends_a_sigv4_signature_for_execute_api() {
     );
     assert_ok(&out, "ferry flow-run ls");
     let reqs = rec.requests();
-    assert_eq!(reqs.len(), 1, "{reqs:?}");
-    let req = &reqs[0];
+    // What happened, then the next few scheduled: two requests, each signed.
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert_eq!(
-        req.target,
-        "/v1/flow-runs?limit=20&deployment=etl%2Fnightly&state=scheduled%2Clate&work_queue=night%20shift"
+        reqs[0].target,
+        "/v1/flow-runs?limit=20&deployment=etl%2Fnightly&state=scheduled%2Clate&work_queue=night%20shift&view=recent"
     );
-    assert_signed_for_execute_api(req);
+    assert_eq!(
+        reqs[1].target,
+        "/v1/flow-runs?limit=3&deployment=etl%2Fnightly&state=scheduled%2Clate&work_queue=night%20shift&view=upcoming"
+    );
+    for req in &reqs {
+        assert_signed_for_execute_api(req);
+    }
 }
 
 #[test]

@@ -433,6 +433,10 @@ pub async fn run(cmd: DeploymentCmd) -> Result<()> {
             if out.json {
                 return output::json(&ds);
             }
+            if ds.is_empty() {
+                output::empty("no deployments yet: create one with `ferry deployment build -a`");
+                return Ok(());
+            }
             output::table(
                 &[
                     "DEPLOYMENT",

@@ -1,5 +1,6 @@
 use anyhow::Result;
-use ferry_core::FlowRun;
+use chrono::{DateTime, Utc};
+use ferry_core::{FlowRun, StateType};
 use reqwest::Method;
 
 use crate::args::FlowRunCmd;
@@ -17,6 +18,83 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// How many upcoming runs `flow-run ls` shows under what happened.
+const NEXT_SCHEDULED: usize = 3;
+/// The widest MESSAGE cell of `flow-run ls`.
+const MESSAGE_WIDTH: usize = 48;
+
+/// The filters of a listing as the empty message names them: `(deployment=x, state=Late)`.
+fn filters_text(parts: &[(&str, &Option<String>)]) -> String {
+    let set: Vec<String> = parts
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", set.join(", "))
+    }
+}
+
+/// `1h02m`, `3m05s`, `12s`: how long a run ran (until now if it still runs).
+fn duration(r: &FlowRun, now: DateTime<Utc>) -> String {
+    let Some(start) = r.started_at else {
+        return "-".into();
+    };
+    let end = r.ended_at.unwrap_or(now);
+    let secs = (end - start).num_seconds().max(0);
+    let text = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    };
+    if r.ended_at.is_none() && !r.state.is_terminal() {
+        format!("{text}+")
+    } else {
+        text
+    }
+}
+
+fn runs_table(runs: &[FlowRun]) {
+    let now = Utc::now();
+    output::table(
+        &[
+            "ID",
+            "DEPLOYMENT",
+            "STATE",
+            "SCHEDULED",
+            "STARTED",
+            "DURATION",
+            "ATTEMPT",
+            "ORIGIN",
+            "MESSAGE",
+        ],
+        runs.iter()
+            .map(|r| {
+                vec![
+                    r.id.to_string(),
+                    r.deployment.to_string(),
+                    r.state.to_string(),
+                    output::time(r.scheduled_time),
+                    output::opt_time(r.started_at),
+                    duration(r, now),
+                    r.attempt.to_string(),
+                    serde_json::to_value(r.origin)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    output::truncate(r.state_message.as_deref().unwrap_or(""), MESSAGE_WIDTH),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// The run a user names by id or unique prefix, read from the API (which resolves prefixes).
+async fn get_run(client: &Client, id: &str) -> Result<FlowRun> {
+    client.get(&format!("/flow-runs/{}", enc(id))).await
+}
+
 pub async fn run(cmd: FlowRunCmd) -> Result<()> {
     let client = Client::from_env()?;
     match cmd {
@@ -25,50 +103,67 @@ pub async fn run(cmd: FlowRunCmd) -> Result<()> {
             state,
             work_queue,
             limit,
+            upcoming,
+            all,
             out,
         } => {
-            let mut q = format!("/flow-runs?limit={limit}");
-            if let Some(d) = deployment {
-                q.push_str(&format!("&deployment={}", enc(&d)));
+            let mut filter_q = String::new();
+            if let Some(d) = &deployment {
+                filter_q.push_str(&format!("&deployment={}", enc(d)));
             }
-            if let Some(s) = state {
-                q.push_str(&format!("&state={}", enc(&s)));
+            if let Some(s) = &state {
+                filter_q.push_str(&format!("&state={}", enc(s)));
             }
-            if let Some(w) = work_queue {
-                q.push_str(&format!("&work_queue={}", enc(&w)));
+            if let Some(w) = &work_queue {
+                filter_q.push_str(&format!("&work_queue={}", enc(w)));
             }
-            let runs: Vec<FlowRun> = client.get(&q).await?;
+            let view = match (upcoming, all) {
+                (true, _) => "upcoming",
+                (_, true) => "all",
+                _ => "recent",
+            };
+            let runs: Vec<FlowRun> = client
+                .get(&format!("/flow-runs?limit={limit}{filter_q}&view={view}"))
+                .await?;
             if out.json {
                 return output::json(&runs);
             }
-            output::table(
-                &[
-                    "ID",
-                    "DEPLOYMENT",
-                    "STATE",
-                    "SCHEDULED",
-                    "ATTEMPT",
-                    "ORIGIN",
-                ],
-                runs.iter()
-                    .map(|r| {
-                        vec![
-                            r.id.to_string(),
-                            r.deployment.to_string(),
-                            r.state.to_string(),
-                            output::time(r.scheduled_time),
-                            r.attempt.to_string(),
-                            serde_json::to_value(r.origin)
-                                .ok()
-                                .and_then(|v| v.as_str().map(str::to_owned))
-                                .unwrap_or_default(),
-                        ]
-                    })
-                    .collect(),
-            );
+            let filters = filters_text(&[
+                ("deployment", &deployment),
+                ("state", &state),
+                ("work-queue", &work_queue),
+            ]);
+            if upcoming || all {
+                if runs.is_empty() {
+                    let what = if upcoming {
+                        "upcoming flow runs"
+                    } else {
+                        "flow runs"
+                    };
+                    output::empty(&format!("no {what} match{filters}"));
+                } else {
+                    runs_table(&runs);
+                }
+                return Ok(());
+            }
+            let next: Vec<FlowRun> = client
+                .get(&format!(
+                    "/flow-runs?limit={NEXT_SCHEDULED}{filter_q}&view=upcoming"
+                ))
+                .await?;
+            if runs.is_empty() {
+                output::empty(&format!("no flow runs scheduled up to now match{filters}"));
+            } else {
+                runs_table(&runs);
+            }
+            if !next.is_empty() {
+                output::line("");
+                output::line("Next scheduled (all of them: ferry flow-run ls --upcoming):");
+                runs_table(&next);
+            }
         }
         FlowRunCmd::Inspect { id, out } => {
-            let r: FlowRun = client.get(&format!("/flow-runs/{}", enc(&id))).await?;
+            let r = get_run(&client, &id).await?;
             if out.json {
                 return output::json(&r);
             }
@@ -112,17 +207,30 @@ pub async fn run(cmd: FlowRunCmd) -> Result<()> {
             );
         }
         FlowRunCmd::Logs { id, follow } => {
-            super::watch::follow(&client, &enc(&id), follow, false).await?;
+            let r = get_run(&client, &id).await?;
+            super::watch::follow(&client, &r.id.to_string(), follow, false).await?;
         }
         FlowRunCmd::Cancel { id } => {
-            let (_, r): (_, FlowRun) = client
+            let r = get_run(&client, &id).await?;
+            if r.state == StateType::Cancelled {
+                output::line(&format!("Flow run {} is already Cancelled", r.id));
+                return Ok(());
+            }
+            let (_, after): (_, FlowRun) = client
                 .send_json(
                     Method::POST,
-                    &format!("/flow-runs/{}/cancel", enc(&id)),
+                    &format!("/flow-runs/{}/cancel", r.id),
                     &serde_json::json!({}),
                 )
                 .await?;
-            println!("Flow run {} is {}", r.id, r.state);
+            if r.state == StateType::Cancelling {
+                output::line(&format!(
+                    "Flow run {} is already Cancelling (its agent stops it)",
+                    after.id
+                ));
+            } else {
+                output::line(&format!("Flow run {} is {}", after.id, after.state));
+            }
         }
     }
     Ok(())

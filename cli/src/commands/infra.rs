@@ -238,6 +238,10 @@ pub async fn run(cmd: InfraCmd) -> Result<()> {
             if out.json {
                 return output::json(&ps);
             }
+            if ps.is_empty() {
+                output::empty("no infrastructure profiles yet: create one with `ferry infra create process/NAME` (or `ecs/NAME`, see its --help)");
+                return Ok(());
+            }
             output::table(&HEADER, ps.iter().map(row).collect());
         }
         InfraCmd::Inspect { name, out } => {

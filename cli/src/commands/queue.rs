@@ -148,6 +148,10 @@ pub async fn run(cmd: QueueCmd) -> Result<()> {
             if out.json {
                 return output::json(&qs);
             }
+            if qs.is_empty() {
+                output::empty("no work queues yet: create one with `ferry work-queue create NAME`");
+                return Ok(());
+            }
             output::table(&HEADER, qs.iter().map(row).collect());
         }
         QueueCmd::Inspect { name, out } => {

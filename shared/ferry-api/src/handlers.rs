@@ -2,8 +2,10 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_app::{ApplyOutcome, InfraOutcome, PreviewItem, QueuePatch, QueueView, RunRequest};
-use ferry_core::ids::{DeploymentId, RunId};
+use ferry_app::{
+    ApplyOutcome, InfraOutcome, PreviewItem, QueuePatch, QueueView, RunRequest, RunView,
+};
+use ferry_core::ids::DeploymentId;
 use ferry_core::infra::{InfraKind, InfraName, InfraProfile, InfraSpec};
 use ferry_core::ports::{LogPage, RunFilter};
 use ferry_core::{Deployment, DeploymentSpec, FlowRun, StateType, WorkQueue};
@@ -31,11 +33,6 @@ fn in_range(field: &str, value: i64, min: i64, max: i64) -> ApiResult<i64> {
     }
 }
 
-fn run_id(id: &str) -> ApiResult<RunId> {
-    id.parse()
-        .map_err(|e: ferry_core::ValidationError| ApiError::App(e.into()))
-}
-
 /// Health of the API.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -60,11 +57,23 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-pub(crate) async fn not_found() -> ApiError {
-    ApiError::App(ferry_app::AppError::NotFound {
-        kind: "route",
-        id: "see GET /v1/openapi.json".into(),
-    })
+/// The answer to a path no route serves: names the request and where the routes are listed,
+/// and spots the usual cause of a doubled `/v1` (a FERRY_API_URL that ends with it).
+pub(crate) async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path = uri.path();
+    let hint = if path.starts_with("/v1/v1/") || path == "/v1/v1" {
+        " (the path has /v1 twice: the API's address, e.g. FERRY_API_URL, must not end with /v1)"
+    } else if !path.starts_with("/v1/") {
+        " (every route is under /v1)"
+    } else {
+        ""
+    };
+    ApiError::Status {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "no route for {method} {path}{hint}; the routes are listed by GET /v1/openapi.json"
+        ),
+    }
 }
 
 // ------------------------------------------------------------------ work queues
@@ -338,6 +347,9 @@ pub struct RunsQuery {
     /// At most this many (default 50, at most 10000).
     #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
+    /// `all` (the default: newest scheduled first), `recent` (scheduled up to now, newest
+    /// first: what happened) or `upcoming` (scheduled later, soonest first).
+    pub view: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs", params(RunsQuery),
@@ -368,13 +380,24 @@ pub(crate) async fn list_runs(
         );
     }
     let limit = in_range("limit", q.limit.unwrap_or(50), 1, 10_000)? as usize;
+    let view = q
+        .view
+        .as_deref()
+        .map(str::parse::<RunView>)
+        .transpose()
+        .map_err(|m| ApiError::BadRequest {
+            field: "view".into(),
+            message: format!("view: {m}"),
+        })?
+        .unwrap_or_default();
     let filter = RunFilter {
         deployment,
         states,
         work_queue: q.work_queue,
         limit,
+        ..RunFilter::default()
     };
-    Ok(Json(s.ferry.list_runs(&filter).await?))
+    Ok(Json(s.ferry.list_runs_view(filter, view).await?))
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs/{id}", params(("id" = String, Path)),
@@ -383,7 +406,9 @@ pub(crate) async fn get_run(
     State(s): State<ApiState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowRun>> {
-    Ok(Json(s.ferry.get_run(run_id(&id)?).await?))
+    Ok(Json(
+        s.ferry.get_run(s.ferry.resolve_run_id(&id).await?).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/flow-runs/{id}/cancel", params(("id" = String, Path)),
@@ -393,7 +418,11 @@ pub(crate) async fn cancel_run(
     State(s): State<ApiState>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<FlowRun>> {
-    Ok(Json(s.ferry.cancel_run(run_id(&id)?).await?))
+    Ok(Json(
+        s.ferry
+            .cancel_run(s.ferry.resolve_run_id(&id).await?)
+            .await?,
+    ))
 }
 
 /// Query of the log endpoint.
@@ -418,7 +447,11 @@ pub(crate) async fn run_logs(
     let limit = in_range("limit", q.limit.unwrap_or(1000), 1, 10_000)? as usize;
     Ok(Json(
         s.ferry
-            .run_logs(run_id(&id)?, q.offset.unwrap_or(0), limit)
+            .run_logs(
+                s.ferry.resolve_run_id(&id).await?,
+                q.offset.unwrap_or(0),
+                limit,
+            )
             .await?,
     ))
 }

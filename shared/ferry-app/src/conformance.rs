@@ -6,7 +6,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ferry_core::deployment::Deployment;
 use ferry_core::ids::{DeploymentId, RunId};
-use ferry_core::ports::{ClaimOutcome, InsertOutcome, RunFilter, SlotTake, Store, StoreError};
+use ferry_core::ports::{
+    ClaimOutcome, InsertOutcome, RunFilter, RunWindow, SlotTake, Store, StoreError,
+};
 use ferry_core::run::{FlowRun, RunLease};
 use ferry_core::slot::SlotKey;
 use ferry_core::state::{transition, RunEvent, StateType};
@@ -37,6 +39,7 @@ fn deployment(next_tick_s: Option<i64>) -> Deployment {
         id: dep_id(),
         spec,
         revision: 1,
+        version: 1,
         schedule_digest: "d".into(),
         scheduled_until: Some(t0()),
         next_tick_at: next_tick_s.map(|s| t0() + Duration::seconds(s)),
@@ -83,6 +86,8 @@ where
     queues_are_created_once_and_updated_by_version(make().await).await;
     list_runs_filters(make().await).await;
     agents_are_recorded_once_per_name_and_listed_by_last_poll(make().await).await;
+    list_runs_windows_split_at_a_time_and_keep_the_filters(make().await).await;
+    run_ids_are_found_by_prefix_through_their_time(make().await).await;
 }
 
 /// A second insert of the same id reports the existing run and changes nothing.
@@ -391,7 +396,8 @@ pub async fn expired_leases_are_found(s: Arc<dyn Store>) {
     assert_eq!(found[0].id, r.id);
 }
 
-/// Deployments: create-if-absent, revision-conditional update, horizon index.
+/// Deployments: create-if-absent, version-conditional update (the concurrency token, apart
+/// from the user's revision), horizon index.
 pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<dyn Store>) {
     let d = deployment(Some(10));
     s.put_deployment(&d, None).await.unwrap();
@@ -415,8 +421,14 @@ pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<
             .len(),
         1
     );
+    assert_eq!(
+        s.get_deployment(&dep_id()).await.unwrap().unwrap().version,
+        1,
+        "a read fills the version"
+    );
+    // Bookkeeping (the tick parks it): a new version, the user's revision unchanged.
     let mut parked = d.clone();
-    parked.revision = 2;
+    parked.version = 2;
     parked.next_tick_at = None;
     s.put_deployment(&parked, Some(1)).await.unwrap();
     let mut stale = parked.clone();
@@ -430,10 +442,9 @@ pub async fn deployments_are_revision_conditional_and_indexed_by_horizon(s: Arc<
         .await
         .unwrap()
         .is_empty());
-    assert_eq!(
-        s.get_deployment(&dep_id()).await.unwrap().unwrap().revision,
-        2
-    );
+    let stored = s.get_deployment(&dep_id()).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.revision), (2, 1));
+    assert_eq!(s.list_deployments().await.unwrap()[0].version, 2);
     assert!(matches!(
         s.delete_deployment(&dep_id(), 1).await,
         Err(StoreError::Conflict(_))
@@ -498,6 +509,112 @@ pub async fn list_runs_filters(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(mine.len(), 5);
+}
+
+/// The windows of `flow-run ls`: runs scheduled up to a time newest first, those after it
+/// soonest first, each with the deployment, queue and state filters and the limit.
+pub async fn list_runs_windows_split_at_a_time_and_keep_the_filters(s: Arc<dyn Store>) {
+    for i in -3..=3 {
+        s.insert_run(&run_at(i * 60, if i % 2 == 0 { "default" } else { "odd" }))
+            .await
+            .unwrap();
+    }
+    let other = DeploymentId::new("etl", "other").unwrap();
+    let foreign =
+        ferry_core::testkit::scheduled_run(&other, "default", t0() - Duration::seconds(30), t0());
+    s.insert_run(&foreign).await.unwrap();
+    let offsets = |runs: &[FlowRun]| -> Vec<i64> {
+        runs.iter()
+            .map(|r| (r.scheduled_time - t0()).num_seconds())
+            .collect()
+    };
+    let list = |window, limit, deployment: Option<DeploymentId>, queue: Option<&str>| {
+        let s = s.clone();
+        let filter = RunFilter {
+            deployment,
+            work_queue: queue.map(str::to_owned),
+            limit,
+            window,
+            ..Default::default()
+        };
+        async move { s.list_runs(&filter).await.unwrap() }
+    };
+    let mine = Some(dep_id());
+    assert_eq!(
+        offsets(&list(RunWindow::DueBy(t0()), 10, mine.clone(), None).await),
+        vec![0, -60, -120, -180]
+    );
+    assert_eq!(
+        offsets(&list(RunWindow::DueBy(t0()), 10, None, None).await),
+        vec![0, -30, -60, -120, -180]
+    );
+    assert_eq!(
+        offsets(&list(RunWindow::DueBy(t0()), 2, None, None).await),
+        vec![0, -30]
+    );
+    assert_eq!(
+        offsets(&list(RunWindow::After(t0()), 10, mine.clone(), None).await),
+        vec![60, 120, 180]
+    );
+    assert_eq!(
+        offsets(&list(RunWindow::After(t0()), 2, None, None).await),
+        vec![60, 120]
+    );
+    assert_eq!(
+        offsets(&list(RunWindow::After(t0()), 10, None, Some("odd")).await),
+        vec![60, 180]
+    );
+    assert_eq!(
+        offsets(&list(RunWindow::DueBy(t0()), 10, mine.clone(), Some("odd")).await),
+        vec![-60, -180]
+    );
+    let done = s
+        .list_runs(&RunFilter {
+            states: vec![StateType::Completed],
+            window: RunWindow::DueBy(t0()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(done.is_empty());
+    assert_eq!(list(RunWindow::All, 0, None, None).await.len(), 8);
+}
+
+/// Run ids by prefix: every run whose id starts with the prefix, whatever its length, found
+/// through the scheduled time the id carries; at most `limit`.
+pub async fn run_ids_are_found_by_prefix_through_their_time(s: Arc<dyn Store>) {
+    use ferry_core::ids::RunIdPrefix;
+    let mut ids = Vec::new();
+    for offset_ms in [0, 1, 30_000, 86_400_000] {
+        let mut r = run_at(0, "default");
+        r.scheduled_time = t0() + Duration::milliseconds(offset_ms);
+        r.id = RunId::scheduled(&dep_id(), r.scheduled_time);
+        s.insert_run(&r).await.unwrap();
+        ids.push(r.id);
+    }
+    // An ad-hoc run: its id carries its scheduled time too.
+    let mut adhoc = run_at(0, "default");
+    adhoc.scheduled_time = t0() + Duration::milliseconds(1);
+    adhoc.id = RunId::adhoc(adhoc.scheduled_time, [5; 10]);
+    s.insert_run(&adhoc).await.unwrap();
+    ids.push(adhoc.id);
+    for id in &ids {
+        let text = id.to_string();
+        for len in [4, 8, 11, 13, 15, 20, 36] {
+            let prefix = RunIdPrefix::parse("id", &text[..len]).unwrap();
+            let mut want: Vec<RunId> = ids.iter().copied().filter(|i| prefix.matches(*i)).collect();
+            want.sort();
+            let got = s.run_ids_with_prefix(&prefix, 100).await.unwrap();
+            assert_eq!(got, want, "prefix {prefix}");
+            if want.len() > 1 {
+                let one = s.run_ids_with_prefix(&prefix, 1).await.unwrap();
+                assert_eq!(one.len(), 1, "prefix {prefix} with limit 1");
+            }
+        }
+    }
+    let nobody = RunIdPrefix::parse("id", "ffffffff").unwrap();
+    assert!(s.run_ids_with_prefix(&nobody, 10).await.unwrap().is_empty());
 }
 
 /// The code-store checks: digest verified on write, round trip, idempotent re-put.

@@ -48,6 +48,7 @@ impl Ferry {
                         id: id.clone(),
                         spec: spec.clone(),
                         revision: 1,
+                        version: 1,
                         schedule_digest: digest.clone(),
                         scheduled_until: Some(now),
                         next_tick_at: (has_active && !spec.paused).then_some(now),
@@ -74,6 +75,7 @@ impl Ferry {
                     let mut d = old.clone();
                     d.spec = spec.clone();
                     d.revision = old.revision + 1;
+                    d.version = old.version + 1;
                     d.updated_at = now;
                     d.schedule_digest = digest.clone();
                     let reschedule = old.reschedules(&d);
@@ -81,7 +83,7 @@ impl Ferry {
                         d.scheduled_until = Some(now);
                         d.next_tick_at = (has_active && !spec.paused).then_some(now);
                     }
-                    if !landed(self.store.put_deployment(&d, Some(old.revision)).await)? {
+                    if !landed(self.store.put_deployment(&d, Some(old.version)).await)? {
                         return Ok(Attempt::Lost);
                     }
                     let removed = if reschedule {
@@ -154,7 +156,7 @@ impl Ferry {
     pub async fn delete_deployment(&self, id: &DeploymentId) -> Result<usize, AppError> {
         retry_on_conflict(format!("deployment {id}"), || async move {
             let d = self.get_deployment(id).await?;
-            if !landed(self.store.delete_deployment(id, d.revision).await)? {
+            if !landed(self.store.delete_deployment(id, d.version).await)? {
                 return Ok(Attempt::Lost);
             }
             Ok(Attempt::Done(()))

@@ -2,14 +2,43 @@
 //! agent's — claim, start, heartbeat, finish — are in `agent_runs`.)
 
 use chrono::Duration;
-use ferry_core::ids::{DeploymentId, RunId};
-use ferry_core::ports::{InsertOutcome, LogPage, RunFilter};
+use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
+use ferry_core::ports::{InsertOutcome, LogPage, RunFilter, RunWindow};
 use ferry_core::run::{FlowRun, Origin};
 use ferry_core::state::{transition, RunEvent, StateType};
 use ferry_core::validate::check_parameters;
 
 use crate::retry::{landed, retry_on_conflict, Attempt};
 use crate::{AppError, Ferry, RunRequest};
+
+/// The most candidates an ambiguous run-id prefix lists.
+const MAX_CANDIDATES: usize = 10;
+
+/// Which runs a user lists, by scheduled time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunView {
+    /// Every run, newest scheduled first.
+    #[default]
+    All,
+    /// What happened: runs scheduled up to now (finished, running, due or late), newest first.
+    Recent,
+    /// What comes: runs scheduled after now, soonest first.
+    Upcoming,
+}
+
+impl std::str::FromStr for RunView {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(Self::All),
+            "recent" => Ok(Self::Recent),
+            "upcoming" => Ok(Self::Upcoming),
+            other => Err(format!(
+                "{other:?} is not a view: use `recent` (scheduled up to now, newest first), `upcoming` (scheduled later, soonest first) or `all`"
+            )),
+        }
+    }
+}
 
 impl Ferry {
     /// Creates an ad-hoc run; with an idempotency key, a repeat of the same request returns the
@@ -45,12 +74,14 @@ impl Ferry {
         let now = self.now();
         let mut random = [0u8; 10];
         random.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..10]);
+        let scheduled = now + Duration::seconds(start_in);
+        // The id carries the scheduled time, like a scheduled run's: how id prefixes are found.
         let mut run = FlowRun::new_scheduled(
-            RunId::adhoc(now, random),
+            RunId::adhoc(scheduled, random),
             d.id.clone(),
             d.spec.work_queue.clone(),
             params,
-            now + Duration::seconds(start_in),
+            scheduled,
             Origin::Manual,
             1,
             now,
@@ -82,18 +113,85 @@ impl Ferry {
             .ok_or_else(|| AppError::not_found("flow run", id))
     }
 
+    /// The run a user names by its id or a unique prefix of it (at least
+    /// [`RunIdPrefix::MIN_LEN`] hex digits). A prefix is looked up through the scheduled time
+    /// the ids carry (an index range on every store); one that matches several runs is refused
+    /// listing them.
+    pub async fn resolve_run_id(&self, text: &str) -> Result<RunId, AppError> {
+        if let Ok(id) = text.parse::<RunId>() {
+            return Ok(id);
+        }
+        let prefix = RunIdPrefix::parse("run_id", text)?;
+        let found = self
+            .store
+            .run_ids_with_prefix(&prefix, MAX_CANDIDATES + 1)
+            .await?;
+        match found.as_slice() {
+            [] => Err(AppError::not_found("flow run", prefix)),
+            [one] => Ok(*one),
+            many => {
+                let shown: Vec<String> = many
+                    .iter()
+                    .take(MAX_CANDIDATES)
+                    .map(ToString::to_string)
+                    .collect();
+                let more = if many.len() > MAX_CANDIDATES {
+                    " and more"
+                } else {
+                    ""
+                };
+                Err(AppError::invalid(
+                    "run_id",
+                    format!(
+                        "{text:?} is the start of several flow runs' ids: {}{more}; give more characters",
+                        shown.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
     /// Runs matching a filter.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<FlowRun>, AppError> {
         Ok(self.store.list_runs(filter).await?)
     }
 
+    /// Runs matching a filter in one of the user's views: the filter's window is set from
+    /// `view` and the clock.
+    pub async fn list_runs_view(
+        &self,
+        filter: RunFilter,
+        view: RunView,
+    ) -> Result<Vec<FlowRun>, AppError> {
+        let now = self.now();
+        let window = match view {
+            RunView::All => RunWindow::All,
+            RunView::Recent => RunWindow::DueBy(now),
+            RunView::Upcoming => RunWindow::After(now),
+        };
+        self.list_runs(&RunFilter { window, ..filter }).await
+    }
+
     /// Cancels a run: a waiting or Pending run is Cancelled at once; a Running one becomes
-    /// Cancelling and its agent stops the process.
+    /// Cancelling and its agent stops the process. A run already Cancelled or Cancelling is
+    /// returned as it is (cancelling twice is no error); a finished one is a conflict.
     pub async fn cancel_run(&self, id: RunId) -> Result<FlowRun, AppError> {
         retry_on_conflict(format!("run {id}"), || async move {
             let run = self.get_run(id).await?;
-            if run.state == StateType::Cancelling {
+            if matches!(run.state, StateType::Cancelling | StateType::Cancelled) {
                 return Ok(Attempt::Done(run));
+            }
+            if run.state.is_terminal() {
+                return Err(AppError::Conflict(format!(
+                    "cannot cancel run {id}: it already finished ({}{})",
+                    run.state,
+                    run.ended_at
+                        .map(|t| format!(
+                            " at {}",
+                            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        ))
+                        .unwrap_or_default()
+                )));
             }
             let next = transition(
                 &run,

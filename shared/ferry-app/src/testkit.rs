@@ -147,6 +147,13 @@ impl RunStore for FaultyStore {
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
         self.inner.list_runs(filter).await
     }
+    async fn run_ids_with_prefix(
+        &self,
+        prefix: &ferry_core::ids::RunIdPrefix,
+        limit: usize,
+    ) -> StoreResult<Vec<RunId>> {
+        self.inner.run_ids_with_prefix(prefix, limit).await
+    }
     async fn due_runs_after(
         &self,
         queue: &str,

@@ -227,10 +227,10 @@ impl Ferry {
             }
         }
         let mut next = d.clone();
-        next.revision += 1;
+        next.version += 1; // bookkeeping: the user's revision stays
         next.scheduled_until = Some(plan.scheduled_until);
         next.next_tick_at = Some(plan.next_tick_at);
-        match self.store.put_deployment(&next, Some(d.revision)).await {
+        match self.store.put_deployment(&next, Some(d.version)).await {
             Ok(()) => {
                 report.deployments_extended += 1;
                 tracing::debug!(deployment = %d.id, runs = written.len(), until = %plan.scheduled_until, "horizon extended");
@@ -264,9 +264,9 @@ impl Ferry {
     /// Takes a deployment off the horizon index (paused, no active schedule, invalid).
     async fn park(&self, d: Deployment) -> Result<(), AppError> {
         let mut next = d.clone();
-        next.revision += 1;
+        next.version += 1; // bookkeeping: the user's revision stays
         next.next_tick_at = None;
-        self.store.put_deployment(&next, Some(d.revision)).await?;
+        self.store.put_deployment(&next, Some(d.version)).await?;
         Ok(())
     }
 

@@ -293,8 +293,14 @@ pub struct Deployment {
     pub id: DeploymentId,
     /// What the user declared.
     pub spec: DeploymentSpec,
-    /// Optimistic-concurrency revision, +1 on every stored change.
+    /// The user's revision: 1 at creation, +1 on every change a user makes (an apply that
+    /// changes the spec, pause, resume). The tick's bookkeeping never changes it.
     pub revision: u64,
+    /// The store's optimistic-concurrency token: +1 on every stored change, the tick's
+    /// bookkeeping (`scheduled_until`, `next_tick_at`) included. Kept by the store beside the
+    /// body (filled on every read), never shown: writers condition on it, users see `revision`.
+    #[serde(skip)]
+    pub version: u64,
     /// Digest of the active schedules; runs carry the digest that produced them.
     pub schedule_digest: String,
     /// Every fire time up to this instant has been written as a run.
@@ -463,6 +469,7 @@ mod tests {
             schedule_digest: crate::validate::schedule_digest(&spec),
             spec,
             revision: 1,
+            version: 1,
             scheduled_until: Some(at),
             next_tick_at: Some(at),
             created_at: at,

@@ -165,7 +165,8 @@ impl From<QueueName> for String {
 ///
 /// Scheduled runs get a *deterministic* id from deployment + scheduled time (UUIDv8 layout), so
 /// two ticks racing to schedule the same slot write the same row once. Ad-hoc runs get a UUIDv7
-/// from the creation time and caller-supplied randomness.
+/// from their scheduled time and caller-supplied randomness. Either way the first 48 bits are
+/// the scheduled time, which is how a [`RunIdPrefix`] is found by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RunId(Uuid);
@@ -184,7 +185,7 @@ impl RunId {
         Self::derived(at, &format!("retry\0{of}\0{attempt}"))
     }
 
-    /// A fresh id for an ad-hoc run created at `now`; `random` is caller-supplied entropy.
+    /// A fresh id for an ad-hoc run scheduled at `now`; `random` is caller-supplied entropy.
     pub fn adhoc(now: DateTime<Utc>, random: [u8; 10]) -> Self {
         let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         Self(uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid())
@@ -217,6 +218,87 @@ impl FromStr for RunId {
         Uuid::parse_str(s).map(Self).map_err(|_| {
             ValidationError::new("run_id", format!("{s:?} is not a flow run id (a UUID)"))
         })
+    }
+}
+
+/// The start of a run id as a user types it (`0193f2a4`, `0193f2a4-5b6c`): at least
+/// [`RunIdPrefix::MIN_LEN`] hex digits, hyphens optional, case-insensitive. A run id's first 12
+/// hex digits are the run's scheduled time in milliseconds, so a prefix names a time window
+/// ([`RunIdPrefix::time_window_ms`]) that stores look up by index instead of scanning every id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunIdPrefix {
+    /// The prefix in the canonical hyphenated lowercase form of a run id.
+    canonical: String,
+    /// Its hex digits only.
+    hex: String,
+}
+
+impl RunIdPrefix {
+    /// The fewest hex digits a prefix may have.
+    pub const MIN_LEN: usize = 4;
+
+    /// Parses a prefix; `field` names the argument in the error.
+    pub fn parse(field: &str, text: &str) -> Result<Self, ValidationError> {
+        let hex: String = text
+            .chars()
+            .filter(|c| *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if let Some(bad) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(ValidationError::new(
+                field,
+                format!("{text:?} is not a flow run id or the start of one ({bad:?} is not a hex digit)"),
+            ));
+        }
+        if hex.len() < Self::MIN_LEN {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "{text:?} is too short to name a flow run: give at least {} characters of its id (see `ferry flow-run ls`)",
+                    Self::MIN_LEN
+                ),
+            ));
+        }
+        if hex.len() > 32 {
+            return Err(ValidationError::new(
+                field,
+                format!("{text:?} is longer than a flow run id (32 hex digits)"),
+            ));
+        }
+        let mut canonical = String::with_capacity(36);
+        for (i, c) in hex.chars().enumerate() {
+            if matches!(i, 8 | 12 | 16 | 20) {
+                canonical.push('-');
+            }
+            canonical.push(c);
+        }
+        Ok(Self { canonical, hex })
+    }
+
+    /// The prefix as run ids are written (lowercase, hyphenated).
+    pub fn as_str(&self) -> &str {
+        &self.canonical
+    }
+
+    /// Whether `id` starts with this prefix.
+    pub fn matches(&self, id: RunId) -> bool {
+        id.to_string().starts_with(&self.canonical)
+    }
+
+    /// The first and last millisecond (Unix) a run id with this prefix can carry in its first
+    /// 48 bits: its scheduled time.
+    pub fn time_window_ms(&self) -> (i64, i64) {
+        let digits = self.hex.len().min(12);
+        let value = i64::from_str_radix(&self.hex[..digits], 16).unwrap_or(0);
+        let free_bits = 4 * (12 - digits) as u32;
+        let lo = value << free_bits;
+        (lo, lo + (1i64 << free_bits) - 1)
+    }
+}
+
+impl fmt::Display for RunIdPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.canonical)
     }
 }
 
@@ -266,5 +348,45 @@ mod tests {
         assert_eq!(DeploymentId::new("", "x").unwrap_err().field, "flow");
         assert_eq!(DeploymentId::new("a", "b c").unwrap_err().field, "name");
         assert!(check_name("queue", "-x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_names_the_time_window_its_ids_were_scheduled_in() {
+        let d = DeploymentId::new("etl", "hourly").unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-03-01T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let id = RunId::scheduled(&d, at);
+        let text = id.to_string();
+        for len in [4, 8, 13, 20, 36] {
+            let p = RunIdPrefix::parse("id", &text[..len]).unwrap();
+            assert!(p.matches(id), "{len}");
+            let (lo, hi) = p.time_window_ms();
+            assert!(
+                lo <= at.timestamp_millis() && at.timestamp_millis() <= hi,
+                "{len}"
+            );
+        }
+        let exact = RunIdPrefix::parse("id", &text[..14]).unwrap();
+        assert_eq!(
+            exact.time_window_ms(),
+            (at.timestamp_millis(), at.timestamp_millis())
+        );
+        let unhyphenated =
+            RunIdPrefix::parse("id", &text.replace('-', "").to_uppercase()[..16]).unwrap();
+        assert_eq!(unhyphenated.as_str(), &text[..18]);
+    }
+
+    #[test]
+    fn a_prefix_too_short_or_not_hex_is_refused_naming_the_minimum() {
+        let e = RunIdPrefix::parse("id", "019").unwrap_err();
+        assert!(e.message.contains("at least 4"), "{e}");
+        let e = RunIdPrefix::parse("id", "01zz").unwrap_err();
+        assert!(e.message.contains("'z'"), "{e}");
     }
 }

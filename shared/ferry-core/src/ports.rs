@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::agent::{AgentPresence, AgentRecord};
 use crate::deployment::Deployment;
 use crate::digest::BundleDigest;
-use crate::ids::{DeploymentId, RunId};
+use crate::ids::{DeploymentId, RunId, RunIdPrefix};
 use crate::infra::{InfraName, InfraProfile};
 use crate::queue::WorkQueue;
 use crate::run::FlowRun;
@@ -104,8 +104,24 @@ pub struct RunFilter {
     pub states: Vec<StateType>,
     /// Only this queue.
     pub work_queue: Option<String>,
-    /// At most this many (newest scheduled first).
+    /// At most this many.
     pub limit: usize,
+    /// Which runs by scheduled time, and their order.
+    pub window: RunWindow,
+}
+
+/// The runs `list_runs` reads by scheduled time, and their order: an index range on every
+/// store (never a scan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunWindow {
+    /// Every run, newest scheduled first.
+    #[default]
+    All,
+    /// Runs scheduled at or before this time (those that ran, run, or are due), newest
+    /// scheduled first.
+    DueBy(DateTime<Utc>),
+    /// Runs scheduled after this time (upcoming), soonest first.
+    After(DateTime<Utc>),
 }
 
 /// Work queues.
@@ -131,16 +147,17 @@ pub trait DeploymentStore: Send + Sync {
     async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>>;
     /// All deployments, by id.
     async fn list_deployments(&self) -> StoreResult<Vec<Deployment>>;
-    /// Writes `deployment`. `expected_revision` `None`: it must not exist yet; `Some(r)`: the
-    /// stored revision must be `r`. `Conflict` otherwise. The caller sets the new revision.
+    /// Writes `deployment` with its [`Deployment::version`] as the new concurrency token.
+    /// `expected_version` `None`: it must not exist yet; `Some(v)`: the stored version must be
+    /// `v`. `Conflict` otherwise. The caller sets the new version (and the user's `revision`).
+    /// Every read fills `version` from the store.
     async fn put_deployment(
         &self,
         deployment: &Deployment,
-        expected_revision: Option<u64>,
+        expected_version: Option<u64>,
     ) -> StoreResult<()>;
-    /// Deletes `id` if its revision is `expected_revision`.
-    async fn delete_deployment(&self, id: &DeploymentId, expected_revision: u64)
-        -> StoreResult<()>;
+    /// Deletes `id` if its version is `expected_version`.
+    async fn delete_deployment(&self, id: &DeploymentId, expected_version: u64) -> StoreResult<()>;
     /// Deployments whose `next_tick_at` is at or before `now`, earliest first, at most `limit`
     /// (the schedule-horizon index; a hint, re-checked by the conditional write).
     async fn deployments_due_for_tick(
@@ -177,8 +194,15 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Deletes `id` if its version is `expected_version` (used to drop stale scheduled runs).
     async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()>;
-    /// Runs matching `filter`, newest scheduled time first.
+    /// Runs matching `filter`, in the order of its [`RunWindow`].
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>>;
+    /// Ids of runs that start with `prefix`, at most `limit`, found through the scheduled time
+    /// the prefix carries ([`RunIdPrefix::time_window_ms`]) on the runs-by-time index.
+    async fn run_ids_with_prefix(
+        &self,
+        prefix: &RunIdPrefix,
+        limit: usize,
+    ) -> StoreResult<Vec<RunId>>;
     /// Waiting (Scheduled/Late) runs of `queue` due at or before `before`, at most `limit`
     /// (the due-runs index; a hint). Runs of launched deployments (`infra` set) are not listed:
     /// they wait for their launcher, not for agents. Late runs come first, then Scheduled ones, each group in

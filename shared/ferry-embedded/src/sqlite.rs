@@ -5,11 +5,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_core::agent::{AgentPresence, AgentRecord};
-use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
 use ferry_core::infra::{InfraName, InfraProfile};
 use ferry_core::ports::{
     AgentStore, ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter,
-    RunStore, SlotTake, StoreError, StoreResult, AGENT_RETENTION,
+    RunStore, RunWindow, SlotTake, StoreError, StoreResult, AGENT_RETENTION,
 };
 use ferry_core::slot::SlotKey;
 use ferry_core::{Deployment, FlowRun, WorkQueue};
@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS queues (
 );
 CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY,
+    -- The concurrency token, Deployment::version (the user's revision is in the body).
     revision INTEGER NOT NULL,
     next_tick_at INTEGER,
     body TEXT NOT NULL
@@ -200,6 +201,33 @@ fn bodies<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// Decodes the `(id, body, revision)` deployment rows `sql` selects, the `revision` column
+/// being the concurrency token ([`Deployment::version`]).
+fn deployments_where(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<Deployment>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, body, version) = row.map_err(db_err)?;
+        let mut d: Deployment = decode(&id, &body)?;
+        d.version = u64::try_from(version).unwrap_or(0);
+        out.push(d);
+    }
+    Ok(out)
+}
+
 fn write_run(tx: &Connection, run: &FlowRun, expected_version: u64) -> StoreResult<()> {
     let body = encode(run)?;
     let changed = tx
@@ -362,31 +390,39 @@ impl DeploymentStore for SqliteStore {
     async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(
-                bodies(c, "SELECT id, body FROM deployments WHERE id = ?1", &[&id])?
-                    .into_iter()
-                    .next(),
-            )
+            Ok(deployments_where(
+                c,
+                "SELECT id, body, revision FROM deployments WHERE id = ?1",
+                &[&id],
+            )?
+            .into_iter()
+            .next())
         })
         .await
     }
 
     async fn list_deployments(&self) -> StoreResult<Vec<Deployment>> {
-        self.with(|c| bodies(c, "SELECT id, body FROM deployments ORDER BY id", &[]))
-            .await
+        self.with(|c| {
+            deployments_where(
+                c,
+                "SELECT id, body, revision FROM deployments ORDER BY id",
+                &[],
+            )
+        })
+        .await
     }
 
     async fn put_deployment(
         &self,
         deployment: &Deployment,
-        expected_revision: Option<u64>,
+        expected_version: Option<u64>,
     ) -> StoreResult<()> {
         let body = encode(deployment)?;
         let id = deployment.id.to_string();
-        let rev = deployment.revision as i64;
+        let rev = deployment.version as i64;
         let next = deployment.next_tick_at.map(ms);
         self.with(move |c| {
-            let result = match expected_revision {
+            let result = match expected_version {
                 None => c.execute(
                     "INSERT INTO deployments (id, revision, next_tick_at, body) VALUES (?1, ?2, ?3, ?4)",
                     params![id, rev, next, body],
@@ -409,17 +445,13 @@ impl DeploymentStore for SqliteStore {
         .await
     }
 
-    async fn delete_deployment(
-        &self,
-        id: &DeploymentId,
-        expected_revision: u64,
-    ) -> StoreResult<()> {
+    async fn delete_deployment(&self, id: &DeploymentId, expected_version: u64) -> StoreResult<()> {
         let id = id.to_string();
         self.with(move |c| {
             let n = c
                 .execute(
                     "DELETE FROM deployments WHERE id = ?1 AND revision = ?2",
-                    params![id, expected_revision as i64],
+                    params![id, expected_version as i64],
                 )
                 .map_err(db_err)?;
             if n != 1 {
@@ -438,9 +470,9 @@ impl DeploymentStore for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<Deployment>> {
         self.with(move |c| {
-            bodies(
+            deployments_where(
                 c,
-                "SELECT id, body FROM deployments WHERE next_tick_at IS NOT NULL
+                "SELECT id, body, revision FROM deployments WHERE next_tick_at IS NOT NULL
                  AND next_tick_at <= ?1 ORDER BY next_tick_at LIMIT ?2",
                 &[&ms(now), &(limit as i64)],
             )
@@ -569,6 +601,19 @@ impl RunStore for SqliteStore {
                 }
                 sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
             }
+            let order = match filter.window {
+                RunWindow::All => "DESC",
+                RunWindow::DueBy(t) => {
+                    args.push(Box::new(ms(t)));
+                    sql.push_str(&format!(" AND scheduled_time <= ?{}", args.len()));
+                    "DESC"
+                }
+                RunWindow::After(t) => {
+                    args.push(Box::new(ms(t)));
+                    sql.push_str(&format!(" AND scheduled_time > ?{}", args.len()));
+                    "ASC"
+                }
+            };
             let limit = if filter.limit == 0 {
                 -1
             } else {
@@ -576,11 +621,43 @@ impl RunStore for SqliteStore {
             };
             args.push(Box::new(limit));
             sql.push_str(&format!(
-                " ORDER BY scheduled_time DESC, id DESC LIMIT ?{}",
+                " ORDER BY scheduled_time {order}, id {order} LIMIT ?{}",
                 args.len()
             ));
             let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
             runs_where(c, &sql, &refs)
+        })
+        .await
+    }
+
+    async fn run_ids_with_prefix(
+        &self,
+        prefix: &RunIdPrefix,
+        limit: usize,
+    ) -> StoreResult<Vec<RunId>> {
+        // Ids are stored in their canonical text form: the prefix is a range of the primary key.
+        let lower = prefix.as_str().to_owned();
+        let upper = format!("{lower}~");
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT id FROM runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")
+                .map_err(db_err)?;
+            let ids = stmt
+                .query_map(rusqlite::params![lower, upper, limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            ids.iter()
+                .map(|id| {
+                    id.parse()
+                        .map_err(|e: ferry_core::ValidationError| StoreError::Corrupt {
+                            key: format!("runs/{id}"),
+                            message: e.message,
+                        })
+                })
+                .collect()
         })
         .await
     }

@@ -10,14 +10,29 @@ use ferry_core::Deployment;
 use super::codec::{decode, encode, n, s};
 use super::errors::{classify, is_condition_failed};
 use super::keys::{horizon_sk, horizon_upper, index, DEPLOYMENTS, HORIZON_PK};
-use super::DynamoStore;
+use super::{DynamoStore, Item};
+
+/// A deployment from its item: the body, with [`Deployment::version`] from the item's
+/// `revision` attribute (the concurrency token; the user's revision is in the body).
+fn decode_deployment(item: &Item) -> StoreResult<Deployment> {
+    let mut d: Deployment = decode(item)?;
+    d.version = item
+        .get("revision")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            key: format!("{DEPLOYMENTS}/{}", d.id),
+            message: "no revision attribute".into(),
+        })?;
+    Ok(d)
+}
 
 #[async_trait]
 impl DeploymentStore for DynamoStore {
     async fn get_deployment(&self, id: &DeploymentId) -> StoreResult<Option<Deployment>> {
         self.get_item(DEPLOYMENTS, &id.to_string(), true)
             .await?
-            .map(|i| decode(&i))
+            .map(|i| decode_deployment(&i))
             .transpose()
     }
 
@@ -25,14 +40,14 @@ impl DeploymentStore for DynamoStore {
         self.query_partition(DEPLOYMENTS)
             .await?
             .iter()
-            .map(decode)
+            .map(decode_deployment)
             .collect()
     }
 
     async fn put_deployment(
         &self,
         deployment: &Deployment,
-        expected_revision: Option<u64>,
+        expected_version: Option<u64>,
     ) -> StoreResult<()> {
         let id = deployment.id.to_string();
         let mut req = self
@@ -42,13 +57,13 @@ impl DeploymentStore for DynamoStore {
             .item("pk", s(DEPLOYMENTS))
             .item("sk", s(id.clone()))
             .item("body", s(encode(deployment)?))
-            .item("revision", n(deployment.revision));
+            .item("revision", n(deployment.version));
         if let Some(t) = deployment.next_tick_at {
             req = req
                 .item("h_pk", s(HORIZON_PK))
                 .item("h_sk", s(horizon_sk(t, &id)));
         }
-        req = match expected_revision {
+        req = match expected_version {
             None => req.condition_expression("attribute_not_exists(pk)"),
             Some(r) => req
                 .condition_expression("revision = :r")
@@ -74,11 +89,7 @@ impl DeploymentStore for DynamoStore {
         }
     }
 
-    async fn delete_deployment(
-        &self,
-        id: &DeploymentId,
-        expected_revision: u64,
-    ) -> StoreResult<()> {
+    async fn delete_deployment(&self, id: &DeploymentId, expected_version: u64) -> StoreResult<()> {
         let r = self
             .client
             .delete_item()
@@ -86,7 +97,7 @@ impl DeploymentStore for DynamoStore {
             .key("pk", s(DEPLOYMENTS))
             .key("sk", s(id.to_string()))
             .condition_expression("revision = :r")
-            .expression_attribute_values(":r", n(expected_revision))
+            .expression_attribute_values(":r", n(expected_version))
             .set_return_consumed_capacity(self.rcc())
             .send()
             .await
@@ -120,6 +131,6 @@ impl DeploymentStore for DynamoStore {
                 limit,
             )
             .await?;
-        items.iter().map(decode).collect()
+        items.iter().map(decode_deployment).collect()
     }
 }

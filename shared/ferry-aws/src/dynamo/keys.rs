@@ -5,6 +5,7 @@ use std::fmt::Display;
 
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ports::RunWindow;
 use ferry_core::state::StateType;
 use ferry_core::FlowRun;
 use sha2::{Digest, Sha256};
@@ -99,6 +100,25 @@ pub(super) fn by_deployment_pk(deployment: &DeploymentId) -> String {
 /// The sort key of a run in `by_deployment` and `all_runs`: `<scheduled ms>#<id>`.
 pub(super) fn scheduled_sk(run: &FlowRun) -> String {
     format!("{}#{}", ms_key(run.scheduled_time), run.id)
+}
+
+/// The `(lower, upper)` sort keys of `by_deployment`/`all_runs` bounding runs scheduled from
+/// `lo_ms` to `hi_ms` (inclusive).
+pub(super) fn scheduled_sk_range(lo_ms: i64, hi_ms: i64) -> (String, String) {
+    (
+        format!("{:015}#", lo_ms.max(0)),
+        format!("{:015}#~", hi_ms.max(0)),
+    )
+}
+
+/// The sort-key range of `by_deployment`/`all_runs` and the read direction of a
+/// [`RunWindow`]: `(lower, upper, forward)`.
+pub(super) fn scheduled_range(window: RunWindow) -> (Option<String>, String, bool) {
+    match window {
+        RunWindow::All => (None, "~".into(), false),
+        RunWindow::DueBy(t) => (None, format!("{}#~", ms_key(t)), false),
+        RunWindow::After(t) => (Some(format!("{}#~", ms_key(t))), "~".into(), true),
+    }
 }
 
 /// The partition of a queue's waiting runs in `due`: `Q#<queue>`.

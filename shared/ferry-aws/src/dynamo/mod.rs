@@ -3,7 +3,7 @@
 //! | item | pk | sk | notes |
 //! | --- | --- | --- | --- |
 //! | work queue | `QUEUES` | name | `body`, `version` |
-//! | deployment | `DEPLOYMENTS` | `flow/name` | `body`, `revision`; `h_pk`/`h_sk` while it has a `next_tick_at` |
+//! | deployment | `DEPLOYMENTS` | `flow/name` | `body`, `revision` (the concurrency token, `Deployment::version`); `h_pk`/`h_sk` while it has a `next_tick_at` |
 //! | flow run | `R#<id>` | `R` | `body`, `version`, `state`; `due_*` while waiting, `lease_*` while held, `dep_*`, `all_*`, `slots` |
 //! | idempotency key | `I#<flow/name>#<key>` | `I` | `run_id` |
 //! | concurrency slot | `SLOTS` | slot key | `holders`: string set of run ids |
@@ -294,6 +294,40 @@ impl DynamoStore {
                 return Ok(out);
             }
         }
+    }
+
+    /// One page of at most `page_size` items of an index query in key order, and the key to
+    /// read the next page from (`None` at the end).
+    async fn query_index_page(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: &str,
+        range: SortRange<'_>,
+        start: Option<Item>,
+        page_size: usize,
+    ) -> StoreResult<(Vec<Item>, Option<Item>)> {
+        let lower = range.lower.unwrap_or("");
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(format!(
+                "{hash_attr} = :h AND {} BETWEEN :l AND :r",
+                range.attr
+            ))
+            .expression_attribute_values(":h", s(hash))
+            .expression_attribute_values(":l", s(lower))
+            .expression_attribute_values(":r", s(range.upper))
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000))
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o))
+            .map_err(classify)?;
+        Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
     }
 
     /// Bodies of runs by id, in the order given (missing ones skipped).

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
     Update,
 };
 use chrono::{DateTime, Utc};
-use ferry_core::ids::{DeploymentId, RunId};
+use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
 use ferry_core::ports::{
     ClaimOutcome, InsertOutcome, RunFilter, RunStore, SlotTake, StoreError, StoreResult,
 };
@@ -21,9 +21,9 @@ use ferry_core::FlowRun;
 use super::codec::{decode, encode, get_s, n, request_token, run_item, s, slots_of};
 use super::errors::{cancellation_codes, classify, is_condition_failed, reasons_of};
 use super::keys::{
-    all_runs_pk, by_deployment_pk, due_entry, due_pk, due_upper, idempotency_pk, index, run_pk,
-    slot_sk, ALL_SHARDS, AWAITING_TASK_PK, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LAUNCHABLE_PK,
-    LEASE_PK, RUN_SK, SLOTS,
+    all_runs_pk, by_deployment_pk, due_entry, due_pk, due_upper, idempotency_pk, index,
+    run_id_of_pk, run_pk, scheduled_range, scheduled_sk_range, slot_sk, ALL_SHARDS,
+    AWAITING_TASK_PK, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LAUNCHABLE_PK, LEASE_PK, RUN_SK, SLOTS,
 };
 use super::{DynamoStore, SortRange};
 
@@ -319,7 +319,13 @@ impl RunStore for DynamoStore {
         } else {
             filter.limit
         };
-        // Newest first; index pages are read until enough runs pass the filter.
+        // In the window's order; index pages are read until enough runs pass the filter.
+        let (lower, upper, forward) = scheduled_range(filter.window);
+        let range = || SortRange {
+            attr: "",
+            lower: lower.as_deref(),
+            upper: &upper,
+        };
         let mut keys: Vec<(String, String)> = Vec::new(); // (sort key, pk)
         let want = limit
             .saturating_mul(if filter.states.is_empty() && filter.work_queue.is_none() {
@@ -331,12 +337,16 @@ impl RunStore for DynamoStore {
         match &filter.deployment {
             Some(d) => {
                 for it in self
-                    .query_index(
+                    .query_index_from(
                         index::BY_DEPLOYMENT,
                         "dep_pk",
                         &by_deployment_pk(d),
+                        Some(SortRange {
+                            attr: "dep_sk",
+                            ..range()
+                        }),
                         None,
-                        false,
+                        forward,
                         want,
                     )
                     .await?
@@ -350,12 +360,16 @@ impl RunStore for DynamoStore {
             None => {
                 for shard in 0..ALL_SHARDS {
                     for it in self
-                        .query_index(
+                        .query_index_from(
                             index::ALL_RUNS,
                             "all_pk",
                             &all_runs_pk(shard),
+                            Some(SortRange {
+                                attr: "all_sk",
+                                ..range()
+                            }),
                             None,
-                            false,
+                            forward,
                             want,
                         )
                         .await?
@@ -368,7 +382,11 @@ impl RunStore for DynamoStore {
                 }
             }
         }
-        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        if forward {
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            keys.sort_by(|a, b| b.0.cmp(&a.0));
+        }
         let mut out = Vec::new();
         for chunk in keys.chunks(100) {
             let pks: Vec<String> = chunk.iter().map(|k| k.1.clone()).collect();
@@ -387,6 +405,55 @@ impl RunStore for DynamoStore {
             }
         }
         Ok(out)
+    }
+
+    async fn run_ids_with_prefix(
+        &self,
+        prefix: &RunIdPrefix,
+        limit: usize,
+    ) -> StoreResult<Vec<RunId>> {
+        // A run id's first 48 bits are its scheduled time: read that window of `all_runs` (its
+        // sort keys carry the ids) and keep the ids that match. Every id in a window of a
+        // prefix of up to 12 hex digits matches; a longer prefix's window is one millisecond.
+        let (lo, hi) = prefix.time_window_ms();
+        let (lower, upper) = scheduled_sk_range(lo, hi);
+        // The first `limit` of every shard, merged: the `limit` smallest ids overall.
+        let mut ids = Vec::new();
+        for shard in 0..ALL_SHARDS {
+            let mut found = 0;
+            let mut start = None;
+            loop {
+                let (items, next) = self
+                    .query_index_page(
+                        index::ALL_RUNS,
+                        "all_pk",
+                        &all_runs_pk(shard),
+                        SortRange {
+                            attr: "all_sk",
+                            lower: Some(&lower),
+                            upper: &upper,
+                        },
+                        start,
+                        limit.saturating_sub(found).max(1),
+                    )
+                    .await?;
+                for id in items
+                    .iter()
+                    .filter_map(|it| get_s(it, "pk").and_then(run_id_of_pk))
+                    .filter(|id| prefix.matches(*id))
+                {
+                    ids.push(id);
+                    found += 1;
+                }
+                start = next;
+                if start.is_none() || found >= limit {
+                    break;
+                }
+            }
+        }
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     async fn due_runs_after(

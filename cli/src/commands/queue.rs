@@ -141,7 +141,7 @@ pub async fn run(cmd: QueueCmd) -> Result<()> {
             if out.json {
                 return output::json(&q);
             }
-            println!("Created work queue {:?}", q.name);
+            println!("Created work queue {}", q.name);
         }
         QueueCmd::Ls { out } => {
             let qs: Vec<QueueView> = client.get("/work-queues").await?;

@@ -276,9 +276,21 @@ impl Drop for AgentProc {
 }
 
 impl Server {
-    /// Starts `ferry agent start ARGS` on this server's FERRY_HOME (fast polling, short lease).
+    /// Starts `ferry agent start ARGS` on this server's FERRY_HOME (fast polling, short lease):
+    /// through this server's API on the embedded backend, directly on the AWS one (the
+    /// agent's defaults).
     pub fn agent(&self, args: &[&str]) -> AgentProc {
-        let child = Command::new(ferry_bin())
+        self.agent_via(None, args)
+    }
+
+    /// [`Server::agent`] with `--via VIA` (`api`, `direct`) when given.
+    pub fn agent_via(&self, via: Option<&str>, args: &[&str]) -> AgentProc {
+        let mut cmd = Command::new(ferry_bin());
+        if let Some(t) = &self.token {
+            cmd.env("FERRY_API_TOKEN", t);
+        }
+        let via: Vec<&str> = via.map(|v| vec!["--via", v]).unwrap_or_default();
+        let child = cmd
             .args([
                 "agent",
                 "start",
@@ -289,8 +301,10 @@ impl Server {
                 "--kill-grace",
                 "1",
             ])
+            .args(via)
             .args(args)
             .current_dir(self.work.path())
+            .env("FERRY_API_URL", &self.url)
             .env("FERRY_HOME", self.home.path())
             .env("FERRY_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -209,9 +209,18 @@ async fn execute_inner(
     if let (Some(g), pid @ 1..) = (&ctx.cfg.guard, group.load(Ordering::SeqCst)) {
         g.release(pid); // process::run has killed what was left of the group
     }
-    if let Err(e) = writer.await {
-        tracing::error!(error = %e, "the log writer failed");
-    }
+    let last_stderr = match writer.await {
+        Ok(last) => last,
+        Err(e) => {
+            tracing::error!(error = %e, "the log writer failed");
+            None
+        }
+    };
+    // A Python flow that raised ends its stderr with the exception ("ValueError: bad input").
+    let python_error = match entry {
+        ferry_core::deployment::Entrypoint::Python { .. } => last_stderr,
+        _ => None,
+    };
     drop(work);
 
     let event = match (&outcome, stop) {
@@ -225,7 +234,10 @@ async fn execute_inner(
         (ExecOutcome::Exited(0), _) => RunEvent::Complete,
         (ExecOutcome::Exited(code), _) => RunEvent::Fail {
             exit_code: Some(*code),
-            reason: format!("exit code {code}"),
+            reason: match &python_error {
+                Some(e) => format!("{e} (exit code {code})"),
+                None => format!("exit code {code}"),
+            },
         },
         (ExecOutcome::Signaled(sig), _) => RunEvent::Fail {
             exit_code: None,
@@ -291,18 +303,40 @@ async fn fail(
     Ok(done.state.is_terminal())
 }
 
-/// Forwards output lines to the log sink in batches (every 200 ms or 500 lines).
+/// Longest exception line kept in a state message.
+const MAX_ERROR_LINE: usize = 500;
+
+/// The last stderr line worth quoting in a state message: not blank, not indented (a
+/// traceback's frames are), not the traceback's header; cut to [`MAX_ERROR_LINE`] bytes.
+fn error_line(line: &str) -> Option<String> {
+    let line = line.trim_end();
+    if line.is_empty() || line.starts_with(char::is_whitespace) || line.starts_with("Traceback ") {
+        return None;
+    }
+    let mut end = line.len().min(MAX_ERROR_LINE);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(line[..end].to_owned())
+}
+
+/// Forwards output lines to the log sink in batches (every 200 ms or 500 lines). Returns the
+/// last stderr line worth quoting (see [`error_line`]).
 async fn write_logs(
     plane: Arc<dyn ControlPlane>,
     run: FlowRun,
     mut rx: mpsc::Receiver<OutputLine>,
-) {
+) -> Option<String> {
+    let mut last_error = None;
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             line = rx.recv() => match line {
                 Some(l) => {
+                    if l.stream == Stream::Stderr && !l.line.trim().is_empty() {
+                        last_error = error_line(&l.line);
+                    }
                     batch.push(LogLine {
                         at: l.at,
                         stream: match l.stream { Stream::Stdout => LogStream::Stdout, Stream::Stderr => LogStream::Stderr },
@@ -318,6 +352,7 @@ async fn write_logs(
         }
     }
     flush(plane.as_ref(), &run, &mut batch).await;
+    last_error
 }
 
 async fn flush(plane: &dyn ControlPlane, run: &FlowRun, batch: &mut Vec<LogLine>) {
@@ -328,4 +363,21 @@ async fn flush(plane: &dyn ControlPlane, run: &FlowRun, batch: &mut Vec<LogLine>
         tracing::warn!(error = %ferry_core::error::error_chain(&e), lines = batch.len(), "cannot write run logs; dropping this batch");
     }
     batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn the_exception_line_of_a_traceback_is_quoted_and_its_frames_are_not() {
+        assert_eq!(
+            error_line("ValueError: bad input").as_deref(),
+            Some("ValueError: bad input")
+        );
+        assert_eq!(error_line("  File \"x.py\", line 3, in main"), None);
+        assert_eq!(error_line("Traceback (most recent call last):"), None);
+        assert_eq!(error_line("   "), None);
+        assert_eq!(error_line(&"é".repeat(400)).unwrap().len(), 500);
+    }
 }

@@ -31,6 +31,8 @@ pub const MAX_CLAIM: u32 = 1_000;
 pub const MAX_PREFETCH_SECONDS: f64 = 3_600.0;
 /// Most log lines in one request.
 pub const MAX_LOG_LINES: usize = 1_000;
+/// Shortest and longest lease an agent may ask for, in seconds.
+pub const LEASE_SECONDS: std::ops::RangeInclusive<f64> = 3.0..=3_600.0;
 /// Longest reason of a run's end, in bytes.
 pub const MAX_REASON_BYTES: usize = 4_096;
 
@@ -91,6 +93,33 @@ pub struct ClaimBody {
     /// Most runs to claim (1 to 1000): the agent's free capacity.
     #[schema(minimum = 1, maximum = 1000)]
     pub free: u32,
+    /// How long a claim lasts without a heartbeat, in seconds (3 to 3600; default: the
+    /// server's, 30).
+    #[serde(default)]
+    #[schema(minimum = 3, maximum = 3600)]
+    pub lease_seconds: Option<f64>,
+}
+
+/// The use cases with the lease an agent asked for (`None`: the server's).
+fn with_lease(s: &ApiState, lease_seconds: Option<f64>) -> ApiResult<ferry_app::Ferry> {
+    let Some(secs) = lease_seconds else {
+        return Ok(s.ferry.clone());
+    };
+    if !LEASE_SECONDS.contains(&secs) {
+        return Err(bad(
+            "lease_seconds",
+            format!(
+                "must be between {} and {}",
+                LEASE_SECONDS.start(),
+                LEASE_SECONDS.end()
+            ),
+        ));
+    }
+    let settings = ferry_app::Settings {
+        lease: chrono::Duration::milliseconds((secs * 1000.0) as i64),
+        ..s.ferry.settings().clone()
+    };
+    Ok(s.ferry.clone().with_settings(settings))
 }
 
 /// A claimed run and the deployment it runs.
@@ -136,8 +165,7 @@ pub(crate) async fn claim(
         return Err(bad("free", format!("must be between 1 and {MAX_CLAIM}")));
     }
     let prefetch = std::time::Duration::from_secs_f64(body.prefetch_seconds);
-    let claimed = s
-        .ferry
+    let claimed = with_lease(&s, body.lease_seconds)?
         .claim_batch(name, &queues, prefetch, body.free as usize)
         .await?;
     Ok(Json(
@@ -169,17 +197,30 @@ pub struct HeartbeatAnswer {
     pub run: FlowRun,
 }
 
+/// Body of a heartbeat (may be empty).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    /// The lease's new length from now, in seconds (3 to 3600; default: the server's, 30).
+    #[serde(default)]
+    #[schema(minimum = 3, maximum = 3600)]
+    pub lease_seconds: Option<f64>,
+}
+
 /// Renews agent `name`'s lease on run `id` (a no-op answered `lost` if it does not hold it).
 #[utoipa::path(post, path = "/v1/agents/{name}/runs/{id}/heartbeat",
-    params(("name" = String, Path), ("id" = String, Path)),
+    params(("name" = String, Path), ("id" = String, Path)), request_body = HeartbeatBody,
     responses((status = 200, body = HeartbeatAnswer), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 413, body = ErrorBody)))]
 pub(crate) async fn heartbeat(
     State(s): State<ApiState>,
     PathParams((name, id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> ApiResult<Json<HeartbeatAnswer>> {
     let (name, id) = agent_and_run(&name, &id)?;
-    let (outcome, run) = match s.ferry.heartbeat_held(id, &name).await? {
+    let ferry = with_lease(&s, body.lease_seconds)?;
+    let (outcome, run) = match ferry.heartbeat_held(id, &name).await? {
         Heartbeat::Renewed(r) => (HeartbeatOutcome::Renewed, r),
         Heartbeat::CancelRequested(r) => (HeartbeatOutcome::CancelRequested, r),
         Heartbeat::Lost(r) => (HeartbeatOutcome::Lost, r),

@@ -17,6 +17,9 @@ use crate::{AppError, Ferry};
 
 const RETRIES: usize = 8;
 
+/// How long after a run ended its log still takes lines from an agent (through the API).
+pub const LOG_GRACE_SECONDS: i64 = 60;
+
 /// Most waiting runs one poll reads from a queue while looking past runs it cannot start.
 pub const SCAN_BUDGET: usize = 2_000;
 
@@ -495,15 +498,28 @@ impl Ferry {
         }
     }
 
-    /// Appends `lines` to the log of run `id`, which `agent` must hold (a conflict if not:
-    /// the run is someone else's or over).
+    /// Appends `lines` to the log of run `id`, which `agent` must hold — or which ended less
+    /// than [`LOG_GRACE_SECONDS`] ago (the agent's closing "run ended" line follows the
+    /// finish). A conflict otherwise: the run is someone else's, or long over.
     pub async fn append_logs_held(
         &self,
         id: RunId,
         agent: &str,
         lines: &[ferry_core::ports::LogLine],
     ) -> Result<(), AppError> {
-        if let Err(run) = self.held_by(id, agent).await? {
+        let just_ended = |run: &FlowRun| {
+            run.state.is_terminal()
+                && run
+                    .ended_at
+                    .is_some_and(|t| self.now() - t < Duration::seconds(LOG_GRACE_SECONDS))
+        };
+        if let Err(run) = self.held_by(id, agent).await?.or_else(|run| {
+            if just_ended(&run) {
+                Ok(run)
+            } else {
+                Err(run)
+            }
+        }) {
             return Err(AppError::Conflict(format!(
                 "run {id} is {} and not held by agent {agent:?}: its log takes lines only from the agent running it",
                 run.state

@@ -105,12 +105,18 @@ impl Server {
         Self::start_with(&["--tick-interval", "200ms", "--late-after", "2s"], &[])
     }
 
-    /// Starts a server with extra arguments and environment.
+    /// Starts a server with extra arguments (`--port 0` unless they name a port) and
+    /// environment.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let home = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(ferry_bin());
-        cmd.args(["server", "start", "--port", "0"])
+        cmd.args(["server", "start"])
+            .args(if args.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .args(args)
             .env("FERRY_HOME", home.path())
             .env("FERRY_LOG", "warn")

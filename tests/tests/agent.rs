@@ -18,7 +18,7 @@ enum Via {
 }
 
 /// `ferry agent start ARGS` on `s`, reaching it `via`.
-fn agent(s: &Server, via: Via, args: &[&str]) -> AgentProc {
+fn start_agent(s: &Server, via: Via, args: &[&str]) -> AgentProc {
     let via = match via {
         Via::Api => "api",
         Via::Direct => "direct",
@@ -153,7 +153,7 @@ fn parameters_reach_a_python_function_and_watch_streams_logs_on(aws: bool, via: 
         "py.yaml",
         "-a",
     ]);
-    let _agent = agent(&s, via, &[]);
+    let _agent = start_agent(&s, via, &[]);
     let out = s.ok(&["deployment", "run", "main/py", "--param", "n=21", "--watch"]);
     assert!(out.contains("stdout | hello 42"), "{out}");
     assert!(
@@ -216,7 +216,7 @@ fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool, via: Via) {
         .map(|_| s.create_run("flow/many", json!({})))
         .collect();
     let agents: Vec<_> = (0..3)
-        .map(|i| agent(&s, via, &["--limit", "8", "--name", &format!("a{i}")]))
+        .map(|i| start_agent(&s, via, &["--limit", "8", "--name", &format!("a{i}")]))
         .collect();
     s.wait_for(Duration::from_secs(240), || {
         let done = s.json(&["flow-run", "ls", "--state", "completed", "--limit", "1000"]);
@@ -293,7 +293,7 @@ fn queue_and_deployment_limits_hold_across_agents_on(aws: bool, via: Via) {
         s.create_run("flow/d", json!({}));
     }
     let _agents: Vec<_> = (0..3)
-        .map(|_| agent(&s, via, &["-q", "narrow", "-q", "default", "--limit", "6"]))
+        .map(|_| start_agent(&s, via, &["-q", "narrow", "-q", "default", "--limit", "6"]))
         .collect();
     s.wait_for(LONG, || {
         let done = s.json(&["flow-run", "ls", "--state", "completed", "--limit", "100"]);
@@ -342,7 +342,7 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool, v
         &["--retries", "1", "--concurrency-limit", "1"],
     );
     let id = s.create_run("flow/crashy", json!({}));
-    let mut agent = agent(&s, via, &[]);
+    let mut agent = start_agent(&s, via, &[]);
     s.wait_state(&id, "running", LONG);
     let pid_of = |file: &str| -> u32 {
         s.wait_for(Duration::from_secs(10), || {
@@ -378,7 +378,7 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool, v
     });
     assert_eq!(retry["retry_of"], id.as_str());
     assert_eq!(retry["origin"], "retry");
-    let _agent2 = agent(&s, via, &[]);
+    let _agent2 = start_agent(&s, via, &[]);
     s.wait_state(retry["id"].as_str().unwrap(), "completed", LONG);
     let ev = events(&out);
     assert_eq!(ev.iter().filter(|e| e.0 == "start").count(), 2);
@@ -410,7 +410,7 @@ fn cancel_kills_the_whole_process_group_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     let out = build(&s, &proj, "spawner", "spawn", &[]);
-    let _agent = agent(&s, via, &[]);
+    let _agent = start_agent(&s, via, &[]);
     let id = s.create_run("flow/spawner", json!({}));
     s.wait_state(&id, "running", LONG);
     let child_file = format!("{out}.child");
@@ -455,7 +455,7 @@ fn a_timeout_fails_the_run_and_kills_the_whole_process_group_via(via: Via) {
     let s = Server::start();
     let proj = project(&s);
     let out = build(&s, &proj, "slow", "spawn", &["--timeout", "1"]);
-    let _agent = agent(&s, via, &[]);
+    let _agent = start_agent(&s, via, &[]);
     let id = s.create_run("flow/slow", json!({}));
     let r = s.wait_state(&id, "failed", Duration::from_secs(20));
     assert!(
@@ -502,7 +502,7 @@ fn a_failed_attempt_is_retried_after_the_delay_on(aws: bool, via: Via) {
         "fail-first",
         &["--retries", "2", "--retry-delay", "1"],
     );
-    let _agent = agent(&s, via, &[]);
+    let _agent = start_agent(&s, via, &[]);
     let id = s.create_run("flow/flaky", json!({"parameters": {"x": 1}}));
     let failed = s.wait_state(&id, "failed", LONG);
     assert_eq!(failed["exit_code"], 3);
@@ -776,7 +776,7 @@ fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(aws: boo
     let quick: Vec<String> = (0..3)
         .map(|_| s.create_run("flow/quick", json!({})))
         .collect();
-    let _agent = agent(&s, via, &["--limit", "4"]);
+    let _agent = start_agent(&s, via, &["--limit", "4"]);
     // Old behaviour: the agent only looked at the first `free * 2 + 4` due runs, all of the
     // hog, and B waited behind ~90 s of them. B must start at once.
     for id in &quick {
@@ -934,7 +934,7 @@ fn a_prefetched_run_does_not_hold_a_limited_slot_that_a_due_run_needs_via(via: V
     s.ok(&["work-queue", "create", "one", "--limit", "1"]);
     build(&s, &proj, "one", "none", &["-q", "one"]);
     let scheduled = s.create_run("flow/one", json!({"start_in_seconds": 10}));
-    let _agent = agent(&s, via, &["-q", "one", "--prefetch", "15"]);
+    let _agent = start_agent(&s, via, &["-q", "one", "--prefetch", "15"]);
     // The agent polls a few times with the scheduled run inside its look-ahead.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(

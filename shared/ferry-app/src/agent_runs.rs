@@ -433,19 +433,19 @@ impl Ferry {
         }
     }
 
-    /// Run `id` as stored: `Ok` if `agent` holds its lease, `Err` (the run as it is) if not.
-    /// The API's agent endpoints act on the stored run, never on a copy the client sends.
-    async fn held_by(&self, id: RunId, agent: &str) -> Result<Result<FlowRun, FlowRun>, AppError> {
+    /// Run `id` as stored, and whether `agent` holds its lease. The API's agent endpoints
+    /// act on the stored run, never on a copy the client sends.
+    async fn held_by(&self, id: RunId, agent: &str) -> Result<(FlowRun, bool), AppError> {
         let run = self.get_run(id).await?;
         let held = run.lease.as_ref().is_some_and(|l| l.agent_id == agent);
-        Ok(if held { Ok(run) } else { Err(run) })
+        Ok((run, held))
     }
 
     /// [`Ferry::heartbeat`] of run `id` for `agent`: [`Heartbeat::Lost`] unless it holds it.
     pub async fn heartbeat_held(&self, id: RunId, agent: &str) -> Result<Heartbeat, AppError> {
         match self.held_by(id, agent).await? {
-            Ok(run) => self.heartbeat(run).await,
-            Err(run) => Ok(Heartbeat::Lost(Box::new(run))),
+            (run, true) => self.heartbeat(run).await,
+            (run, false) => Ok(Heartbeat::Lost(Box::new(run))),
         }
     }
 
@@ -454,20 +454,20 @@ impl Ferry {
     /// a first try may have been lost). `Ok(None)`: cancelled, reaped, or not `agent`'s.
     pub async fn start_held(&self, id: RunId, agent: &str) -> Result<Option<FlowRun>, AppError> {
         match self.held_by(id, agent).await? {
-            Ok(run) if run.state == StateType::Running => Ok(Some(run)),
-            Ok(run) => {
+            (run, true) if run.state == StateType::Running => Ok(Some(run)),
+            (run, true) => {
                 let location = Some(self.logs.location(id));
                 self.start(run, location).await
             }
-            Err(_) => Ok(None),
+            (_, false) => Ok(None),
         }
     }
 
     /// [`Ferry::release`] of run `id` by `agent`; a run it does not hold is returned as it is.
     pub async fn release_held(&self, id: RunId, agent: &str) -> Result<FlowRun, AppError> {
         match self.held_by(id, agent).await? {
-            Ok(run) => self.release(run).await,
-            Err(run) => Ok(run),
+            (run, true) => self.release(run).await,
+            (run, false) => Ok(run),
         }
     }
 
@@ -493,8 +493,8 @@ impl Ferry {
             ));
         }
         match self.held_by(id, agent).await? {
-            Ok(run) => self.finish(run, event).await,
-            Err(run) => Ok(run),
+            (run, true) => self.finish(run, event).await,
+            (run, false) => Ok(run),
         }
     }
 
@@ -507,19 +507,12 @@ impl Ferry {
         agent: &str,
         lines: &[ferry_core::ports::LogLine],
     ) -> Result<(), AppError> {
-        let just_ended = |run: &FlowRun| {
-            run.state.is_terminal()
-                && run
-                    .ended_at
-                    .is_some_and(|t| self.now() - t < Duration::seconds(LOG_GRACE_SECONDS))
-        };
-        if let Err(run) = self.held_by(id, agent).await?.or_else(|run| {
-            if just_ended(&run) {
-                Ok(run)
-            } else {
-                Err(run)
-            }
-        }) {
+        let (run, held) = self.held_by(id, agent).await?;
+        let just_ended = run.state.is_terminal()
+            && run
+                .ended_at
+                .is_some_and(|t| self.now() - t < Duration::seconds(LOG_GRACE_SECONDS));
+        if !held && !just_ended {
             return Err(AppError::Conflict(format!(
                 "run {id} is {} and not held by agent {agent:?}: its log takes lines only from the agent running it",
                 run.state

@@ -123,7 +123,7 @@ impl Command {
 #[derive(Debug, Subcommand)]
 pub enum AgentCmd {
     /// Poll work queues and run their flow runs until stopped (SIGTERM/Ctrl-C: graceful).
-    Start(AgentArgs),
+    Start(AgentStartArgs),
     /// Run exactly one launched flow run: the command of a task per run (ECS task, local
     /// process). Exits 0 if the run completed, 1 if it ended otherwise, 3 if there was nothing
     /// to take (finished, cancelled, or another task's).
@@ -182,6 +182,26 @@ pub(crate) fn parse_whole_seconds(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(d.as_secs())
+}
+
+#[derive(Debug, Args)]
+pub struct AgentStartArgs {
+    #[command(flatten)]
+    pub agent: AgentArgs,
+    /// How the agent reaches the control plane: `api` (FERRY_API_URL with FERRY_API_TOKEN or
+    /// FERRY_API_AUTH=iam; the default) or `direct` (the store itself: FERRY_HOME, or
+    /// DynamoDB/S3 with FERRY_BACKEND=aws, where `direct` is the default).
+    #[arg(long, value_enum)]
+    pub via: Option<Via>,
+}
+
+/// How an agent reaches the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// The `/v1` API.
+    Api,
+    /// The store itself.
+    Direct,
 }
 
 #[derive(Debug, Args, Clone)]

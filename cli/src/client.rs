@@ -266,6 +266,42 @@ impl Client {
         Ok(())
     }
 
+    /// The API's address (FERRY_API_URL without `/v1`).
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `METHOD /v1{path}` with an optional JSON body, authenticated like every request; the
+    /// response whatever its status (an error only when the API cannot be reached).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.execute(req).await
+    }
+
+    /// Downloads from a presigned URL. Not the API: no bearer token, no SigV4 signature.
+    pub async fn get_direct(&self, url: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .context("downloading from the presigned URL")?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(anyhow!("download refused (HTTP {status}): {text}"));
+        }
+        Ok(resp.bytes().await.context("reading the download")?.to_vec())
+    }
+
     pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         self.send(
             self.request(Method::PUT, path)

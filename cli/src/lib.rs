@@ -1,6 +1,7 @@
 //! The `ferry` CLI: a clap dispatcher that routes to the client commands (over the HTTP API),
 //! the embedded server and local tools. Business logic lives in the library crates.
 
+mod agent_client;
 mod args;
 mod client;
 mod commands;

@@ -105,12 +105,18 @@ impl Server {
         Self::start_with(&["--tick-interval", "200ms", "--late-after", "2s"], &[])
     }
 
-    /// Starts a server with extra arguments and environment.
+    /// Starts a server with extra arguments (`--port 0` unless they name a port) and
+    /// environment.
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let home = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(ferry_bin());
-        cmd.args(["server", "start", "--port", "0"])
+        cmd.args(["server", "start"])
+            .args(if args.contains(&"--port") {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
             .args(args)
             .env("FERRY_HOME", home.path())
             .env("FERRY_LOG", "warn")
@@ -276,9 +282,21 @@ impl Drop for AgentProc {
 }
 
 impl Server {
-    /// Starts `ferry agent start ARGS` on this server's FERRY_HOME (fast polling, short lease).
+    /// Starts `ferry agent start ARGS` on this server's FERRY_HOME (fast polling, short lease):
+    /// through this server's API on the embedded backend, directly on the AWS one (the
+    /// agent's defaults).
     pub fn agent(&self, args: &[&str]) -> AgentProc {
-        let child = Command::new(ferry_bin())
+        self.agent_via(None, args)
+    }
+
+    /// [`Server::agent`] with `--via VIA` (`api`, `direct`) when given.
+    pub fn agent_via(&self, via: Option<&str>, args: &[&str]) -> AgentProc {
+        let mut cmd = Command::new(ferry_bin());
+        if let Some(t) = &self.token {
+            cmd.env("FERRY_API_TOKEN", t);
+        }
+        let via: Vec<&str> = via.map(|v| vec!["--via", v]).unwrap_or_default();
+        let child = cmd
             .args([
                 "agent",
                 "start",
@@ -289,8 +307,10 @@ impl Server {
                 "--kill-grace",
                 "1",
             ])
+            .args(via)
             .args(args)
             .current_dir(self.work.path())
+            .env("FERRY_API_URL", &self.url)
             .env("FERRY_HOME", self.home.path())
             .env("FERRY_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -4,10 +4,27 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ferry_tests::{process_gone, write_project, Server};
+use ferry_tests::{process_gone, write_project, AgentProc, Server};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(60);
+
+/// How the agents of a test reach the control plane: through the server's API (`--via api`,
+/// the default), or straight to its store (`--via direct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Api,
+    Direct,
+}
+
+/// `ferry agent start ARGS` on `s`, reaching it `via`.
+fn start_agent(s: &Server, via: Via, args: &[&str]) -> AgentProc {
+    let via = match via {
+        Via::Api => "api",
+        Via::Direct => "direct",
+    };
+    s.agent_via(Some(via), args)
+}
 
 /// A project whose `flow.sh` appends "<event> <run id> <attempt> <time>" lines to $OUT and
 /// then does what $MODE says.
@@ -99,16 +116,27 @@ fn max_concurrency(ev: &[(String, String, u32, f64)]) -> usize {
 
 #[test]
 fn parameters_reach_a_python_function_and_watch_streams_logs() {
-    parameters_reach_a_python_function_and_watch_streams_logs_on(false);
+    parameters_reach_a_python_function_and_watch_streams_logs_on(false, Via::Api);
+}
+
+#[test]
+fn parameters_reach_a_python_function_and_watch_streams_logs_direct() {
+    parameters_reach_a_python_function_and_watch_streams_logs_on(false, Via::Direct);
 }
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn parameters_reach_a_python_function_and_watch_streams_logs_on_aws() {
-    parameters_reach_a_python_function_and_watch_streams_logs_on(true);
+    parameters_reach_a_python_function_and_watch_streams_logs_on(true, Via::Direct);
 }
 
-fn parameters_reach_a_python_function_and_watch_streams_logs_on(aws: bool) {
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn parameters_reach_a_python_function_and_watch_streams_logs_on_aws_via_api() {
+    parameters_reach_a_python_function_and_watch_streams_logs_on(true, Via::Api);
+}
+
+fn parameters_reach_a_python_function_and_watch_streams_logs_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     s.ok(&[
@@ -125,7 +153,7 @@ fn parameters_reach_a_python_function_and_watch_streams_logs_on(aws: bool) {
         "py.yaml",
         "-a",
     ]);
-    let _agent = s.agent(&[]);
+    let _agent = start_agent(&s, via, &[]);
     let out = s.ok(&["deployment", "run", "main/py", "--param", "n=21", "--watch"]);
     assert!(out.contains("stdout | hello 42"), "{out}");
     assert!(
@@ -146,20 +174,41 @@ fn parameters_reach_a_python_function_and_watch_streams_logs_on(aws: bool) {
     let id = runs[0]["id"].as_str().unwrap();
     let logs = s.ok(&["flow-run", "logs", id]);
     assert!(logs.contains("stderr | TypeError"), "{logs}");
+    // The state message carries the exception's last line, not only the exit code.
+    let message = runs[0]["state_message"].as_str().unwrap();
+    assert!(
+        message.starts_with("TypeError: ")
+            && message.contains("'n'")
+            && message.ends_with("(exit code 1)"),
+        "{message}"
+    );
+    // The agent's closing line reaches the log (through the API: after the run ended).
+    assert!(logs.contains("run ended: failed (TypeError"), "{logs}");
 }
 
 #[test]
 fn three_agents_execute_each_of_210_runs_exactly_once() {
-    three_agents_execute_each_of_210_runs_exactly_once_on(false);
+    three_agents_execute_each_of_210_runs_exactly_once_on(false, Via::Api);
+}
+
+#[test]
+fn three_agents_execute_each_of_210_runs_exactly_once_direct() {
+    three_agents_execute_each_of_210_runs_exactly_once_on(false, Via::Direct);
 }
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn three_agents_execute_each_of_210_runs_exactly_once_on_aws() {
-    three_agents_execute_each_of_210_runs_exactly_once_on(true);
+    three_agents_execute_each_of_210_runs_exactly_once_on(true, Via::Direct);
 }
 
-fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool) {
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn three_agents_execute_each_of_210_runs_exactly_once_on_aws_via_api() {
+    three_agents_execute_each_of_210_runs_exactly_once_on(true, Via::Api);
+}
+
+fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     let out = build(&s, &proj, "many", "none", &[]);
@@ -167,7 +216,7 @@ fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool) {
         .map(|_| s.create_run("flow/many", json!({})))
         .collect();
     let agents: Vec<_> = (0..3)
-        .map(|i| s.agent(&["--limit", "8", "--name", &format!("a{i}")]))
+        .map(|i| start_agent(&s, via, &["--limit", "8", "--name", &format!("a{i}")]))
         .collect();
     s.wait_for(Duration::from_secs(240), || {
         let done = s.json(&["flow-run", "ls", "--state", "completed", "--limit", "1000"]);
@@ -201,16 +250,27 @@ fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool) {
 
 #[test]
 fn queue_and_deployment_limits_hold_across_agents() {
-    queue_and_deployment_limits_hold_across_agents_on(false);
+    queue_and_deployment_limits_hold_across_agents_on(false, Via::Api);
+}
+
+#[test]
+fn queue_and_deployment_limits_hold_across_agents_direct() {
+    queue_and_deployment_limits_hold_across_agents_on(false, Via::Direct);
 }
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn queue_and_deployment_limits_hold_across_agents_on_aws() {
-    queue_and_deployment_limits_hold_across_agents_on(true);
+    queue_and_deployment_limits_hold_across_agents_on(true, Via::Direct);
 }
 
-fn queue_and_deployment_limits_hold_across_agents_on(aws: bool) {
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn queue_and_deployment_limits_hold_across_agents_on_aws_via_api() {
+    queue_and_deployment_limits_hold_across_agents_on(true, Via::Api);
+}
+
+fn queue_and_deployment_limits_hold_across_agents_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     s.ok(&["work-queue", "create", "narrow", "--limit", "2"]);
@@ -233,7 +293,7 @@ fn queue_and_deployment_limits_hold_across_agents_on(aws: bool) {
         s.create_run("flow/d", json!({}));
     }
     let _agents: Vec<_> = (0..3)
-        .map(|_| s.agent(&["-q", "narrow", "-q", "default", "--limit", "6"]))
+        .map(|_| start_agent(&s, via, &["-q", "narrow", "-q", "default", "--limit", "6"]))
         .collect();
     s.wait_for(LONG, || {
         let done = s.json(&["flow-run", "ls", "--state", "completed", "--limit", "100"]);
@@ -251,16 +311,27 @@ fn queue_and_deployment_limits_hold_across_agents_on(aws: bool) {
 
 #[test]
 fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed() {
-    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(false);
+    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(false, Via::Api);
+}
+
+#[test]
+fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_direct() {
+    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(false, Via::Direct);
 }
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on_aws() {
-    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(true);
+    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(true, Via::Direct);
 }
 
-fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on_aws_via_api() {
+    a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(true, Via::Api);
+}
+
+fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     let out = build(
@@ -271,7 +342,7 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
         &["--retries", "1", "--concurrency-limit", "1"],
     );
     let id = s.create_run("flow/crashy", json!({}));
-    let mut agent = s.agent(&[]);
+    let mut agent = start_agent(&s, via, &[]);
     s.wait_state(&id, "running", LONG);
     let pid_of = |file: &str| -> u32 {
         s.wait_for(Duration::from_secs(10), || {
@@ -307,7 +378,7 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
     });
     assert_eq!(retry["retry_of"], id.as_str());
     assert_eq!(retry["origin"], "retry");
-    let _agent2 = s.agent(&[]);
+    let _agent2 = start_agent(&s, via, &[]);
     s.wait_state(retry["id"].as_str().unwrap(), "completed", LONG);
     let ev = events(&out);
     assert_eq!(ev.iter().filter(|e| e.0 == "start").count(), 2);
@@ -315,20 +386,31 @@ fn a_sigkilled_agent_s_run_is_crashed_retried_and_its_slot_freed_on(aws: bool) {
 
 #[test]
 fn cancel_kills_the_whole_process_group() {
-    cancel_kills_the_whole_process_group_on(false);
+    cancel_kills_the_whole_process_group_on(false, Via::Api);
+}
+
+#[test]
+fn cancel_kills_the_whole_process_group_direct() {
+    cancel_kills_the_whole_process_group_on(false, Via::Direct);
 }
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn cancel_kills_the_whole_process_group_on_aws() {
-    cancel_kills_the_whole_process_group_on(true);
+    cancel_kills_the_whole_process_group_on(true, Via::Direct);
 }
 
-fn cancel_kills_the_whole_process_group_on(aws: bool) {
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn cancel_kills_the_whole_process_group_on_aws_via_api() {
+    cancel_kills_the_whole_process_group_on(true, Via::Api);
+}
+
+fn cancel_kills_the_whole_process_group_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     let out = build(&s, &proj, "spawner", "spawn", &[]);
-    let _agent = s.agent(&[]);
+    let _agent = start_agent(&s, via, &[]);
     let id = s.create_run("flow/spawner", json!({}));
     s.wait_state(&id, "running", LONG);
     let child_file = format!("{out}.child");
@@ -361,10 +443,19 @@ fn cancel_kills_the_whole_process_group_on(aws: bool) {
 
 #[test]
 fn a_timeout_fails_the_run_and_kills_the_whole_process_group() {
+    a_timeout_fails_the_run_and_kills_the_whole_process_group_via(Via::Api);
+}
+
+#[test]
+fn a_timeout_fails_the_run_and_kills_the_whole_process_group_direct() {
+    a_timeout_fails_the_run_and_kills_the_whole_process_group_via(Via::Direct);
+}
+
+fn a_timeout_fails_the_run_and_kills_the_whole_process_group_via(via: Via) {
     let s = Server::start();
     let proj = project(&s);
     let out = build(&s, &proj, "slow", "spawn", &["--timeout", "1"]);
-    let _agent = s.agent(&[]);
+    let _agent = start_agent(&s, via, &[]);
     let id = s.create_run("flow/slow", json!({}));
     let r = s.wait_state(&id, "failed", Duration::from_secs(20));
     assert!(
@@ -381,16 +472,27 @@ fn a_timeout_fails_the_run_and_kills_the_whole_process_group() {
 
 #[test]
 fn a_failed_attempt_is_retried_after_the_delay() {
-    a_failed_attempt_is_retried_after_the_delay_on(false);
+    a_failed_attempt_is_retried_after_the_delay_on(false, Via::Api);
+}
+
+#[test]
+fn a_failed_attempt_is_retried_after_the_delay_direct() {
+    a_failed_attempt_is_retried_after_the_delay_on(false, Via::Direct);
 }
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn a_failed_attempt_is_retried_after_the_delay_on_aws() {
-    a_failed_attempt_is_retried_after_the_delay_on(true);
+    a_failed_attempt_is_retried_after_the_delay_on(true, Via::Direct);
 }
 
-fn a_failed_attempt_is_retried_after_the_delay_on(aws: bool) {
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn a_failed_attempt_is_retried_after_the_delay_on_aws_via_api() {
+    a_failed_attempt_is_retried_after_the_delay_on(true, Via::Api);
+}
+
+fn a_failed_attempt_is_retried_after_the_delay_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     build(
@@ -400,7 +502,7 @@ fn a_failed_attempt_is_retried_after_the_delay_on(aws: bool) {
         "fail-first",
         &["--retries", "2", "--retry-delay", "1"],
     );
-    let _agent = s.agent(&[]);
+    let _agent = start_agent(&s, via, &[]);
     let id = s.create_run("flow/flaky", json!({"parameters": {"x": 1}}));
     let failed = s.wait_state(&id, "failed", LONG);
     assert_eq!(failed["exit_code"], 3);
@@ -635,16 +737,27 @@ fn ferry_dev_runs_api_tick_and_agent_in_one_process() {
 
 #[test]
 fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue() {
-    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(false);
+    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(false, Via::Api);
+}
+
+#[test]
+fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_direct() {
+    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(false, Via::Direct);
 }
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
 fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on_aws() {
-    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(true);
+    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(true, Via::Direct);
 }
 
-fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(aws: bool) {
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on_aws_via_api() {
+    a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(true, Via::Api);
+}
+
+fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(aws: bool, via: Via) {
     let s = Server::start_on(aws);
     let proj = project(&s);
     // A: limit 1, 30 runs of 3 s each, due first. B: 3 trivial runs due after them.
@@ -663,10 +776,182 @@ fn a_deployment_at_its_limit_does_not_starve_the_others_in_its_queue_on(aws: boo
     let quick: Vec<String> = (0..3)
         .map(|_| s.create_run("flow/quick", json!({})))
         .collect();
-    let _agent = s.agent(&["--limit", "4"]);
+    let _agent = start_agent(&s, via, &["--limit", "4"]);
     // Old behaviour: the agent only looked at the first `free * 2 + 4` due runs, all of the
     // hog, and B waited behind ~90 s of them. B must start at once.
     for id in &quick {
         s.wait_state(id, "completed", Duration::from_secs(10));
     }
+}
+
+/// Runs `ferry agent start ARGS` with the environment `env` (and FERRY_LOG=warn) and no server;
+/// returns the child with piped stdout and stderr.
+fn bare_agent(env: &[(&str, &str)], args: &[&str]) -> std::process::Child {
+    std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["agent", "start", "--poll-interval", "0.1", "--lease", "3"])
+        .args(args)
+        .env_remove("FERRY_API_TOKEN")
+        .env_remove("FERRY_BACKEND")
+        .env("FERRY_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning ferry agent")
+}
+
+/// Reads `pipe` line by line into a shared buffer (so a test can look while the agent runs).
+fn collect(pipe: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut t = sink.lock().unwrap();
+            t.push_str(&line);
+            t.push('\n');
+        }
+    });
+    text
+}
+
+#[test]
+fn an_agent_that_cannot_reach_its_api_says_so_retries_and_works_once_the_server_is_up() {
+    // A free port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let home = tempfile::tempdir().unwrap();
+    let mut child = bare_agent(
+        &[
+            ("FERRY_API_URL", url.as_str()),
+            ("FERRY_HOME", home.path().to_str().unwrap()),
+        ],
+        &["--name", "patient"],
+    );
+    let stderr = collect(child.stderr.take().unwrap());
+    let stdout = collect(child.stdout.take().unwrap());
+    let waited = std::time::Instant::now();
+    loop {
+        let text = stderr.lock().unwrap().clone();
+        if text.matches("cannot reach the Ferry API").count() >= 2 {
+            assert!(
+                text.contains(&url) && text.contains("retrying in"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "no retried 'cannot reach' message: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !stdout.lock().unwrap().contains("serving"),
+        "the agent said it started without an API"
+    );
+    // The server comes up on that port: the agent connects (within its 30 s backoff cap)
+    // and runs a run.
+    let s = Server::start_with(
+        &["--tick-interval", "200ms", "--port", &port.to_string()],
+        &[],
+    );
+    assert_eq!(s.url, url);
+    let proj = project(&s);
+    build(&s, &proj, "late", "none", &[]);
+    let id = s.create_run("flow/late", json!({}));
+    let r = s.wait_state(&id, "completed", Duration::from_secs(60));
+    assert_eq!(r["lease"], Value::Null);
+    let out = stdout.lock().unwrap().clone();
+    assert!(out.contains("through the API at"), "{out}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn an_agent_with_a_wrong_token_fails_naming_ferry_api_token() {
+    let s = Server::start_with(
+        &["--tick-interval", "200ms"],
+        &[("FERRY_API_TOKEN", "right-token")],
+    );
+    let mut child = bare_agent(
+        &[
+            ("FERRY_API_URL", s.url.as_str()),
+            ("FERRY_API_TOKEN", "wrong-token"),
+            ("FERRY_HOME", s.home.path().to_str().unwrap()),
+        ],
+        &[],
+    );
+    let stderr = collect(child.stderr.take().unwrap());
+    let status = s.wait_for(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(!status.success());
+    let text = stderr.lock().unwrap().clone();
+    assert!(
+        text.contains("FERRY_API_TOKEN") && text.contains("HTTP 401"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_direct_agent_refuses_a_ferry_home_without_a_database() {
+    let home = tempfile::tempdir().unwrap();
+    let missing = home.path().join("typo");
+    let out = std::process::Command::new(ferry_tests::ferry_bin())
+        .args(["agent", "start", "--via", "direct"])
+        .env("FERRY_HOME", &missing)
+        .env_remove("FERRY_BACKEND")
+        .env("FERRY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no Ferry database at")
+            && err.contains(missing.to_str().unwrap())
+            && err.contains("ferry server start"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "the agent created {}", missing.display());
+}
+
+#[test]
+fn a_prefetched_run_does_not_hold_a_limited_slot_that_a_due_run_needs() {
+    a_prefetched_run_does_not_hold_a_limited_slot_that_a_due_run_needs_via(Via::Api);
+}
+
+#[test]
+fn a_prefetched_run_does_not_hold_a_limited_slot_that_a_due_run_needs_direct() {
+    a_prefetched_run_does_not_hold_a_limited_slot_that_a_due_run_needs_via(Via::Direct);
+}
+
+fn a_prefetched_run_does_not_hold_a_limited_slot_that_a_due_run_needs_via(via: Via) {
+    let s = Server::start();
+    let proj = project(&s);
+    s.ok(&["work-queue", "create", "one", "--limit", "1"]);
+    build(&s, &proj, "one", "none", &["-q", "one"]);
+    let scheduled = s.create_run("flow/one", json!({"start_in_seconds": 10}));
+    let _agent = start_agent(&s, via, &["-q", "one", "--prefetch", "15"]);
+    // The agent polls a few times with the scheduled run inside its look-ahead.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        s.run(&scheduled)["state"],
+        "scheduled",
+        "claimed ahead into the queue's only slot"
+    );
+    let adhoc = s.create_run("flow/one", json!({}));
+    let done = s.wait_state(&adhoc, "completed", Duration::from_secs(8));
+    let due = s.run(&scheduled);
+    let ended = chrono::DateTime::parse_from_rfc3339(done["ended_at"].as_str().unwrap()).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(due["scheduled_time"].as_str().unwrap()).unwrap();
+    assert!(
+        ended < at,
+        "the ad-hoc run ended at {ended}, after the scheduled one's time {at}"
+    );
+    assert_eq!(due["state"], "scheduled");
+    // The scheduled run still runs, once due.
+    s.wait_state(&scheduled, "completed", Duration::from_secs(30));
 }

@@ -5,17 +5,23 @@ use ferry_agent::{Agent, AgentConfig, OneShotEnd, ProcessGuard};
 use ferry_app::{Ferry, Settings};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{AgentArgs, AgentCmd, ExecuteArgs};
+use crate::agent_client::ApiPlane;
+use crate::args::{AgentArgs, AgentCmd, AgentStartArgs, ExecuteArgs, Via};
+use crate::client::Client;
 use crate::server::{backend, build_ferry, ferry_home, init_tracing, shutdown_signal};
 
 fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "agent".into());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", ferry_agent::host_name(), std::process::id())
+}
+
+/// An agent name the API takes: 1 to 200 bytes, no control characters.
+fn check_name(name: &str) -> Result<()> {
+    let max = ferry_api::agent_api::MAX_AGENT_NAME;
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= max && !name.chars().any(char::is_control),
+        "--name: an agent name has 1 to {max} bytes and no control characters"
+    );
+    Ok(())
 }
 
 /// The agent configuration the flags describe.
@@ -27,12 +33,9 @@ pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
         .map(|q| ferry_core::QueueName::parse("--work-queue", q))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut cfg = one_run_config(
-        args.name.clone().unwrap_or_else(default_name),
-        args.lease,
-        args.kill_grace,
-        args.shutdown_grace,
-    )?;
+    let name = args.name.clone().unwrap_or_else(default_name);
+    check_name(&name)?;
+    let mut cfg = one_run_config(name, args.lease, args.kill_grace, args.shutdown_grace)?;
     cfg.queues = queues;
     cfg.limit = args.limit;
     cfg.poll_interval = args.poll_interval.max(std::time::Duration::from_millis(10));
@@ -110,7 +113,7 @@ async fn execute(args: ExecuteArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{}-run-{id}-launch-{}", default_name(), args.launch));
     let cfg = one_run_config(name, args.lease, args.kill_grace, args.shutdown_grace)?;
-    let ferry = lease_of(build_ferry(backend()?).await?, args.lease)?;
+    let ferry = lease_of(direct_ferry().await?, args.lease)?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -154,40 +157,118 @@ pub struct Exit {
     pub message: String,
 }
 
-pub async fn run(cmd: AgentCmd) -> Result<()> {
-    let args = match cmd {
-        AgentCmd::Start(args) => args,
-        AgentCmd::Execute(args) => return execute(args).await,
-        AgentCmd::Ls { work_queue, out } => {
-            return super::queue::agent_ls(work_queue.as_deref(), out.json).await
-        }
-        AgentCmd::Guard { kill_grace } => {
-            ferry_agent::guard::serve(std::io::stdin().lock(), kill_grace);
-            return Ok(());
-        }
-    };
-    init_tracing();
-    let cfg = config(&args)?;
-    let ferry = with_lease(build_ferry(backend()?).await?, &args)?;
-    for q in &cfg.queues {
-        if let Err(ferry_app::AppError::NotFound { .. }) = ferry.get_queue(q).await {
-            tracing::warn!(queue = %q, "work queue does not exist (yet): create it with `ferry work-queue create {q}`");
+/// The use cases over the store this process reaches itself (FERRY_BACKEND). On the embedded
+/// backend, FERRY_HOME must hold a database already: an agent never creates an empty one.
+async fn direct_ferry() -> Result<Ferry> {
+    let backend = backend()?;
+    if backend == ferry_api::Backend::Embedded {
+        let home = ferry_home()?;
+        let db = home.join("ferry.db");
+        anyhow::ensure!(
+            db.exists(),
+            "no Ferry database at {}: start `ferry server start` there or set FERRY_HOME (or run the agent through the API: `ferry agent start --via api` with FERRY_API_URL)",
+            db.display()
+        );
+    }
+    build_ferry(backend).await
+}
+
+/// Waits until the API at `plane` answers and takes the agent's credentials, saying so on
+/// each failure and retrying with a pause that doubles up to 30 s. `Ok(false)`: stopped by a
+/// signal meanwhile. Refused credentials or a URL that is no Ferry API end it with an error.
+async fn connect(plane: &ApiPlane, shutdown: &CancellationToken) -> Result<bool> {
+    let mut failures = 0;
+    loop {
+        match plane.health().await {
+            Ok(_) => return Ok(true),
+            Err(ferry_agent::PlaneError::Unavailable(why)) => {
+                let pause = ferry_agent::failure_pause(std::time::Duration::ZERO, failures);
+                failures += 1;
+                tracing::warn!(
+                    "cannot reach the Ferry API at {}: {why}; retrying in {}s",
+                    plane.url(),
+                    pause.as_secs()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return Ok(false),
+                }
+            }
+            Err(ferry_agent::PlaneError::NotFound(why)) => anyhow::bail!(
+                "FERRY_API_URL={} is not a Ferry API ({why}): set FERRY_API_URL to the address `ferry server start` prints, or the API URL of `ferry aws deploy`",
+                plane.url()
+            ),
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
         }
     }
+}
+
+/// `ferry agent start`.
+async fn start(args: AgentStartArgs) -> Result<()> {
+    init_tracing();
+    let cfg = config(&args.agent)?;
+    let via = match args.via {
+        Some(v) => v,
+        None if backend()? == ferry_api::Backend::Aws => Via::Direct,
+        None => Via::Api,
+    };
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         trigger.cancel();
     });
+    let (agent, through) = match via {
+        Via::Direct => {
+            let ferry = with_lease(direct_ferry().await?, &args.agent)?;
+            for q in &cfg.queues {
+                if let Err(ferry_app::AppError::NotFound { .. }) = ferry.get_queue(q).await {
+                    tracing::warn!(queue = %q, "work queue does not exist (yet): create it with `ferry work-queue create {q}`");
+                }
+            }
+            let through = match backend()? {
+                ferry_api::Backend::Aws => "directly (DynamoDB and S3)".to_owned(),
+                ferry_api::Backend::Embedded => {
+                    format!("directly (FERRY_HOME={})", ferry_home()?.display())
+                }
+            };
+            (Agent::new(ferry, cfg.clone()), through)
+        }
+        Via::Api => {
+            let plane = ApiPlane::new(Client::from_env()?, cfg.name.clone(), args.agent.lease);
+            if !connect(&plane, &shutdown).await? {
+                println!("Agent stopped before it reached the API: 0 runs claimed, 0 finished");
+                return Ok(());
+            }
+            let through = format!("through the API at {}", plane.url());
+            (Agent::with_plane(Arc::new(plane), cfg.clone()), through)
+        }
+    };
+    let queues: Vec<String> = cfg.queues.iter().map(ToString::to_string).collect();
     println!(
-        "Agent {} serving {:?} (limit {})",
-        cfg.name, cfg.queues, cfg.limit
+        "Agent {} serving {} (limit {}) {through}",
+        cfg.name,
+        queues.join(", "),
+        cfg.limit
     );
-    let report = Agent::new(ferry, cfg).run(shutdown).await;
+    let report = agent.run(shutdown).await;
     println!(
         "Agent stopped: {} runs claimed, {} finished",
         report.claimed, report.finished
     );
     Ok(())
+}
+
+pub async fn run(cmd: AgentCmd) -> Result<()> {
+    match cmd {
+        AgentCmd::Start(args) => start(args).await,
+        AgentCmd::Execute(args) => execute(args).await,
+        AgentCmd::Ls { work_queue, out } => {
+            super::queue::agent_ls(work_queue.as_deref(), out.json).await
+        }
+        AgentCmd::Guard { kill_grace } => {
+            ferry_agent::guard::serve(std::io::stdin().lock(), kill_grace);
+            Ok(())
+        }
+    }
 }

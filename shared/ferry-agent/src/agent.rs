@@ -1,17 +1,18 @@
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ferry_app::{AppError, Claim, Ferry};
-use ferry_core::{Deployment, FlowRun, WorkQueue};
+use ferry_app::Ferry;
+use ferry_core::agent::AgentPresence;
+use ferry_core::{Deployment, FlowRun};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle_cache::BundleCache;
 use crate::lifecycle::{execute, RunContext};
+use crate::plane::{ClaimRequest, ControlPlane, Direct, PlaneError};
 
 /// How an agent works.
 #[derive(Debug, Clone)]
@@ -52,9 +53,15 @@ pub struct AgentReport {
     pub finished: usize,
 }
 
+/// How often at most an agent reports its presence.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(10);
+
+/// Longest pause between polls after failures (the API unreachable, the store busy).
+const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(30);
+
 /// A long-running agent.
 pub struct Agent {
-    ferry: Ferry,
+    plane: Arc<dyn ControlPlane>,
     cfg: Arc<AgentConfig>,
     cache: Arc<BundleCache>,
     active: Arc<AtomicUsize>,
@@ -62,11 +69,16 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent over the use cases of `ferry`.
+    /// An agent over the use cases of `ferry`, in-process (the direct path).
     pub fn new(ferry: Ferry, cfg: AgentConfig) -> Self {
+        Self::with_plane(Arc::new(Direct::new(ferry)), cfg)
+    }
+
+    /// An agent that reaches the control plane through `plane`.
+    pub fn with_plane(plane: Arc<dyn ControlPlane>, cfg: AgentConfig) -> Self {
         let cache = Arc::new(BundleCache::new(cfg.cache_dir.clone()));
         Self {
-            ferry,
+            plane,
             cfg: Arc::new(cfg),
             cache,
             active: Arc::new(AtomicUsize::new(0)),
@@ -80,31 +92,50 @@ impl Agent {
     }
 
     /// Polls and runs until `shutdown` fires, then stops claiming, gives back prefetched runs,
-    /// lets running ones finish within the shutdown grace and kills the rest.
+    /// lets running ones finish within the shutdown grace and kills the rest. A poll that
+    /// fails is retried after a pause that doubles with each failure in a row (up to 30 s).
     pub async fn run(self, shutdown: CancellationToken) -> AgentReport {
         let kill = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut report = AgentReport::default();
-        tracing::info!(agent = %self.cfg.name, queues = ?self.cfg.queues, limit = self.cfg.limit, "agent started");
+        let mut failures = 0u32;
+        let mut presence_due = Instant::now();
+        tracing::info!(agent = %self.cfg.name, queues = ?self.cfg.queues, limit = self.cfg.limit, path = ?self.plane.path(), "agent started");
         while !shutdown.is_cancelled() {
             while let Some(done) = tasks.try_join_next() {
                 if matches!(done, Ok(true)) {
                     report.finished += 1;
                 }
             }
-            let claimed = match self.poll_once(&mut tasks, &shutdown, &kill).await {
-                Ok(n) => n,
+            if Instant::now() >= presence_due {
+                presence_due = Instant::now() + PRESENCE_EVERY;
+                self.report_presence().await;
+            }
+            let (claimed, pause) = match self.poll_once(&mut tasks, &shutdown, &kill).await {
+                Ok(n) => {
+                    if failures > 0 {
+                        tracing::info!("polling again: the control plane answers");
+                    }
+                    failures = 0;
+                    (n, self.cfg.poll_interval)
+                }
                 Err(e) => {
-                    tracing::warn!(error = %ferry_core::error::error_chain(&e), "poll failed; retrying");
-                    0
+                    let pause = failure_pause(self.cfg.poll_interval, failures);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(
+                        "poll failed: {}; retrying in {:.1}s",
+                        ferry_core::error::error_chain(&e),
+                        pause.as_secs_f64()
+                    );
+                    (0, pause)
                 }
             };
             report.claimed += claimed;
             let full = self.active.load(Ordering::SeqCst) >= self.cfg.limit;
             if claimed == 0 || full {
                 tokio::select! {
-                    _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = self.wake.notified(), if failures == 0 => {}
                     _ = shutdown.cancelled() => {}
                 }
             }
@@ -134,88 +165,54 @@ impl Agent {
         report
     }
 
-    /// One poll: claims what fits under `limit` from the queues, by priority, and starts a task
-    /// per claimed run. Returns how many were claimed.
+    /// Reports this agent's presence; a control plane that does not take it (an API without
+    /// the agents endpoint) is no reason to stop working.
+    async fn report_presence(&self) {
+        let presence = AgentPresence {
+            name: self.cfg.name.clone(),
+            queues: self.cfg.queues.clone(),
+            host: host_name(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            limit: u32::try_from(self.cfg.limit).unwrap_or(u32::MAX),
+            running: u32::try_from(self.active.load(Ordering::SeqCst)).unwrap_or(u32::MAX),
+            path: self.plane.path(),
+        };
+        if let Err(e) = self.plane.report_presence(&presence).await {
+            tracing::warn!(error = %ferry_core::error::error_chain(&e), "presence not recorded (`ferry agent ls` will not show this agent)");
+        }
+    }
+
+    /// One poll: claims what fits under `limit` from the queues (one call of the control
+    /// plane's claim, [`ferry_app::Ferry::claim_batch`]) and starts a task per claimed run.
+    /// Returns how many were claimed.
     pub async fn poll_once(
         &self,
         tasks: &mut JoinSet<bool>,
         shutdown: &CancellationToken,
         kill: &CancellationToken,
-    ) -> Result<usize, AppError> {
-        let queues = self.ferry.queues_to_serve(&self.cfg.queues).await?;
-        let mut claimed = 0;
-        let horizon =
-            self.ferry.now() + chrono::Duration::from_std(self.cfg.prefetch).unwrap_or_default();
-        for q in queues {
-            if self.free() == 0 {
-                break;
-            }
-            claimed += self.claim_from(&q, horizon, tasks, shutdown, kill).await?;
+    ) -> Result<usize, PlaneError> {
+        let free = self.free();
+        if free == 0 {
+            return Ok(0);
         }
-        Ok(claimed)
+        let req = ClaimRequest {
+            agent: self.cfg.name.clone(),
+            queues: self.cfg.queues.clone(),
+            prefetch: self.cfg.prefetch,
+            free,
+        };
+        let claimed = self.plane.claim(&req).await?;
+        let n = claimed.len();
+        for (run, deployment) in claimed {
+            self.spawn_run(run, deployment, tasks, shutdown, kill);
+        }
+        Ok(n)
     }
 
     fn free(&self) -> usize {
         self.cfg
             .limit
             .saturating_sub(self.active.load(Ordering::SeqCst))
-    }
-
-    /// Claims what fits from one queue. Runs of a deployment found at its concurrency limit
-    /// are skipped for the rest of this poll and the due index is read on past them (page by
-    /// page, up to [`SCAN_BUDGET`] runs), so one deployment at its limit never starves the
-    /// others behind it in the queue.
-    async fn claim_from(
-        &self,
-        q: &WorkQueue,
-        horizon: chrono::DateTime<chrono::Utc>,
-        tasks: &mut JoinSet<bool>,
-        shutdown: &CancellationToken,
-        kill: &CancellationToken,
-    ) -> Result<usize, AppError> {
-        let mut claimed = 0;
-        let mut full_deployments = HashSet::new();
-        let mut after: Option<FlowRun> = None;
-        let mut scanned = 0;
-        loop {
-            let free = self.free();
-            if free == 0 {
-                return Ok(claimed);
-            }
-            let want = if after.is_none() { free * 2 + 4 } else { 100 };
-            let page = self
-                .ferry
-                .claimable_runs(&q.name, horizon, after.as_ref(), want)
-                .await?;
-            scanned += page.len();
-            let exhausted = page.len() < want;
-            after = page.last().cloned();
-            let mut skipped = false;
-            for run in spread(page, self.ferry.now()) {
-                if self.free() == 0 {
-                    return Ok(claimed);
-                }
-                if full_deployments.contains(&run.deployment) {
-                    skipped = true;
-                    continue;
-                }
-                match self.ferry.claim_in(&run, &self.cfg.name, Some(q)).await? {
-                    Claim::Claimed(run, deployment) => {
-                        claimed += 1;
-                        self.spawn_run(*run, *deployment, tasks, shutdown, kill);
-                    }
-                    Claim::SlotFull(key) if key == q.slot_key() => return Ok(claimed),
-                    Claim::SlotFull(_) => {
-                        full_deployments.insert(run.deployment.clone());
-                        skipped = true;
-                    }
-                    Claim::Lost => skipped = true,
-                }
-            }
-            if exhausted || !skipped || scanned >= SCAN_BUDGET {
-                return Ok(claimed);
-            }
-        }
     }
 
     fn spawn_run(
@@ -228,7 +225,7 @@ impl Agent {
     ) {
         self.active.fetch_add(1, Ordering::SeqCst);
         let ctx = RunContext {
-            ferry: self.ferry.clone(),
+            plane: self.plane.clone(),
             cfg: self.cfg.clone(),
             cache: self.cache.clone(),
             shutdown: shutdown.clone(),
@@ -245,15 +242,33 @@ impl Agent {
     }
 }
 
-/// Most due runs one poll reads from a queue while looking past runs it cannot start.
-const SCAN_BUDGET: usize = 2_000;
+/// The pause after the `failures`-th failed poll in a row: the poll interval doubled per
+/// failure, at least 1 s, at most [`MAX_FAILURE_PAUSE`].
+pub fn failure_pause(poll_interval: Duration, failures: u32) -> Duration {
+    let base = poll_interval.max(Duration::from_secs(1));
+    base.saturating_mul(2u32.saturating_pow(failures.min(16)))
+        .min(MAX_FAILURE_PAUSE)
+}
 
-/// Runs already due in random order (so agents polling the same queue do not all race for the
-/// same head-of-queue runs), then the prefetched ones in time order.
-fn spread(runs: Vec<FlowRun>, now: chrono::DateTime<chrono::Utc>) -> Vec<FlowRun> {
-    let (mut due, later): (Vec<_>, Vec<_>) =
-        runs.into_iter().partition(|r| r.scheduled_time <= now);
-    due.sort_by_cached_key(|_| uuid::Uuid::new_v4());
-    due.extend(later);
-    due
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_after_failed_polls_doubles_from_one_second_up_to_thirty() {
+        let p = Duration::from_millis(100);
+        let secs: Vec<u64> = (0..7).map(|n| failure_pause(p, n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(failure_pause(p, u32::MAX), MAX_FAILURE_PAUSE);
+    }
 }

@@ -1,7 +1,9 @@
 use std::path::{Path, PathBuf};
 
 use ferry_core::digest::BundleDigest;
-use ferry_core::ports::{CodeStore, CodeStoreError};
+use ferry_core::ports::CodeStoreError;
+
+use crate::plane::{ControlPlane, PlaneError};
 
 /// Why a run's bundle could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +16,7 @@ pub(crate) enum BundleCacheError {
     Fetch {
         sha256: String,
         #[source]
-        source: CodeStoreError,
+        source: PlaneError,
     },
     /// The code store does not hold it.
     #[error(
@@ -44,7 +46,7 @@ impl BundleCache {
     /// (then cached).
     pub(crate) async fn get(
         &self,
-        code: &dyn CodeStore,
+        plane: &dyn ControlPlane,
         sha256: &str,
     ) -> Result<Vec<u8>, BundleCacheError> {
         let digest = BundleDigest::parse(sha256).map_err(BundleCacheError::Invalid)?;
@@ -55,8 +57,8 @@ impl BundleCache {
             }
             tracing::warn!(path = %path.display(), "cached bundle is corrupt; fetching it again");
         }
-        let bytes = code
-            .get_bundle(&digest)
+        let bytes = plane
+            .bundle(&digest)
             .await
             .map_err(|source| BundleCacheError::Fetch {
                 sha256: sha256.to_owned(),

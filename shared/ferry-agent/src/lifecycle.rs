@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_app::{Ferry, Heartbeat};
+use ferry_app::Heartbeat;
 use ferry_core::deployment::{Deployment, Infrastructure};
 use ferry_core::ports::{LogLine, LogStream};
 use ferry_core::state::RunEvent;
@@ -17,10 +17,11 @@ use tracing::Instrument;
 
 use crate::agent::AgentConfig;
 use crate::bundle_cache::BundleCache;
+use crate::plane::{ControlPlane, PlaneError};
 use crate::process::{self, ExecOutcome, ExecSpec, OutputLine, Stream};
 
 pub(crate) struct RunContext {
-    pub ferry: Ferry,
+    pub plane: Arc<dyn ControlPlane>,
     pub cfg: Arc<AgentConfig>,
     pub cache: Arc<BundleCache>,
     /// The agent stops claiming: prefetched runs not yet started are given back.
@@ -54,11 +55,11 @@ pub(crate) async fn execute(ctx: RunContext, run: FlowRun, deployment: Deploymen
 
 async fn log(ctx: &RunContext, run: &FlowRun, line: String) {
     let l = LogLine {
-        at: ctx.ferry.now(),
+        at: ctx.plane.now(),
         stream: LogStream::Ferry,
         line,
     };
-    if let Err(e) = ctx.ferry.logs.append(run.id, &[l]).await {
+    if let Err(e) = ctx.plane.append_logs(run, &[l]).await {
         tracing::warn!(error = %ferry_core::error::error_chain(&e), "cannot write the run log");
     }
 }
@@ -67,12 +68,12 @@ async fn execute_inner(
     ctx: &RunContext,
     mut run: FlowRun,
     deployment: Deployment,
-) -> Result<bool, ferry_app::AppError> {
+) -> Result<bool, PlaneError> {
     // A prefetched run starts at its scheduled time, not before; its lease is renewed meanwhile.
     let mut hb = tokio::time::interval(ctx.cfg.heartbeat_every);
     hb.tick().await;
     loop {
-        let wait = (run.scheduled_time - ctx.ferry.now())
+        let wait = (run.scheduled_time - ctx.plane.now())
             .to_std()
             .unwrap_or_default();
         if wait.is_zero() {
@@ -81,11 +82,11 @@ async fn execute_inner(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = ctx.shutdown.cancelled() => {
-                ctx.ferry.release(run).await?;
+                ctx.plane.release(&run).await?;
                 tracing::info!("agent shutting down: released the run before its start");
                 return Ok(false);
             }
-            _ = hb.tick() => match ctx.ferry.heartbeat(run).await? {
+            _ = hb.tick() => match ctx.plane.heartbeat(&run).await? {
                 Heartbeat::Renewed(r) => run = *r,
                 Heartbeat::CancelRequested(r) | Heartbeat::Lost(r) => {
                     // Cancelled while pending: it is already final (or someone else's).
@@ -102,7 +103,7 @@ async fn execute_inner(
     let cwd = match &deployment.spec.bundle {
         Some(b) => {
             log(ctx, &run, format!("fetching bundle sha256 {}", b.sha256)).await;
-            let bytes = match ctx.cache.get(ctx.ferry.code.as_ref(), &b.sha256).await {
+            let bytes = match ctx.cache.get(ctx.plane.as_ref(), &b.sha256).await {
                 Ok(bytes) => bytes,
                 Err(e) => return fail(ctx, run, None, ferry_core::error::error_chain(&e)).await,
             };
@@ -110,7 +111,11 @@ async fn execute_inner(
             let unpacked =
                 tokio::task::spawn_blocking(move || ferry_bundle::unpack_into(&bytes, &dest))
                     .await
-                    .map_err(|e| ferry_app::AppError::Internal(format!("bundle unpacking: {e}")))?;
+                    .map_err(|e| {
+                        PlaneError::App(ferry_app::AppError::Internal(format!(
+                            "bundle unpacking: {e}"
+                        )))
+                    })?;
             if let Err(e) = unpacked {
                 let reason = format!("bundle rejected: {}", ferry_core::error::error_chain(&e));
                 return fail(ctx, run, None, reason).await;
@@ -151,8 +156,7 @@ async fn execute_inner(
         kill_grace: ctx.cfg.kill_grace,
     };
 
-    let location = Some(ctx.ferry.logs.location(run.id));
-    let Some(started) = ctx.ferry.start(run.clone(), location).await? else {
+    let Some(started) = ctx.plane.start(&run).await? else {
         tracing::info!("run was cancelled before it started");
         return Ok(false);
     };
@@ -160,7 +164,7 @@ async fn execute_inner(
     tracing::info!("run started");
 
     let (tx, rx) = mpsc::channel::<OutputLine>(1024);
-    let writer = tokio::spawn(write_logs(ctx.ferry.clone(), run.id, rx));
+    let writer = tokio::spawn(write_logs(ctx.plane.clone(), run.clone(), rx));
     let cancel = CancellationToken::new();
     let (guard, group) = (ctx.cfg.guard.clone(), Arc::new(AtomicU32::new(0)));
     let started_group = group.clone();
@@ -176,7 +180,7 @@ async fn execute_inner(
     let outcome = loop {
         tokio::select! {
             o = &mut exec_fut => break o,
-            _ = hb.tick() => match ctx.ferry.heartbeat(run.clone()).await {
+            _ = hb.tick() => match ctx.plane.heartbeat(&run).await {
                 Ok(Heartbeat::Renewed(r)) => run = *r,
                 Ok(Heartbeat::CancelRequested(r)) => {
                     run = *r;
@@ -205,9 +209,18 @@ async fn execute_inner(
     if let (Some(g), pid @ 1..) = (&ctx.cfg.guard, group.load(Ordering::SeqCst)) {
         g.release(pid); // process::run has killed what was left of the group
     }
-    if let Err(e) = writer.await {
-        tracing::error!(error = %e, "the log writer failed");
-    }
+    let last_stderr = match writer.await {
+        Ok(last) => last,
+        Err(e) => {
+            tracing::error!(error = %e, "the log writer failed");
+            None
+        }
+    };
+    // A Python flow that raised ends its stderr with the exception ("ValueError: bad input").
+    let python_error = match entry {
+        ferry_core::deployment::Entrypoint::Python { .. } => last_stderr,
+        _ => None,
+    };
     drop(work);
 
     let event = match (&outcome, stop) {
@@ -221,7 +234,10 @@ async fn execute_inner(
         (ExecOutcome::Exited(0), _) => RunEvent::Complete,
         (ExecOutcome::Exited(code), _) => RunEvent::Fail {
             exit_code: Some(*code),
-            reason: format!("exit code {code}"),
+            reason: match &python_error {
+                Some(e) => format!("{e} (exit code {code})"),
+                None => format!("exit code {code}"),
+            },
         },
         (ExecOutcome::Signaled(sig), _) => RunEvent::Fail {
             exit_code: None,
@@ -239,7 +255,7 @@ async fn execute_inner(
             reason: m.clone(),
         },
     };
-    let done = ctx.ferry.finish(run.clone(), event).await?;
+    let done = ctx.plane.finish(&run, event).await?;
     log(
         ctx,
         &done,
@@ -277,47 +293,91 @@ async fn fail(
     run: FlowRun,
     exit_code: Option<i32>,
     reason: String,
-) -> Result<bool, ferry_app::AppError> {
+) -> Result<bool, PlaneError> {
     log(ctx, &run, reason.clone()).await;
     tracing::warn!(%reason, "run failed before its process started");
     let done = ctx
-        .ferry
-        .finish(run, RunEvent::Fail { exit_code, reason })
+        .plane
+        .finish(&run, RunEvent::Fail { exit_code, reason })
         .await?;
     Ok(done.state.is_terminal())
 }
 
-/// Forwards output lines to the log sink in batches (every 200 ms or 500 lines).
-async fn write_logs(ferry: Ferry, run: ferry_core::RunId, mut rx: mpsc::Receiver<OutputLine>) {
+/// Longest exception line kept in a state message.
+const MAX_ERROR_LINE: usize = 500;
+
+/// The last stderr line worth quoting in a state message: not blank, not indented (a
+/// traceback's frames are), not the traceback's header; cut to [`MAX_ERROR_LINE`] bytes.
+fn error_line(line: &str) -> Option<String> {
+    let line = line.trim_end();
+    if line.is_empty() || line.starts_with(char::is_whitespace) || line.starts_with("Traceback ") {
+        return None;
+    }
+    let mut end = line.len().min(MAX_ERROR_LINE);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(line[..end].to_owned())
+}
+
+/// Forwards output lines to the log sink in batches (every 200 ms or 500 lines). Returns the
+/// last stderr line worth quoting (see [`error_line`]).
+async fn write_logs(
+    plane: Arc<dyn ControlPlane>,
+    run: FlowRun,
+    mut rx: mpsc::Receiver<OutputLine>,
+) -> Option<String> {
+    let mut last_error = None;
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             line = rx.recv() => match line {
                 Some(l) => {
+                    if l.stream == Stream::Stderr && !l.line.trim().is_empty() {
+                        last_error = error_line(&l.line);
+                    }
                     batch.push(LogLine {
                         at: l.at,
                         stream: match l.stream { Stream::Stdout => LogStream::Stdout, Stream::Stderr => LogStream::Stderr },
                         line: l.line,
                     });
                     if batch.len() >= 500 {
-                        flush(&ferry, run, &mut batch).await;
+                        flush(plane.as_ref(), &run, &mut batch).await;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => flush(&ferry, run, &mut batch).await,
+            _ = tick.tick() => flush(plane.as_ref(), &run, &mut batch).await,
         }
     }
-    flush(&ferry, run, &mut batch).await;
+    flush(plane.as_ref(), &run, &mut batch).await;
+    last_error
 }
 
-async fn flush(ferry: &Ferry, run: ferry_core::RunId, batch: &mut Vec<LogLine>) {
+async fn flush(plane: &dyn ControlPlane, run: &FlowRun, batch: &mut Vec<LogLine>) {
     if batch.is_empty() {
         return;
     }
-    if let Err(e) = ferry.logs.append(run, batch).await {
+    if let Err(e) = plane.append_logs(run, batch).await {
         tracing::warn!(error = %ferry_core::error::error_chain(&e), lines = batch.len(), "cannot write run logs; dropping this batch");
     }
     batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn the_exception_line_of_a_traceback_is_quoted_and_its_frames_are_not() {
+        assert_eq!(
+            error_line("ValueError: bad input").as_deref(),
+            Some("ValueError: bad input")
+        );
+        assert_eq!(error_line("  File \"x.py\", line 3, in main"), None);
+        assert_eq!(error_line("Traceback (most recent call last):"), None);
+        assert_eq!(error_line("   "), None);
+        assert_eq!(error_line(&"é".repeat(400)).unwrap().len(), 500);
+    }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::AgentConfig;
 use crate::bundle_cache::BundleCache;
 use crate::lifecycle::{execute, RunContext};
+use crate::plane::Direct;
 
 /// How a one-shot agent ended.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ pub async fn execute_launched(
         })
     };
     let ctx = RunContext {
-        ferry: ferry.clone(),
+        plane: Arc::new(Direct::new(ferry.clone())),
         cache: Arc::new(BundleCache::new(cfg.cache_dir.clone())),
         cfg: Arc::new(cfg),
         shutdown,

@@ -83,3 +83,90 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
         .unwrap_or_default();
     assert!(left.is_empty(), "work directories left behind: {left:?}");
 }
+
+/// The use cases over a fresh embedded store in `dir`.
+fn embedded(dir: &std::path::Path) -> Ferry {
+    Ferry::new(
+        Arc::new(SqliteStore::open(&dir.join("db")).unwrap()),
+        Arc::new(FsCodeStore::new(dir.join("bundles"))),
+        Arc::new(FsLogSink::new(dir.join("logs"))),
+        Arc::new(SystemClock),
+    )
+}
+
+#[tokio::test]
+async fn a_run_ahead_of_its_time_is_claimed_only_if_it_takes_no_limited_slot() {
+    use ferry_agent::{ClaimRequest, ControlPlane, Direct};
+    let dir = tempfile::tempdir().unwrap();
+    let ferry = embedded(dir.path());
+    ferry.ensure_default_queue().await.unwrap();
+    ferry.create_queue("narrow", Some(1), None).await.unwrap();
+    for (name, extra) in [
+        ("free", serde_json::json!({})),
+        ("limited", serde_json::json!({"concurrency_limit": 1})),
+        ("narrow", serde_json::json!({"work_queue": "narrow"})),
+    ] {
+        let mut spec = serde_json::json!({"flow": "f", "name": name, "entrypoint": "run.sh"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        ferry
+            .apply_deployment(serde_json::from_value(spec).unwrap())
+            .await
+            .unwrap();
+    }
+    let ahead = RunRequest {
+        start_in_seconds: Some(10),
+        ..RunRequest::default()
+    };
+    let mut later = std::collections::HashMap::new();
+    for name in ["free", "limited", "narrow"] {
+        let id = DeploymentId::new("f", name).unwrap();
+        let (run, _) = ferry.create_run(&id, ahead.clone()).await.unwrap();
+        later.insert(name, run.id);
+    }
+    let plane = Direct::new(ferry.clone());
+    let req = ClaimRequest {
+        agent: "a1".into(),
+        queues: vec![
+            ferry_core::QueueName::default_queue(),
+            ferry_core::QueueName::parse("q", "narrow").unwrap(),
+        ],
+        prefetch: Duration::from_secs(15),
+        free: 10,
+    };
+    let claimed = plane.claim(&req).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|(r, _)| r.id).collect();
+    assert_eq!(
+        ids,
+        [later["free"]],
+        "only the run that takes no limited slot is claimed ahead"
+    );
+    // Runs due now take the limited slots at once.
+    let mut due = Vec::new();
+    for name in ["limited", "narrow"] {
+        let id = DeploymentId::new("f", name).unwrap();
+        due.push(
+            ferry
+                .create_run(&id, RunRequest::default())
+                .await
+                .unwrap()
+                .0
+                .id,
+        );
+    }
+    let mut ids: Vec<_> = plane
+        .claim(&req)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.id)
+        .collect();
+    ids.sort();
+    due.sort();
+    assert_eq!(ids, due);
+    for name in ["limited", "narrow"] {
+        let r = ferry.get_run(later[name]).await.unwrap();
+        assert_eq!(r.state, StateType::Scheduled, "{name}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Ferry's JSON API under `/v1`, as a plain axum [`Router`]. `ferry server start` serves it on
 //! loopback; the Lambda entry point wraps the same router unchanged.
 
+pub mod agent_api;
 mod agents_api;
 mod auth;
 mod error;
@@ -120,6 +121,13 @@ impl std::str::FromStr for Backend {
         handlers::head_bundle,
         handlers::bundle_upload_url,
         handlers::get_bundle,
+        agent_api::claim,
+        agent_api::heartbeat,
+        agent_api::start,
+        agent_api::release,
+        agent_api::finish,
+        agent_api::append_logs,
+        agent_api::bundle_download_url,
     ),
     components(schemas(ErrorBody, ferry_core::infra::InfraKind)),
     modifiers(&AnyRouteErrors)
@@ -248,6 +256,7 @@ pub fn router(state: ApiState) -> Router {
                 .get(get_bundle),
         )
         .route("/bundles/{sha256}/upload-url", post(bundle_upload_url))
+        .merge(agent_api::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -2,18 +2,36 @@
 //! Every state change goes through `ferry_core::state::transition` and a version-conditional
 //! write; a lost race re-reads and decides again.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Duration, Utc};
 use ferry_core::deployment::Deployment;
 use ferry_core::ports::{ClaimOutcome, SlotTake, StoreError};
 use ferry_core::run::{FlowRun, RunLease};
 use ferry_core::state::{transition, RunEvent, StateType};
-use ferry_core::WorkQueue;
+use ferry_core::{RunId, WorkQueue};
 
 use crate::retry::{backoff, UNAVAILABLE_PAUSE_MAX_MS};
 use crate::tick::TickFailure;
 use crate::{AppError, Ferry};
 
 const RETRIES: usize = 8;
+
+/// How long after a run ended its log still takes lines from an agent (through the API).
+pub const LOG_GRACE_SECONDS: i64 = 60;
+
+/// Most waiting runs one poll reads from a queue while looking past runs it cannot start.
+pub const SCAN_BUDGET: usize = 2_000;
+
+/// Runs already due in random order (so agents polling the same queue do not all race for the
+/// same head-of-queue runs), then the prefetched ones in time order.
+fn spread(runs: Vec<FlowRun>, now: DateTime<Utc>) -> Vec<FlowRun> {
+    let (mut due, later): (Vec<_>, Vec<_>) =
+        runs.into_iter().partition(|r| r.scheduled_time <= now);
+    due.sort_by_cached_key(|_| uuid::Uuid::new_v4());
+    due.extend(later);
+    due
+}
 
 /// Result of a claim attempt.
 #[derive(Debug)]
@@ -100,8 +118,113 @@ impl Ferry {
         agent_id: &str,
         queue: Option<&WorkQueue>,
     ) -> Result<Claim, AppError> {
+        Ok(self
+            .claim_checked(run, agent_id, queue, true)
+            .await?
+            .unwrap_or(Claim::Lost))
+    }
+
+    /// One agent poll: claims for `agent_id` up to `free` runs due within `prefetch` from
+    /// `queues` (served in priority order), and returns them with their deployments. The one
+    /// claim loop of every agent, whether it calls this directly or through
+    /// `POST /v1/agents/{name}/claims`.
+    ///
+    /// Due runs are tried in random order (agents polling the same queue do not all race for
+    /// the head of it), then the prefetched ones in time order. A run that is not due yet is
+    /// claimed ahead only if it takes no limited slot (neither its queue nor its deployment
+    /// has a concurrency limit): a prefetched run never holds a slot that a run due now needs.
+    /// Runs of a deployment found at its limit are skipped for the rest of the poll and the
+    /// queue is read on past them (up to [`SCAN_BUDGET`] runs), so one deployment at its limit
+    /// never starves the others behind it.
+    pub async fn claim_batch(
+        &self,
+        agent_id: &str,
+        queues: &[ferry_core::QueueName],
+        prefetch: std::time::Duration,
+        free: usize,
+    ) -> Result<Vec<(FlowRun, Deployment)>, AppError> {
+        let mut claimed = Vec::new();
+        for q in self.queues_to_serve(queues).await? {
+            if claimed.len() >= free {
+                break;
+            }
+            self.claim_from(&q, agent_id, prefetch, free, &mut claimed)
+                .await?;
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_from(
+        &self,
+        q: &WorkQueue,
+        agent_id: &str,
+        prefetch: std::time::Duration,
+        free: usize,
+        claimed: &mut Vec<(FlowRun, Deployment)>,
+    ) -> Result<(), AppError> {
+        let now = self.now();
+        // A queue with a limit prefetches nothing: every run ahead would hold one of its slots.
+        let horizon = if q.concurrency_limit.is_some() {
+            now
+        } else {
+            now + Duration::from_std(prefetch).unwrap_or_default()
+        };
+        let mut full_deployments = HashSet::new();
+        let mut after: Option<FlowRun> = None;
+        let mut scanned = 0;
+        loop {
+            let left = free.saturating_sub(claimed.len());
+            if left == 0 {
+                return Ok(());
+            }
+            let want = if after.is_none() { left * 2 + 4 } else { 100 };
+            let page = self
+                .claimable_runs(&q.name, horizon, after.as_ref(), want)
+                .await?;
+            scanned += page.len();
+            let exhausted = page.len() < want;
+            after = page.last().cloned();
+            let mut skipped = false;
+            for run in spread(page, now) {
+                if claimed.len() >= free {
+                    return Ok(());
+                }
+                if full_deployments.contains(&run.deployment) {
+                    skipped = true;
+                    continue;
+                }
+                let ahead_into_limits = false;
+                match self
+                    .claim_checked(&run, agent_id, Some(q), ahead_into_limits)
+                    .await?
+                {
+                    Some(Claim::Claimed(run, deployment)) => claimed.push((*run, *deployment)),
+                    Some(Claim::SlotFull(key)) if key == q.slot_key() => return Ok(()),
+                    Some(Claim::SlotFull(_)) | None => {
+                        // At its limit, or limited and not due yet: its later runs wait too.
+                        full_deployments.insert(run.deployment.clone());
+                        skipped = true;
+                    }
+                    Some(Claim::Lost) => skipped = true,
+                }
+            }
+            if exhausted || !skipped || scanned >= SCAN_BUDGET {
+                return Ok(());
+            }
+        }
+    }
+
+    /// [`Ferry::claim_in`]; `None` when the run is not due yet, would take a limited slot,
+    /// and `ahead_into_limits` is false (nothing is written).
+    async fn claim_checked(
+        &self,
+        run: &FlowRun,
+        agent_id: &str,
+        queue: Option<&WorkQueue>,
+        ahead_into_limits: bool,
+    ) -> Result<Option<Claim>, AppError> {
         if !run.state.is_waiting() {
-            return Ok(Claim::Lost);
+            return Ok(Some(Claim::Lost));
         }
         let Some(deployment) = self.store.get_deployment(&run.deployment).await? else {
             // Deleted deployment: nothing can run this; cancel it so it leaves the queue.
@@ -114,12 +237,15 @@ impl Ferry {
                     Err(e) => return Err(e.into()),
                 }
             }
-            return Ok(Claim::Lost);
+            return Ok(Some(Claim::Lost));
         };
         let Some(slots) = slot_takes(run, queue, &deployment) else {
-            return Ok(Claim::Lost); // its queue is paused
+            return Ok(Some(Claim::Lost)); // its queue is paused
         };
         let now = self.now();
+        if !ahead_into_limits && run.scheduled_time > now && !slots.is_empty() {
+            return Ok(None);
+        }
         let claimed = transition(
             run,
             RunEvent::Claim {
@@ -129,13 +255,13 @@ impl Ferry {
             now,
         )
         .map_err(|e| AppError::Conflict(e.to_string()))?;
-        Ok(
+        Ok(Some(
             match self.store.claim_run(&claimed, run.version, &slots).await? {
                 ClaimOutcome::Claimed(r) => Claim::Claimed(r, Box::new(deployment)),
                 ClaimOutcome::Lost => Claim::Lost,
                 ClaimOutcome::SlotFull(k) => Claim::SlotFull(k),
             },
-        )
+        ))
     }
 
     /// Applies `event` to the run, re-reading on lost races. Returns the stored run, or the
@@ -310,6 +436,97 @@ impl Ferry {
             }
             None => self.store.update_run(next, held.version).await,
         }
+    }
+
+    /// Run `id` as stored, and whether `agent` holds its lease. The API's agent endpoints
+    /// act on the stored run, never on a copy the client sends.
+    async fn held_by(&self, id: RunId, agent: &str) -> Result<(FlowRun, bool), AppError> {
+        let run = self.get_run(id).await?;
+        let held = run.lease.as_ref().is_some_and(|l| l.agent_id == agent);
+        Ok((run, held))
+    }
+
+    /// [`Ferry::heartbeat`] of run `id` for `agent`: [`Heartbeat::Lost`] unless it holds it.
+    pub async fn heartbeat_held(&self, id: RunId, agent: &str) -> Result<Heartbeat, AppError> {
+        match self.held_by(id, agent).await? {
+            (run, true) => self.heartbeat(run).await,
+            (run, false) => Ok(Heartbeat::Lost(Box::new(run))),
+        }
+    }
+
+    /// [`Ferry::start`] of run `id` for `agent`, its log where this control plane writes
+    /// logs. Idempotent: a run `agent` already started is returned as started (the answer to
+    /// a first try may have been lost). `Ok(None)`: cancelled, reaped, or not `agent`'s.
+    pub async fn start_held(&self, id: RunId, agent: &str) -> Result<Option<FlowRun>, AppError> {
+        match self.held_by(id, agent).await? {
+            (run, true) if run.state == StateType::Running => Ok(Some(run)),
+            (run, true) => {
+                let location = Some(self.logs.location(id));
+                self.start(run, location).await
+            }
+            (_, false) => Ok(None),
+        }
+    }
+
+    /// [`Ferry::release`] of run `id` by `agent`; a run it does not hold is returned as it is.
+    pub async fn release_held(&self, id: RunId, agent: &str) -> Result<FlowRun, AppError> {
+        match self.held_by(id, agent).await? {
+            (run, true) => self.release(run).await,
+            (run, false) => Ok(run),
+        }
+    }
+
+    /// [`Ferry::finish`] of run `id` by `agent` with `event` (one of `Complete`, `Fail`,
+    /// `Crash`, `ConfirmCancelled`). Idempotent: a run `agent` no longer holds (finished by a
+    /// first try whose answer was lost, or reaped) is returned as it is.
+    pub async fn finish_held(
+        &self,
+        id: RunId,
+        agent: &str,
+        event: RunEvent,
+    ) -> Result<FlowRun, AppError> {
+        if !matches!(
+            event,
+            RunEvent::Complete
+                | RunEvent::Fail { .. }
+                | RunEvent::Crash { .. }
+                | RunEvent::ConfirmCancelled
+        ) {
+            return Err(AppError::invalid(
+                "event",
+                "only completed, failed, crashed or cancelled end a run",
+            ));
+        }
+        match self.held_by(id, agent).await? {
+            (run, true) => self.finish(run, event).await,
+            (run, false) => Ok(run),
+        }
+    }
+
+    /// Appends `lines` to the log of run `id`, which `agent` must hold — or which ended less
+    /// than [`LOG_GRACE_SECONDS`] ago (the agent's closing "run ended" line follows the
+    /// finish). A conflict otherwise: the run is someone else's, or long over.
+    pub async fn append_logs_held(
+        &self,
+        id: RunId,
+        agent: &str,
+        lines: &[ferry_core::ports::LogLine],
+    ) -> Result<(), AppError> {
+        let (run, held) = self.held_by(id, agent).await?;
+        let just_ended = run.state.is_terminal()
+            && run
+                .ended_at
+                .is_some_and(|t| self.now() - t < Duration::seconds(LOG_GRACE_SECONDS));
+        if !held && !just_ended {
+            return Err(AppError::Conflict(format!(
+                "run {id} is {} and not held by agent {agent:?}: its log takes lines only from the agent running it",
+                run.state
+            )));
+        }
+        self.logs
+            .append(id, lines)
+            .await
+            .map_err(|e| AppError::Logs(Box::new(e)))
     }
 
     /// Crashes (or retries) held runs whose lease expired; their slots are freed with the

@@ -53,4 +53,11 @@ impl Ferry {
         };
         self.code.get_bundle(&digest).await?.ok_or_else(missing)
     }
+
+    /// Where an agent may download bundle `sha256` itself (a presigned URL), or `None`: from
+    /// `GET /v1/bundles/{sha256}`.
+    pub async fn bundle_download_url(&self, sha256: &str) -> Result<Option<String>, AppError> {
+        let digest = BundleDigest::parse(sha256)?;
+        Ok(self.code.download_url(&digest).await?)
+    }
 }

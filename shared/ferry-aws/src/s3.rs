@@ -176,6 +176,19 @@ impl CodeStore for S3CodeStore {
         }))
     }
 
+    async fn download_url(&self, digest: &BundleDigest) -> Result<Option<String>, CodeStoreError> {
+        let config = PresigningConfig::expires_in(Duration::from_secs(15 * 60)).map_err(backend)?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(Self::key(digest))
+            .presigned(config)
+            .await
+            .map_err(backend)?;
+        Ok(Some(req.uri().to_owned()))
+    }
+
     async fn put_bundle(&self, digest: &BundleDigest, bytes: &[u8]) -> Result<(), CodeStoreError> {
         digest.verify(bytes)?;
         if self.has_bundle(digest).await? {

@@ -363,6 +363,11 @@ pub trait CodeStore: Send + Sync {
     ) -> Result<Option<UploadTarget>, CodeStoreError> {
         Ok(None)
     }
+    /// A URL a client may GET the bundle from itself (a presigned S3 GET), or `None` to fetch
+    /// it through the API (`GET /v1/bundles/{sha256}`). Whoever fetches it verifies the digest.
+    async fn download_url(&self, _digest: &BundleDigest) -> Result<Option<String>, CodeStoreError> {
+        Ok(None)
+    }
     /// Stores `bytes` under `sha256` after verifying the digest; storing twice is a no-op.
     async fn put_bundle(&self, digest: &BundleDigest, bytes: &[u8]) -> Result<(), CodeStoreError>;
     /// The bundle's bytes, digest-verified; `None` if absent.

@@ -1,0 +1,314 @@
+//! The agent endpoints in-process (`oneshot`) over the embedded adapters: a run's whole life
+//! through them, their idempotency, the lease-holder check, and 4xx (never 5xx) for bad input.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use ferry_app::{Ferry, SystemClock};
+use ferry_embedded::{FsCodeStore, FsLogSink, SqliteStore};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct App {
+    router: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ferry = Ferry::new(
+        Arc::new(SqliteStore::open(&d.join("db")).unwrap()),
+        Arc::new(FsCodeStore::new(d.join("bundles"))),
+        Arc::new(FsLogSink::new(d.join("logs"))),
+        Arc::new(SystemClock),
+    );
+    ferry.ensure_default_queue().await.unwrap();
+    let router = ferry_api::router(ferry_api::ApiState {
+        ferry,
+        token: None,
+        backend: ferry_api::Backend::Embedded,
+    });
+    App { router, _dir: dir }
+}
+
+impl App {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let req = Request::builder().method(method).uri(uri);
+        let req = match body {
+            Some(v) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string())),
+            None => req.body(Body::empty()),
+        };
+        let res = self.router.clone().oneshot(req.unwrap()).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn ok(&self, method: &str, uri: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method, uri, body).await;
+        assert!(status.is_success(), "{method} {uri}: {status} {v}");
+        v
+    }
+
+    /// A deployment `flow/d` and one run of it due now; returns the run id.
+    async fn run_due_now(&self, extra: Value) -> String {
+        let mut spec = json!({"flow": "flow", "name": "d", "entrypoint": "run.sh"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        self.ok("PUT", "/v1/deployments", Some(spec)).await;
+        let run = self
+            .ok("POST", "/v1/deployments/flow/d/runs", Some(json!({})))
+            .await;
+        run["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn claim_body() -> Value {
+    json!({"queues": ["default"], "prefetch_seconds": 10, "free": 4, "lease_seconds": 5})
+}
+
+#[tokio::test]
+async fn a_run_goes_from_claim_to_finish_through_the_agent_endpoints_each_safe_to_repeat() {
+    let app = app().await;
+    let id = app.run_due_now(json!({"retries": 1})).await;
+    let claimed = app
+        .ok("POST", "/v1/agents/a1/claims", Some(claim_body()))
+        .await;
+    assert_eq!(claimed.as_array().unwrap().len(), 1, "{claimed}");
+    assert_eq!(claimed[0]["run"]["id"], id.as_str());
+    assert_eq!(claimed[0]["run"]["lease"]["agent_id"], "a1");
+    assert_eq!(claimed[0]["deployment"]["spec"]["name"], "d");
+    let again = app
+        .ok("POST", "/v1/agents/a1/claims", Some(claim_body()))
+        .await;
+    assert_eq!(again, json!([]), "a run is claimed once");
+
+    // Another agent cannot act on a1's run.
+    let hb = app
+        .ok("POST", &format!("/v1/agents/a2/runs/{id}/heartbeat"), None)
+        .await;
+    assert_eq!(hb["outcome"], "lost");
+    let st = app
+        .ok("POST", &format!("/v1/agents/a2/runs/{id}/start"), None)
+        .await;
+    assert_eq!(st["run"], Value::Null);
+    let (status, _) = app
+        .call(
+            "POST",
+            &format!("/v1/agents/a2/runs/{id}/logs"),
+            Some(
+                json!({"lines": [{"at": "2026-01-01T00:00:00Z", "stream": "stdout", "line": "x"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Start twice (a lost answer retried): both answer the running run.
+    for _ in 0..2 {
+        let st = app
+            .ok("POST", &format!("/v1/agents/a1/runs/{id}/start"), None)
+            .await;
+        assert_eq!(st["run"]["state"], "running", "{st}");
+        assert!(st["run"]["log_location"].is_string(), "{st}");
+    }
+    let hb = app
+        .ok(
+            "POST",
+            &format!("/v1/agents/a1/runs/{id}/heartbeat"),
+            Some(json!({"lease_seconds": 20})),
+        )
+        .await;
+    assert_eq!(hb["outcome"], "renewed");
+    let line =
+        json!({"lines": [{"at": "2026-01-01T00:00:00Z", "stream": "stdout", "line": "hello"}]});
+    let (status, _) = app
+        .call(
+            "POST",
+            &format!("/v1/agents/a1/runs/{id}/logs"),
+            Some(line.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Finish twice: the second answers the failed run unchanged, and schedules no second retry.
+    let end = json!({"end": {"state": "failed", "exit_code": 1, "reason": "ValueError: x (exit code 1)"}});
+    for _ in 0..2 {
+        let done = app
+            .ok(
+                "POST",
+                &format!("/v1/agents/a1/runs/{id}/finish"),
+                Some(end.clone()),
+            )
+            .await;
+        assert_eq!(done["state"], "failed");
+        assert_eq!(done["state_message"], "ValueError: x (exit code 1)");
+    }
+    let runs = app.ok("GET", "/v1/flow-runs?deployment=flow/d", None).await;
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        2,
+        "the run and one retry: {runs}"
+    );
+    // The agent's closing line still reaches the log just after the end.
+    let (status, _) = app
+        .call("POST", &format!("/v1/agents/a1/runs/{id}/logs"), Some(line))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let logs = app
+        .ok("GET", &format!("/v1/flow-runs/{id}/logs"), None)
+        .await;
+    assert_eq!(logs["lines"].as_array().unwrap().len(), 2, "{logs}");
+}
+
+#[tokio::test]
+async fn a_claimed_run_not_started_is_released_back_to_its_queue() {
+    let app = app().await;
+    let id = app.run_due_now(json!({})).await;
+    app.ok("POST", "/v1/agents/a1/claims", Some(claim_body()))
+        .await;
+    let r = app
+        .ok("POST", &format!("/v1/agents/a1/runs/{id}/release"), None)
+        .await;
+    assert_eq!(r["state"], "scheduled");
+    assert!(r.get("lease").is_none_or(Value::is_null), "{r}");
+}
+
+#[tokio::test]
+async fn bad_agent_requests_are_refused_with_a_4xx_naming_the_field() {
+    let app = app().await;
+    let id = app.run_due_now(json!({})).await;
+    let long = "a".repeat(201);
+    let cases: Vec<(&str, String, Option<Value>, &str)> = vec![
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(json!({"queues": [], "prefetch_seconds": 0, "free": 1})),
+            "queues",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(json!({"queues": ["no such/queue"], "prefetch_seconds": 0, "free": 1})),
+            "queues[0]",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(json!({"queues": ["default"], "prefetch_seconds": -1, "free": 1})),
+            "prefetch_seconds",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(json!({"queues": ["default"], "prefetch_seconds": 1e300, "free": 1})),
+            "prefetch_seconds",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(json!({"queues": ["default"], "prefetch_seconds": 0, "free": 0})),
+            "free",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(
+                json!({"queues": ["default"], "prefetch_seconds": 0, "free": 1, "lease_seconds": 1}),
+            ),
+            "lease_seconds",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(json!({"queues": ["default"], "prefetch_seconds": 0, "free": -3})),
+            "free",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(json!([1])),
+            "body",
+        ),
+        (
+            "POST",
+            format!("/v1/agents/{long}/claims"),
+            Some(claim_body()),
+            "name",
+        ),
+        (
+            "POST",
+            "/v1/agents/a%0Ab/claims".into(),
+            Some(claim_body()),
+            "name",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/runs/not-a-run/heartbeat".into(),
+            None,
+            "id",
+        ),
+        (
+            "POST",
+            format!("/v1/agents/a1/runs/{id}/heartbeat"),
+            Some(json!({"lease_seconds": 1e9})),
+            "lease_seconds",
+        ),
+        (
+            "POST",
+            format!("/v1/agents/a1/runs/{id}/finish"),
+            Some(json!({"end": {"state": "exploded"}})),
+            "end",
+        ),
+        (
+            "POST",
+            format!("/v1/agents/a1/runs/{id}/finish"),
+            Some(json!({"end": {"state": "failed", "reason": "x".repeat(5000)}})),
+            "end.reason",
+        ),
+        (
+            "POST",
+            format!("/v1/agents/a1/runs/{id}/logs"),
+            Some(json!({"lines": [{"at": "yesterday", "stream": "stdout", "line": "x"}]})),
+            "lines[0].at",
+        ),
+        (
+            "GET",
+            "/v1/bundles/not-a-digest/download-url".into(),
+            None,
+            "sha256",
+        ),
+    ];
+    for (method, uri, body, field) in cases {
+        let (status, v) = app.call(method, &uri, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {v}");
+        assert!(
+            v["field"].as_str().is_some_and(|f| f.starts_with(field))
+                || v["message"].as_str().unwrap_or("").contains(field),
+            "{method} {uri}: {v} should name {field}"
+        );
+    }
+    // A well-formed request about a run that does not exist is a 404.
+    let ghost = "01a2325a-d44f-7b77-98e9-266540ee96c9";
+    let (status, _) = app
+        .call(
+            "POST",
+            &format!("/v1/agents/a1/runs/{ghost}/heartbeat"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The embedded server serves bundles itself: no download URL.
+    let sha = "0".repeat(64);
+    let v = app
+        .ok("GET", &format!("/v1/bundles/{sha}/download-url"), None)
+        .await;
+    assert_eq!(v["url"], Value::Null);
+}

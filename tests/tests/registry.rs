@@ -424,3 +424,75 @@ fn work_queue_delete_refuses_default_used_and_busy_queues_on(aws: bool) {
     assert!(out.contains("Deleted work queue \"used\""), "{out}");
     assert!(!queue_names(&s).contains(&"used".to_owned()));
 }
+
+#[test]
+fn real_agents_on_both_paths_show_in_agent_ls_and_serve_a_watched_run_without_a_warning() {
+    real_agents_show_in_agent_ls_on(false);
+}
+
+#[test]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+fn real_agents_on_both_paths_show_in_agent_ls_and_serve_a_watched_run_without_a_warning_on_aws() {
+    real_agents_show_in_agent_ls_on(true);
+}
+
+fn real_agents_show_in_agent_ls_on(aws: bool) {
+    let s = Server::start_on(aws);
+    s.ok(&["work-queue", "create", "etl"]);
+    let _api = s.agent_via(
+        Some("api"),
+        &["-q", "etl", "--name", "via-api", "--limit", "2"],
+    );
+    let _direct = s.agent_via(Some("direct"), &["-q", "default", "--name", "via-direct"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let agents = loop {
+        let agents = s.json(&["agent", "ls"]);
+        if agents.as_array().unwrap().len() == 2 {
+            break agents;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both agents report within 30 s: {agents}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let by_name = |n: &str| {
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == n)
+            .unwrap_or_else(|| panic!("{n} in {agents}"))
+            .clone()
+    };
+    let (api, direct) = (by_name("via-api"), by_name("via-direct"));
+    assert_eq!(
+        (&api["path"], &api["queues"], &api["limit"], &api["online"]),
+        (&json!("api"), &json!(["etl"]), &json!(2), &json!(true)),
+        "{api}"
+    );
+    assert_eq!(
+        (&direct["path"], &direct["queues"], &direct["online"]),
+        (&json!("direct"), &json!(["default"]), &json!(true)),
+        "{direct}"
+    );
+    let inspect = s.ok(&["work-queue", "inspect", "etl"]);
+    assert!(
+        inspect.contains("via-api") && !inspect.contains("via-direct"),
+        "{inspect}"
+    );
+
+    // A watched run on a served queue completes with no "no agent" warning.
+    deploy(&s, "served", "etl", 1, 0);
+    let out = s.ferry(&[
+        "deployment",
+        "run",
+        "flow/served",
+        "--watch",
+        "--watch-timeout",
+        "60s",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("no agent has polled"), "{stderr}");
+}

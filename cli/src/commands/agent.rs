@@ -184,11 +184,8 @@ async fn connect(plane: &ApiPlane, shutdown: &CancellationToken) -> Result<bool>
             Err(ferry_agent::PlaneError::Unavailable(why)) => {
                 let pause = ferry_agent::failure_pause(std::time::Duration::ZERO, failures);
                 failures += 1;
-                tracing::warn!(
-                    "cannot reach the Ferry API at {}: {why}; retrying in {}s",
-                    plane.url(),
-                    pause.as_secs()
-                );
+                // `why` names the URL and the fix already (the client's error).
+                tracing::warn!("{why}; retrying in {}s", pause.as_secs());
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return Ok(false),

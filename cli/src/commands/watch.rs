@@ -28,31 +28,9 @@ pub async fn follow(client: &Client, id: &str, follow: bool, states: bool) -> Re
     loop {
         let run: FlowRun = client.get(&format!("/flow-runs/{id}")).await?;
         if states {
-            // Every transition, from the run's own history (none is missed between polls).
-            for h in run.history.iter().skip(seen) {
-                println!(
-                    "{} state  | {}{}",
-                    output::time_ms(h.at),
-                    h.state,
-                    h.message
-                        .as_deref()
-                        .map(|m| format!(" ({m})"))
-                        .unwrap_or_default()
-                );
-            }
-            seen = run.history.len();
+            print_states(&run, &mut seen);
         }
-        loop {
-            let page: LogPage = client
-                .get(&format!("/flow-runs/{id}/logs?offset={offset}&limit=5000"))
-                .await?;
-            print_page(&page);
-            let more = page.next_offset > offset && page.lines.len() == 5000;
-            offset = page.next_offset;
-            if !more {
-                break;
-            }
-        }
+        drain_logs(client, id, &mut offset).await?;
         if !follow || run.state.is_terminal() {
             if follow {
                 // The agent flushes its last lines just before the final state: one more read.
@@ -95,18 +73,7 @@ pub async fn watch(client: &Client, first: &FlowRun, timeout: Option<Duration>) 
     let mut next_check = started + Duration::from_secs(1);
     loop {
         let run: FlowRun = client.get(&format!("/flow-runs/{id}")).await?;
-        for h in run.history.iter().skip(seen) {
-            println!(
-                "{} state  | {}{}",
-                output::time_ms(h.at),
-                h.state,
-                h.message
-                    .as_deref()
-                    .map(|m| format!(" ({m})"))
-                    .unwrap_or_default()
-            );
-        }
-        seen = run.history.len();
+        print_states(&run, &mut seen);
         drain_logs(client, &id, &mut offset).await?;
         if run.state.is_terminal() {
             // The agent flushes its last lines just before the final state: one more read.
@@ -169,6 +136,23 @@ pub fn unserved(queue: &str) -> String {
 }
 
 /// Prints the run's log lines from `offset` on, page by page, and moves `offset` past them.
+/// Prints the run's state changes after the first `seen` of its history (every transition,
+/// from the run's own history: none is missed between polls).
+fn print_states(run: &FlowRun, seen: &mut usize) {
+    for h in run.history.iter().skip(*seen) {
+        println!(
+            "{} state  | {}{}",
+            output::time_ms(h.at),
+            h.state,
+            h.message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+    }
+    *seen = run.history.len();
+}
+
 async fn drain_logs(client: &Client, id: &str, offset: &mut u64) -> Result<()> {
     loop {
         let page: LogPage = client

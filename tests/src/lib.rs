@@ -296,17 +296,22 @@ impl Server {
             cmd.env("FERRY_API_TOKEN", t);
         }
         let via: Vec<&str> = via.map(|v| vec!["--via", v]).unwrap_or_default();
+        // A test's own `--lease` replaces the short default.
+        let lease: &[&str] = if args.contains(&"--lease") {
+            &[]
+        } else {
+            &["--lease", "3"]
+        };
         let child = cmd
             .args([
                 "agent",
                 "start",
                 "--poll-interval",
                 "0.1",
-                "--lease",
-                "3",
                 "--kill-grace",
                 "1",
             ])
+            .args(lease)
             .args(via)
             .args(args)
             .current_dir(self.work.path())

@@ -215,8 +215,19 @@ fn three_agents_execute_each_of_210_runs_exactly_once_on(aws: bool, via: Via) {
     let ids: Vec<String> = (0..210)
         .map(|_| s.create_run("flow/many", json!({})))
         .collect();
+    // On DynamoDB Local under a loaded CI machine a heartbeat can stall for seconds (JVM
+    // pauses): a 3 s lease would then crash runs (correctly, but this test wants them all
+    // to complete), so the AWS variants hold their leases for 10 s.
+    let lease = if aws { "10" } else { "3" };
     let agents: Vec<_> = (0..3)
-        .map(|i| start_agent(&s, via, &["--limit", "8", "--name", &format!("a{i}")]))
+        .map(|i| {
+            let name = format!("a{i}");
+            start_agent(
+                &s,
+                via,
+                &["--limit", "8", "--name", &name, "--lease", lease],
+            )
+        })
         .collect();
     s.wait_for(Duration::from_secs(240), || {
         let done = s.json(&["flow-run", "ls", "--state", "completed", "--limit", "1000"]);

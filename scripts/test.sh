@@ -61,7 +61,7 @@ export FERRY_EMULATORS=1
 cargo build --locked -p ferry-cli --bin ferry
 # The Lambda entry points, run behind the Runtime API emulator (tests/src/lambda_rt.rs).
 cargo build --locked -p ferry-functions --bins
-export FERRY_BIN="$PWD/target/debug/ferry"
+export FERRY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/ferry"
 ./scripts/agent-image.sh build
 
 if have_nextest; then

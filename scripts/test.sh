@@ -4,7 +4,8 @@
 # (scripts/agent-image.sh), builds the binary, then runs every unit,
 # property, conformance and end-to-end test of the workspace — embedded and AWS backends —
 # with nextest when installed, else cargo test; then validates the OpenAPI document and fuzzes
-# the API from it (scripts/api-fuzz.sh). The emulators are stopped at the end.
+# the API from it (scripts/api-fuzz.sh), and runs the dashboard's tests in a real headless
+# Chromium on both backends (scripts/browser-tests.sh). The emulators are stopped at the end.
 #
 # Tests that need the emulators are `#[ignore]`d (a plain `cargo test` lists them as ignored,
 # never as passed) and gated by `ferry_testkit::require_emulators`, which fails them when the
@@ -73,3 +74,8 @@ fi
 # The served OpenAPI document is valid, and the API answers what it documents when fuzzed
 # from it (schemathesis against a real `ferry server`).
 ./scripts/api-fuzz.sh
+
+# The dashboard in a real headless Chromium (Debian's, installed once; the venv is reused),
+# on the embedded and the AWS backend (FERRY_EMULATORS=1 above). Screenshots of every page:
+# target/browser-artifacts/ (FERRY_BROWSER_ARTIFACTS).
+./scripts/browser-tests.sh

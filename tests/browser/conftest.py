@@ -115,7 +115,10 @@ def require_emulators() -> None:
         parsed = urllib.parse.urlsplit(url)
         try:
             socket.create_connection((parsed.hostname, parsed.port or 80), timeout=2).close()
+            answers = True
         except OSError:
+            answers = False
+        if not answers:
             pytest.fail(f"{NOT_UP} (nothing accepts connections at {name}={url})", pytrace=False)
 
 

@@ -170,6 +170,39 @@ def test_bad_json_parameters_show_an_error_naming_the_field_and_create_nothing(s
     assert runs_of(server, dep) == []
 
 
+def test_the_runs_list_filters_by_state_deployment_and_work_queue(server, page):
+    server.cli.ok("work-queue", "create", "etl")
+    good = server.deploy_script("good", "true\n")
+    bad = server.deploy_script("bad", "exit 3\n", "-q", "etl")
+    done, failed = server.run_now(good), server.run_now(bad)
+    server.agent()
+    server.agent("-q", "etl")
+    server.wait_state(done, "completed")
+    server.wait_state(failed, "failed")
+
+    def shown() -> set[str]:
+        rows = page.locator("table#runs tr[data-run-id]")
+        return {rows.nth(i).get_attribute("data-run-id") for i in range(rows.count())}
+
+    page.goto(server.url + "/runs")
+    expect(page.locator(f'tr[data-run-id="{failed}"]')).to_be_visible()
+    assert shown() == {done, failed}
+    filters = page.locator("form#filters")
+    for field, value, want in [
+        ("state", "failed", {failed}),
+        ("state", "completed", {done}),
+        ("deployment", bad, {failed}),
+        ("work_queue", "default", {done}),
+    ]:
+        page.goto(server.url + "/runs")
+        filters.locator(f"select[name={field}]").select_option(value=value)
+        filters.locator("button[type=submit]").click()
+        page.wait_for_url(re.compile(rf"[?&]{field}="))
+        expect(page.locator("table#runs tr[data-run-id]")).to_have_count(len(want))
+        assert shown() == want, f"{field}={value}: {shown()} instead of {want}"
+        expect(page.locator("h1")).to_be_visible()
+
+
 def test_pause_and_resume_a_deployment_from_its_page(server, page):
     dep = server.deploy_script("hourly", "true\n", "--interval", "1h")
     page.goto(f"{server.url}/deployments/{dep}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the dashboard's browser tests (tests/browser/) in a real headless Chromium:
-#   1. installs Debian's `chromium` (and a font) with apt-get when /usr/bin/chromium is missing
+#   1. installs Debian's `chromium` and two font packages with apt-get when one is missing
 #      (root, or sudo);
 #   2. installs the pinned Playwright for Python and pytest (tests/browser/requirements.txt) into
 #      a venv, reused while its marker file lists the same pins. Playwright's own browser
@@ -42,8 +42,9 @@ ARTIFACTS="${FERRY_BROWSER_ARTIFACTS:-$REPO_ROOT/target/browser-artifacts}"
 REQUIREMENTS="$REPO_ROOT/tests/browser/requirements.txt"
 VENV="$DIR/browser-venv"
 MARKER="$VENV/.ferry-browser-tests-pins"
-# Debian's chromium recommends no font package; without one, text renders as boxes.
-APT_PACKAGES=(chromium fonts-dejavu-core)
+# Debian's chromium recommends no font package: without one, text renders as boxes; the emoji
+# font draws the dashboard's symbols (the ferry in its header) as a user's browser does.
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-noto-color-emoji)
 
 die() { echo "browser-tests.sh: error: $*" >&2; exit 1; }
 info() { echo "browser-tests.sh: $*" >&2; }
@@ -68,20 +69,32 @@ as_root() {
     fi
 }
 
-# 1. Chromium, from Debian's packages.
-if [[ ! -x "$CHROMIUM" ]]; then
-    [[ -z "${FERRY_CHROMIUM:-}" ]] || die "FERRY_CHROMIUM=$CHROMIUM is not an executable"
-    command -v apt-get >/dev/null 2>&1 \
-        || die "$CHROMIUM is missing and apt-get was not found: install Chromium with your package manager, or set FERRY_CHROMIUM"
-    info "installing ${APT_PACKAGES[*]} with apt-get"
-    started=$SECONDS
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 \
-        || die "apt-get update failed (output above); check the apt sources and the network"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${APT_PACKAGES[@]}" >&2 \
-        || die "apt-get install ${APT_PACKAGES[*]} failed (output above)"
-    [[ -x "$CHROMIUM" ]] || die "apt-get installed chromium but $CHROMIUM is missing"
-    info "installed ${APT_PACKAGES[*]} in $((SECONDS - started)) s"
+# 1. Chromium, from Debian's packages (with FERRY_CHROMIUM set: that binary, nothing installed).
+installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
+if [[ -n "${FERRY_CHROMIUM:-}" ]]; then
+    [[ -x "$CHROMIUM" ]] || die "FERRY_CHROMIUM=$CHROMIUM is not an executable"
+else
+    missing=()
+    if command -v dpkg-query >/dev/null 2>&1; then
+        for pkg in "${APT_PACKAGES[@]}"; do
+            installed "$pkg" || missing+=("$pkg")
+        done
+    elif [[ ! -x "$CHROMIUM" ]]; then
+        missing=("${APT_PACKAGES[@]}")
+    fi
+    if ((${#missing[@]})); then
+        command -v apt-get >/dev/null 2>&1 \
+            || die "${missing[*]} missing and apt-get not found: install Chromium with your package manager, or set FERRY_CHROMIUM"
+        info "installing ${missing[*]} with apt-get"
+        started=$SECONDS
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 \
+            || die "apt-get update failed (output above); check the apt sources and the network"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >&2 \
+            || die "apt-get install ${missing[*]} failed (output above)"
+        info "installed ${missing[*]} in $((SECONDS - started)) s"
+    fi
+    [[ -x "$CHROMIUM" ]] || die "$CHROMIUM is missing after installing ${APT_PACKAGES[*]}"
 fi
 info "$("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM (version unknown)")"
 

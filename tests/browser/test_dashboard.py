@@ -6,6 +6,7 @@ Selectors are the DOM contract of docs/dashboard.md ("What tests rely on") and v
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 
@@ -203,6 +204,53 @@ def test_the_runs_list_filters_by_state_deployment_and_work_queue(server, page):
         expect(page.locator("h1")).to_be_visible()
 
 
+def test_the_runs_list_pages_with_the_older_link(server, page):
+    dep = server.deploy_script("many", "true\n")
+    flow, name = dep.split("/")
+    created = set()
+    for i in range(55):
+        status, _, body = server.http("POST", f"/v1/deployments/{flow}/{name}/runs", {})
+        assert status in (200, 201), f"create run {i}: {status} {body}"
+        created.add(json.loads(body)["id"])
+
+    seen: list[str] = []
+    page.goto(f"{server.url}/runs?deployment={urllib.parse.quote(dep)}")
+    for _ in range(3):
+        rows = page.locator("table#runs tr[data-run-id]")
+        expect(rows.first).to_be_visible()
+        seen += [rows.nth(i).get_attribute("data-run-id") for i in range(rows.count())]
+        if page.locator("a#older").count() == 0:
+            break
+        page.locator("a#older").click()
+        page.wait_for_url(re.compile(r"[?&]before="))
+    assert len(seen) == 55 and set(seen) == created, f"{len(seen)} rows, {len(set(seen))} distinct"
+    expect(page.locator("a#older")).to_have_count(0)
+
+
+def test_a_form_posted_from_another_site_changes_nothing(server, page):
+    dep = server.deploy_script("target", 'echo "going to sleep"\nsleep 300\n')
+    run_id = server.run_now(dep)
+    server.agent()
+    server.wait_state(run_id, "running")
+    # A page of another site with forms aimed at the dashboard (served by the browser itself).
+    evil = "http://evil.example/"
+    forms = "".join(
+        f'<form method="post" action="{server.url}{action}"><button id="b{i}">go</button></form>'
+        for i, action in enumerate(
+            [f"/runs/{run_id}/cancel", f"/deployments/{dep}/pause", "/work-queues/default/pause"]
+        )
+    )
+    page.route(evil, lambda route: route.fulfill(content_type="text/html", body=forms))
+    for i in range(3):
+        page.goto(evil)
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            page.locator(f"#b{i}").click()
+        assert answer.value.status == 403, f"form {i} answered {answer.value.status}"
+    assert server.flow_run(run_id)["state"] == "running"
+    assert deployment_paused(server, dep) is False
+    assert server.cli.json("work-queue", "inspect", "default")["paused"] is False
+
+
 def test_pause_and_resume_a_deployment_from_its_page(server, page):
     dep = server.deploy_script("hourly", "true\n", "--interval", "1h")
     page.goto(f"{server.url}/deployments/{dep}")
@@ -325,6 +373,9 @@ def test_every_page_renders_without_a_console_error_and_is_screenshotted(server,
     for name, path, landmark in pages:
         answer = page.goto(server.url + path)
         assert answer is not None and answer.status == 200, f"{path}: {answer and answer.status}"
+        headers = answer.headers
+        assert "default-src 'self'" in headers.get("content-security-policy", ""), headers
+        assert headers.get("cache-control") == "no-store", headers
         expect(page.locator("h1")).to_be_visible()
         nav = page.locator("nav")
         for link in NAV:

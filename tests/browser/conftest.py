@@ -288,8 +288,11 @@ class Server:
         )
 
     def agent(self, *args: str) -> Agent:
-        """`ferry agent start` on this server (fast polling, short lease), as lib.rs does."""
-        lease = () if "--lease" in args else ("--lease", "3")
+        """`ferry agent start` on this server (fast polling, short lease), as lib.rs does. On
+        the AWS backend the lease is 10 s: DynamoDB Local on a loaded 2-core machine can stall
+        a 3 s lease's heartbeat long enough to crash the run (as in tests/tests/agent.rs)."""
+        short = "10" if self.backend == "aws" else "3"
+        lease = () if "--lease" in args else ("--lease", short)
         proc = subprocess.Popen(
             [ferry_bin(), "agent", "start", "--poll-interval", "0.1", "--kill-grace", "1",
              *lease, *args],

@@ -386,7 +386,11 @@ def test_every_page_renders_without_a_console_error_and_is_screenshotted(server,
         screenshot(page, f"{backend}-{name}")
     # (Console errors are checked at the end, once every screenshot is written.)
 
-    # What the pages show of that data.
+    # What the pages show of that data: the overview names the failing deployment (as a link
+    # to it) and the queues; the runs list and the run page show the failure.
+    page.goto(server.url + "/")
+    expect(page.locator(f'main a[href="/deployments/{broken}"]').first).to_be_visible()
+    expect(page.locator("main")).to_contain_text("etl")
     page.goto(server.url + "/runs")
     expect(page.locator(f'tr[data-run-id="{failed}"] td.state')).to_have_text(
         re.compile(r"^\s*Failed\s*$")

@@ -173,6 +173,7 @@ async fn serve(
             ferry_home()?.display()
         ),
     }
+    println!("Dashboard at http://{local}/");
     let tick = tokio::spawn(tick_loop(ferry, tick_every, tick_wake));
     let stop = shutdown.clone();
     axum::serve(listener, ferry_api::router(state))

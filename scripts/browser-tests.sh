@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the dashboard's browser tests (tests/browser/) in a real headless Chromium:
-#   1. installs Debian's `chromium` and two font packages with apt-get when one is missing
+#   1. installs Debian's `chromium` and a font with apt-get when one of them is missing
 #      (root, or sudo);
 #   2. installs the pinned Playwright for Python and pytest (tests/browser/requirements.txt) into
 #      a venv, reused while its marker file lists the same pins. Playwright's own browser
@@ -42,9 +42,9 @@ ARTIFACTS="${FERRY_BROWSER_ARTIFACTS:-$REPO_ROOT/target/browser-artifacts}"
 REQUIREMENTS="$REPO_ROOT/tests/browser/requirements.txt"
 VENV="$DIR/browser-venv"
 MARKER="$VENV/.ferry-browser-tests-pins"
-# Debian's chromium recommends no font package: without one, text renders as boxes; the emoji
-# font draws the dashboard's symbols (the ferry in its header) as a user's browser does.
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-noto-color-emoji)
+# Debian's chromium recommends no font package: without one, text renders as boxes. The pages
+# use no character DejaVu lacks (an emoji would need fonts-noto-color-emoji, ~11 MB).
+APT_PACKAGES=(chromium fonts-dejavu-core)
 
 die() { echo "browser-tests.sh: error: $*" >&2; exit 1; }
 info() { echo "browser-tests.sh: $*" >&2; }

@@ -412,3 +412,20 @@ def test_every_page_renders_without_a_console_error_and_is_screenshotted(server,
     screenshot(page, f"{backend}-overview-1280x800", full_page=False)
     assert page.console.errors == [], f"console errors: {page.console.errors}"
 
+
+
+def test_a_page_or_run_that_does_not_exist_shows_a_404_page_to_find_the_way_back(server, page):
+    missing_run = "01a23300-0000-7000-8000-000000000000"
+    for path in ["/no-such-page", f"/runs/{missing_run}", "/deployments/flow/missing"]:
+        answer = page.goto(server.url + path)
+        assert answer is not None and answer.status == 404, f"{path}: {answer and answer.status}"
+        assert "text/html" in answer.headers.get("content-type", ""), answer.headers
+        expect(page.locator("h1")).to_be_visible()
+        nav = page.locator("nav")
+        for link in NAV:
+            expect(nav.get_by_role("link", name=link, exact=True)).to_be_visible()
+    # An API client still gets the JSON error.
+    status, headers, body = server.http(
+        "GET", "/no-such-page", headers={"accept": "application/json"}
+    )
+    assert status == 404 and headers.get("content-type", "").startswith("application/json"), body

@@ -288,7 +288,9 @@ def test_pause_and_resume_a_work_queue_from_the_queues_page(server, page):
     assert server.cli.json("work-queue", "inspect", "default")["paused"] is False
 
 
-def test_a_token_protected_server_shows_nothing_without_the_token(token_server, token, backend, page):
+def test_a_token_protected_server_shows_nothing_without_the_token(
+    token_server, token, backend, page
+):
     s = token_server
     dep = s.deploy_script("secret", "true\n")
     run_id = s.run_now(dep)

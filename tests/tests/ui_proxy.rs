@@ -14,7 +14,7 @@ use std::time::Duration;
 use ferry_tests::lambda_rt::{function_binary, FunctionConfig, LambdaFunction};
 use ferry_tests::sigv4_check::{
     as_botocore_would_sign, assert_signed_for_execute_api, botocore_authorizations, ferry_iam_cmd,
-    venv_python, Recorded, Recorder, Reply,
+    parse_sigv4, venv_python, Recorded, Recorder, Reply,
 };
 use ferry_tests::{ferry_bin, require_emulators, Server};
 use serde_json::Value;
@@ -195,13 +195,16 @@ fn ui_cmd(api: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command
 const RUN: &str = "0193a0c4-5c1e-7e2a-9d7b-3f1c2e4a5b6c";
 const COOKIE: &str = "ferry_session=browser-session-value; other=1";
 
+/// A request: method, path and query, headers, body.
+type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Vec<u8>);
+
 /// Requests a browser on the dashboard makes — pages, an asset, `/v1`, the live endpoint and
 /// form POSTs — each with the browser's cookie, an `Authorization` of its own and headers the
 /// proxy keeps; sent through a proxy to a recorder. Returns (what was sent, what arrived).
 fn browse_through_the_proxy(ui: &Ui, rec: &Recorder) -> Vec<(String, String, Vec<u8>)> {
     let origin = ui.origin();
     let form = b"parameters=%7B%22n%22%3A+3%7D".to_vec();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "GET",
             "/".into(),
@@ -342,6 +345,12 @@ fn every_path_is_forwarded_signed_for_execute_api_without_the_browsers_cookie_or
     assert_forwarded_as_sent(&sent, &got, &rec.url);
     for req in &got {
         assert_signed_for_execute_api(req);
+    }
+    // What is forwarded is covered by the signature.
+    let signed = |i: usize| parse_sigv4(&got[i]).signed_headers;
+    assert!(signed(0).contains(&"accept".to_owned()), "{:?}", signed(0));
+    for h in ["content-type", "origin", "sec-fetch-site"] {
+        assert!(signed(5).contains(&h.to_owned()), "{h}: {:?}", signed(5));
     }
 }
 

@@ -114,15 +114,12 @@ fn origin_of(base: &str) -> Result<HeaderValue> {
 async fn proxy(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     if let Err(refusal) = p.guard.check_host(&parts.headers, &parts.uri) {
-        return refusal;
+        return refuse(refusal);
     }
-    let unsafe_method = !matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    );
+    let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD);
     if unsafe_method {
         if let Err(refusal) = p.guard.check_same_origin(&parts.headers) {
-            return refusal;
+            return refuse(refusal);
         }
     }
     let body = match read_body(&parts.headers, body).await {
@@ -221,7 +218,7 @@ struct Guard {
 
 impl Guard {
     /// Refuses a `Host` (or an absolute request target's authority) that is not the proxy's.
-    fn check_host(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), Response> {
+    fn check_host(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), String> {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let ok = |h: &str| self.hosts.iter().any(|mine| mine.eq_ignore_ascii_case(h));
         let authority = uri.authority().map(|a| a.as_str());
@@ -229,7 +226,7 @@ impl Guard {
             (Some(h), None) if ok(h) => Ok(()),
             (Some(h), Some(a)) if ok(h) && ok(a) => Ok(()),
             (None, Some(a)) if ok(a) => Ok(()),
-            _ => Err(refuse(format!(
+            _ => Err(format!(
                 "ferry ui refused this request: its Host is {}, not this proxy's address ({}).\n\
                  Open the dashboard at http://{} — requests for another host name are refused \
                  so that no other site can reach your credentials through it (DNS rebinding).\n",
@@ -237,14 +234,14 @@ impl Guard {
                     .unwrap_or_else(|| "missing".into()),
                 self.hosts.join(" or "),
                 self.hosts[0],
-            ))),
+            )),
         }
     }
 
     /// Refuses an unsafe method unless the browser says it comes from the proxy's own pages:
     /// an `Origin` of `http://<one of the proxy's hosts>`, or without `Origin`,
     /// `Sec-Fetch-Site: same-origin`.
-    fn check_same_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn check_same_origin(&self, headers: &HeaderMap) -> Result<(), String> {
         let origin = headers
             .get(header::ORIGIN)
             .map(|v| v.to_str().unwrap_or("?"));
@@ -258,8 +255,8 @@ impl Guard {
         if ok {
             return Ok(());
         }
-        Err(refuse(format!(
-            "ferry ui refused this request: a change (POST, PUT, PATCH, DELETE) is accepted from \
+        Err(format!(
+            "ferry ui refused this request: a change (any method but GET and HEAD) is accepted from \
              the dashboard's own pages only, and this one comes from {}.\nUse the dashboard at \
              http://{}; a script sends `Origin: http://{}`.\n",
             match origin {
@@ -268,7 +265,7 @@ impl Guard {
             },
             self.hosts[0],
             self.hosts[0],
-        )))
+        ))
     }
 }
 

@@ -103,21 +103,15 @@ async fn execute_inner(
     let cwd = match &deployment.spec.bundle {
         Some(b) => {
             log(ctx, &run, format!("fetching bundle sha256 {}", b.sha256)).await;
-            let bytes = match ctx.cache.get(ctx.plane.as_ref(), &b.sha256).await {
-                Ok(bytes) => bytes,
-                Err(e) => return fail(ctx, run, None, ferry_core::error::error_chain(&e)).await,
-            };
-            let dest = work.0.clone();
-            let unpacked =
-                tokio::task::spawn_blocking(move || ferry_bundle::unpack_into(&bytes, &dest))
-                    .await
-                    .map_err(|e| {
-                        PlaneError::App(ferry_app::AppError::Internal(format!(
-                            "bundle unpacking: {e}"
-                        )))
-                    })?;
-            if let Err(e) = unpacked {
-                let reason = format!("bundle rejected: {}", ferry_core::error::error_chain(&e));
+            // A large bundle can take longer than a lease to fetch: the lease is renewed
+            // meanwhile.
+            let fetched =
+                holding_lease(ctx, &mut run, &mut hb, fetch_bundle(ctx, &b.sha256, &work));
+            let (left, fetched) = fetched.await;
+            if left {
+                return Ok(false);
+            }
+            if let Err(reason) = fetched {
                 return fail(ctx, run, None, reason).await;
             }
             work.0.clone()
@@ -284,6 +278,49 @@ impl Drop for WorkDir {
             Err(e) => {
                 tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the run's work directory")
             }
+        }
+    }
+}
+
+/// Fetches (through the cache) and unpacks bundle `sha256` into `work`; `Err` is the reason
+/// the run fails.
+async fn fetch_bundle(ctx: &RunContext, sha256: &str, work: &WorkDir) -> Result<(), String> {
+    let bytes = ctx
+        .cache
+        .get(ctx.plane.as_ref(), sha256)
+        .await
+        .map_err(|e| ferry_core::error::error_chain(&e))?;
+    let dest = work.0.clone();
+    tokio::task::spawn_blocking(move || ferry_bundle::unpack_into(&bytes, &dest))
+        .await
+        .map_err(|e| format!("bundle unpacking: {e}"))?
+        .map(|_stats| ())
+        .map_err(|e| format!("bundle rejected: {}", ferry_core::error::error_chain(&e)))
+}
+
+/// Drives `work` to its end while renewing `run`'s lease on `hb`'s ticks. Returns whether the
+/// run left this agent meanwhile (cancelled while pending, or its lease lost), and `work`'s
+/// output. A failed renewal is retried on the next tick.
+async fn holding_lease<T>(
+    ctx: &RunContext,
+    run: &mut FlowRun,
+    hb: &mut tokio::time::Interval,
+    work: impl std::future::Future<Output = T>,
+) -> (bool, T) {
+    tokio::pin!(work);
+    let mut left = false;
+    loop {
+        tokio::select! {
+            out = &mut work => return (left, out),
+            _ = hb.tick(), if !left => match ctx.plane.heartbeat(run).await {
+                Ok(Heartbeat::Renewed(r)) => *run = *r,
+                Ok(Heartbeat::CancelRequested(r) | Heartbeat::Lost(r)) => {
+                    tracing::info!(state = %r.state, "run left us before it started");
+                    *run = *r;
+                    left = true;
+                }
+                Err(e) => tracing::warn!(error = %ferry_core::error::error_chain(&e), "heartbeat failed; retrying"),
+            },
         }
     }
 }

@@ -170,3 +170,119 @@ async fn a_run_ahead_of_its_time_is_claimed_only_if_it_takes_no_limited_slot() {
         assert_eq!(r.state, StateType::Scheduled, "{name}");
     }
 }
+
+/// A code store whose bundle downloads take `delay` (a large bundle on a slow link).
+struct SlowCodeStore {
+    inner: FsCodeStore,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl ferry_core::ports::CodeStore for SlowCodeStore {
+    async fn put_bundle(
+        &self,
+        digest: &ferry_core::digest::BundleDigest,
+        bytes: &[u8],
+    ) -> Result<(), ferry_core::ports::CodeStoreError> {
+        self.inner.put_bundle(digest, bytes).await
+    }
+    async fn get_bundle(
+        &self,
+        digest: &ferry_core::digest::BundleDigest,
+    ) -> Result<Option<Vec<u8>>, ferry_core::ports::CodeStoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.get_bundle(digest).await
+    }
+    async fn has_bundle(
+        &self,
+        digest: &ferry_core::digest::BundleDigest,
+    ) -> Result<bool, ferry_core::ports::CodeStoreError> {
+        self.inner.has_bundle(digest).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_slower_to_fetch_than_the_lease_keeps_the_run_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let ferry = Ferry::new(
+        Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap()),
+        Arc::new(SlowCodeStore {
+            inner: FsCodeStore::new(dir.path().join("bundles")),
+            delay: Duration::from_secs(3),
+        }),
+        Arc::new(FsLogSink::new(dir.path().join("logs"))),
+        Arc::new(SystemClock),
+    );
+    // A 1 s lease, renewed every 200 ms; the download takes 3 s.
+    let settings = ferry_app::Settings {
+        lease: chrono::Duration::seconds(1),
+        ..ferry.settings().clone()
+    };
+    let ferry = ferry.with_settings(settings);
+    ferry.ensure_default_queue().await.unwrap();
+    let proj = dir.path().join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(
+        proj.join("run.sh"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let packed = ferry_bundle::pack_dir(&proj).unwrap();
+    ferry
+        .put_bundle(&packed.sha256, &packed.bytes)
+        .await
+        .unwrap();
+    let spec = serde_json::from_value(serde_json::json!({
+        "flow": "etl", "name": "slow", "entrypoint": "run.sh",
+        "bundle": {"sha256": packed.sha256, "size": packed.bytes.len()}
+    }))
+    .unwrap();
+    ferry.apply_deployment(spec).await.unwrap();
+    let id = DeploymentId::new("etl", "slow").unwrap();
+    let (run, _) = ferry.create_run(&id, RunRequest::default()).await.unwrap();
+
+    // The reaper runs throughout, as the server's tick does.
+    let reaper = {
+        let ferry = ferry.clone();
+        tokio::spawn(async move {
+            loop {
+                ferry.tick().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let cfg = AgentConfig {
+        queues: vec![ferry_core::QueueName::default_queue()],
+        limit: 1,
+        poll_interval: Duration::from_millis(50),
+        prefetch: Duration::ZERO,
+        name: "a1".into(),
+        work_dir: dir.path().join("work"),
+        cache_dir: dir.path().join("cache"),
+        python: "python3".into(),
+        kill_grace: Duration::from_secs(1),
+        shutdown_grace: Duration::from_secs(1),
+        heartbeat_every: Duration::from_millis(200),
+        guard: None,
+    };
+    let agent = Agent::new(ferry.clone(), cfg);
+    let (mut tasks, shutdown, kill) = (
+        JoinSet::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    assert_eq!(
+        agent.poll_once(&mut tasks, &shutdown, &kill).await.unwrap(),
+        1
+    );
+    let finished = tokio::time::timeout(Duration::from_secs(60), tasks.join_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    reaper.abort();
+    let run = ferry.get_run(run.id).await.unwrap();
+    assert!(finished, "the run ended elsewhere: {:?}", run.state_message);
+    assert_eq!(run.state, StateType::Completed, "{:?}", run.state_message);
+}

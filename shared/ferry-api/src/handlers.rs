@@ -59,12 +59,23 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 
 /// The answer to a path no route serves: names the request and where the routes are listed,
 /// and spots the usual cause of a doubled `/v1` (a FERRY_API_URL that ends with it).
-pub(crate) async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn not_found(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     let path = uri.path();
+    if !path.starts_with("/v1") && crate::accepts_html(&headers) {
+        return ferry_ui::not_found_page(path);
+    }
+    api_not_found(&method, path).into_response()
+}
+
+fn api_not_found(method: &axum::http::Method, path: &str) -> ApiError {
     let hint = if path.starts_with("/v1/v1/") || path == "/v1/v1" {
         " (the path has /v1 twice: the API's address, e.g. FERRY_API_URL, must not end with /v1)"
     } else if !path.starts_with("/v1/") {
-        " (every route is under /v1)"
+        " (every API route is under /v1; the dashboard's pages are at /, /deployments, /runs and /work-queues)"
     } else {
         ""
     };

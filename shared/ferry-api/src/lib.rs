@@ -177,9 +177,12 @@ impl utoipa::Modify for AnyRouteErrors {
 }
 
 /// Gives every 4xx the router answers itself (405 for a method a path lacks, ...) the JSON
-/// error shape; answers that already are JSON, and HEAD answers (no body), pass unchanged.
+/// error shape; answers that already are JSON, HEAD answers (no body) and the dashboard's
+/// answers to a browser pass unchanged.
 async fn uniform_errors(req: Request, next: Next) -> Response {
-    let head = req.method() == Method::HEAD;
+    // The dashboard's pages answer HTML, errors included; only the API is JSON.
+    let api = req.uri().path().starts_with("/v1/") || !accepts_html(req.headers());
+    let head = req.method() == Method::HEAD || !api;
     let res = next.run(req).await;
     let status = res.status();
     let is_json = res
@@ -216,7 +219,15 @@ async fn uniform_errors(req: Request, next: Next) -> Response {
     out
 }
 
-/// The `/v1` router over `state`.
+/// Whether a request prefers HTML (a browser navigating), judged by its `Accept` header.
+pub(crate) fn accepts_html(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// The `/v1` router over `state`, and the dashboard (`ferry_ui`) beside it.
 pub fn router(state: ApiState) -> Router {
     use handlers::*;
     let v1 = Router::new()
@@ -262,8 +273,13 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token,
         ));
+    let ui = ferry_ui::router(ferry_ui::UiState {
+        ferry: state.ferry.clone(),
+        token: state.token.clone(),
+    });
     Router::new()
         .nest("/v1", v1)
+        .merge(ui)
         .fallback(handlers::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(uniform_errors))

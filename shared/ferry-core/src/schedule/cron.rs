@@ -95,6 +95,33 @@ const FIELDS: [FieldSpec; 5] = [
 const CRON_FORMS: &str =
     "expected 5 fields (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly";
 
+/// The five fields a nickname such as `@daily` stands for.
+fn nickname(text: &str) -> Option<&'static str> {
+    Some(match text.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        _ => return None,
+    })
+}
+
+/// `expr` (valid) in English words, as croner describes it ("At 09:00, on Monday."); the
+/// expression itself if croner cannot.
+pub(super) fn describe(expr: &str) -> String {
+    let trimmed = expr.trim();
+    let fields = nickname(trimmed).unwrap_or(trimmed);
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .dom_and_dow(false)
+        .build()
+        .parse(fields)
+        .map(|c| c.describe())
+        .unwrap_or_else(|_| trimmed.to_owned())
+}
+
 fn parse_cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
     let err = |m: String| ScheduleError::new("cron", m);
     if expr.len() > MAX_CRON_LEN {
@@ -105,18 +132,14 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
     }
     let trimmed = expr.trim();
     let expanded = if trimmed.starts_with('@') {
-        match trimmed.to_ascii_lowercase().as_str() {
-            "@yearly" | "@annually" => "0 0 1 1 *",
-            "@monthly" => "0 0 1 * *",
-            "@weekly" => "0 0 * * 0",
-            "@daily" | "@midnight" => "0 0 * * *",
-            "@hourly" => "0 * * * *",
-            "@reboot" => {
+        match nickname(trimmed) {
+            Some(fields) => fields,
+            None if trimmed.eq_ignore_ascii_case("@reboot") => {
                 return Err(err(format!(
                     "{trimmed:?} is not supported: Ferry schedules are time-based; use e.g. @daily or \"0 3 * * *\""
                 )))
             }
-            _ => {
+            None => {
                 return Err(err(format!(
                     "unknown nickname {trimmed:?}; use @hourly, @daily, @midnight, @weekly, @monthly, @yearly or @annually"
                 )))

@@ -203,6 +203,24 @@ impl Schedule {
         &self.spec
     }
 
+    /// The schedule in words, with its time zone: "At 09:00, on Monday. (Europe/Berlin)",
+    /// "Every 1h 30m (UTC)", "RRULE FREQ=WEEKLY;BYDAY=MO (UTC)".
+    pub fn describe(&self) -> String {
+        let what = match (&self.spec.cron, self.spec.interval, &self.spec.rrule) {
+            (Some(expr), _, _) => cron::describe(expr),
+            (None, Some(secs), _) => format!("Every {}", compact_duration(secs)),
+            (None, None, Some(rule)) => {
+                format!(
+                    "RRULE {}",
+                    rule.split_whitespace().collect::<Vec<_>>().join(" ")
+                )
+            }
+            (None, None, None) => String::new(),
+        };
+        let off = if self.spec.active { "" } else { ", inactive" };
+        format!("{what} ({}{off})", self.tz)
+    }
+
     /// First fire time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.iter_after(after).next()
@@ -246,6 +264,24 @@ pub fn fire_times(
     out
 }
 
+/// `5400` → "1h 30m", `86400` → "1d", `45` → "45s".
+fn compact_duration(secs: u64) -> String {
+    let parts = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let mut left = secs;
+    let mut out = Vec::new();
+    for (unit, name) in parts {
+        if left >= unit {
+            out.push(format!("{}{name}", left / unit));
+            left %= unit;
+        }
+    }
+    if out.is_empty() {
+        "0s".into()
+    } else {
+        out.join(" ")
+    }
+}
+
 /// 2020-01-01T00:00:00 on the wall clock: the default interval anchor and rrule start.
 fn default_anchor() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(2020, 1, 1)
@@ -257,6 +293,29 @@ fn default_anchor() -> NaiveDateTime {
 mod tests {
     use super::test_support::*;
     use super::*;
+
+    #[test]
+    fn schedules_are_described_in_words_with_their_time_zone() {
+        let describe = |v: serde_json::Value| {
+            Schedule::parse(&serde_json::from_value(v).unwrap())
+                .unwrap()
+                .describe()
+        };
+        use serde_json::json;
+        assert_eq!(
+            describe(json!({"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"})),
+            "At 09:00, on Monday, Tuesday, Wednesday, Thursday, and Friday. (Europe/Berlin)"
+        );
+        assert_eq!(describe(json!({"cron": "@daily"})), "At 00:00. (UTC)");
+        assert_eq!(
+            describe(json!({"interval": 5400, "active": false})),
+            "Every 1h 30m (UTC, inactive)"
+        );
+        assert_eq!(
+            describe(json!({"rrule": "FREQ=WEEKLY;BYDAY=MO"})),
+            "RRULE FREQ=WEEKLY;BYDAY=MO (UTC)"
+        );
+    }
 
     #[test]
     fn schedule_errors_name_their_field_and_say_how_to_fix_it() {

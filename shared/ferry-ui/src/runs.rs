@@ -1,0 +1,404 @@
+//! `/runs` (the list, filtered, updating live) and `/runs/<id>` (one run: its states, its
+//! parameters, its log following live, cancel).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use ferry_app::RunView;
+use ferry_core::ports::{LogLine, LogStream, RunFilter};
+use ferry_core::{DeploymentId, FlowRun, RunId, StateType};
+
+use crate::error::{with_status, UiError};
+use crate::format::{self, html, Chrome};
+use crate::UiState;
+
+/// Runs per page of the list.
+const PAGE: usize = 50;
+/// Log lines per read.
+const LOG_PAGE: usize = 5_000;
+
+/// One run as a row of a table.
+pub(crate) struct RunRow {
+    pub id: String,
+    pub short: String,
+    pub deployment: String,
+    pub queue: String,
+    pub state: &'static str,
+    pub state_class: &'static str,
+    pub scheduled: String,
+    pub scheduled_rel: String,
+    pub started: String,
+    pub duration: String,
+    pub message: String,
+}
+
+impl RunRow {
+    pub(crate) fn new(r: &FlowRun, now: DateTime<Utc>) -> Self {
+        Self {
+            id: r.id.to_string(),
+            short: format::short_id(&r.id),
+            deployment: r.deployment.to_string(),
+            queue: r.work_queue.to_string(),
+            state: format::state_label(r.state),
+            state_class: r.state.as_str(),
+            scheduled: format::time(r.scheduled_time),
+            scheduled_rel: format::relative(r.scheduled_time, now),
+            started: r.started_at.map(format::time).unwrap_or_default(),
+            duration: format::run_duration(r.started_at, r.ended_at, now),
+            message: r.state_message.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    deployment: Option<String>,
+    #[serde(default)]
+    work_queue: Option<String>,
+    #[serde(default)]
+    view: Option<String>,
+    /// `rows`: only the table's rows (what the page's script polls).
+    #[serde(default)]
+    fragment: Option<String>,
+}
+
+/// A select's option.
+pub(crate) struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "runs.html")]
+struct RunsPage {
+    chrome: Chrome,
+    rows: Vec<RunRow>,
+    states: Vec<Choice>,
+    deployments: Vec<Choice>,
+    queues: Vec<Choice>,
+    views: Vec<Choice>,
+    /// The list's own URL with `fragment=rows` (what the script polls).
+    poll_url: String,
+    empty: String,
+}
+
+#[derive(Template)]
+#[template(path = "run_rows.html")]
+struct RunRows {
+    rows: Vec<RunRow>,
+    empty: String,
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn choices(values: Vec<(String, String)>, selected: Option<&str>, any: &str) -> Vec<Choice> {
+    let mut out = vec![Choice {
+        value: String::new(),
+        label: any.into(),
+        selected: selected.is_none(),
+    }];
+    out.extend(values.into_iter().map(|(value, label)| Choice {
+        selected: selected == Some(value.as_str()),
+        value,
+        label,
+    }));
+    out
+}
+
+/// `GET /runs?state=&deployment=&work_queue=&view=`.
+pub(crate) async fn list(
+    State(s): State<UiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, UiError> {
+    let state = nonempty(&q.state)
+        .map(|v| {
+            v.parse::<StateType>()
+                .map_err(|m| UiError::invalid("state", m))
+        })
+        .transpose()?;
+    let deployment = nonempty(&q.deployment)
+        .map(|v| v.parse::<DeploymentId>().map_err(UiError::from_validation))
+        .transpose()?;
+    let queue = nonempty(&q.work_queue).map(str::to_owned);
+    let view = match nonempty(&q.view) {
+        None | Some("recent") => RunView::Recent,
+        Some("upcoming") => RunView::Upcoming,
+        Some("all") => RunView::All,
+        Some(other) => {
+            return Err(UiError::invalid(
+                "view",
+                format!("unknown view {other:?}: use recent, upcoming or all"),
+            ))
+        }
+    };
+    let filter = RunFilter {
+        deployment: deployment.clone(),
+        states: state.into_iter().collect(),
+        work_queue: queue.clone(),
+        limit: PAGE,
+        ..RunFilter::default()
+    };
+    let now = s.ferry.now();
+    let runs = s.ferry.list_runs_view(filter, view).await?;
+    let rows: Vec<RunRow> = runs.iter().map(|r| RunRow::new(r, now)).collect();
+    let empty = match view {
+        RunView::Upcoming => "No upcoming runs match.",
+        _ => "No runs match.",
+    }
+    .to_owned();
+    if q.fragment.as_deref() == Some("rows") {
+        return Ok(html(&RunRows { rows, empty }));
+    }
+    let deployments = s.ferry.list_deployments().await?;
+    let queues = s.ferry.list_queues().await?;
+    let selected_view = match view {
+        RunView::Recent => "recent",
+        RunView::Upcoming => "upcoming",
+        RunView::All => "all",
+    };
+    let mut poll = vec![
+        ("fragment", "rows".to_owned()),
+        ("view", selected_view.into()),
+    ];
+    if let Some(st) = state {
+        poll.push(("state", st.as_str().into()));
+    }
+    if let Some(d) = &deployment {
+        poll.push(("deployment", d.to_string()));
+    }
+    if let Some(qn) = &queue {
+        poll.push(("work_queue", qn.clone()));
+    }
+    let page = RunsPage {
+        chrome: Chrome::new(&s, "runs"),
+        rows,
+        states: choices(
+            StateType::ALL
+                .iter()
+                .map(|t| (t.as_str().to_owned(), format::state_label(*t).to_owned()))
+                .collect(),
+            state.map(StateType::as_str),
+            "any state",
+        ),
+        deployments: choices(
+            deployments
+                .iter()
+                .map(|d| (d.id.to_string(), d.id.to_string()))
+                .collect(),
+            deployment.as_ref().map(|d| d.to_string()).as_deref(),
+            "any deployment",
+        ),
+        queues: choices(
+            queues
+                .iter()
+                .map(|w| (w.name.to_string(), w.name.to_string()))
+                .collect(),
+            queue.as_deref(),
+            "any work queue",
+        ),
+        views: [
+            ("recent", "Recent (scheduled up to now)"),
+            ("upcoming", "Upcoming"),
+            ("all", "All"),
+        ]
+        .into_iter()
+        .map(|(v, l)| Choice {
+            value: v.into(),
+            label: l.into(),
+            selected: v == selected_view,
+        })
+        .collect(),
+        poll_url: format!(
+            "/runs?{}",
+            serde_urlencoded::to_string(&poll).unwrap_or_default()
+        ),
+        empty,
+    };
+    Ok(html(&page))
+}
+
+/// One state change of a run's history.
+struct HistoryRow {
+    state: &'static str,
+    state_class: &'static str,
+    at: String,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    chrome: Chrome,
+    row: RunRow,
+    attempt: u32,
+    origin: String,
+    retry_of: Option<String>,
+    retried_by: Option<String>,
+    exit_code: Option<i32>,
+    ended: String,
+    history: Vec<HistoryRow>,
+    parameters: String,
+    logs: Vec<String>,
+    next_offset: u64,
+    cancellable: bool,
+    is_final: bool,
+    live_url: String,
+    error: Option<String>,
+}
+
+fn log_text(l: &LogLine) -> String {
+    let stream = match l.stream {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+        LogStream::Ferry => "ferry ",
+    };
+    format!("{} {stream} | {}", l.at.format("%H:%M:%S%.3f"), l.line)
+}
+
+fn history(run: &FlowRun) -> Vec<HistoryRow> {
+    run.history
+        .iter()
+        .map(|h| HistoryRow {
+            state: format::state_label(h.state),
+            state_class: h.state.as_str(),
+            at: format::time(h.at),
+            message: h.message.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+async fn resolve(s: &UiState, id: &str) -> Result<RunId, UiError> {
+    Ok(s.ferry.resolve_run_id(id).await?)
+}
+
+async fn run_page(s: &UiState, id: RunId, error: Option<String>) -> Result<RunPage, UiError> {
+    let run = s.ferry.get_run(id).await?;
+    let logs = s.ferry.run_logs(id, 0, LOG_PAGE).await?;
+    let now = s.ferry.now();
+    Ok(RunPage {
+        chrome: Chrome::new(s, "runs"),
+        row: RunRow::new(&run, now),
+        attempt: run.attempt,
+        origin: format!("{:?}", run.origin).to_lowercase(),
+        retry_of: run.retry_of.map(|r| r.to_string()),
+        retried_by: run.retried_by.map(|r| r.to_string()),
+        exit_code: run.exit_code,
+        ended: run.ended_at.map(format::time).unwrap_or_default(),
+        history: history(&run),
+        parameters: serde_json::to_string_pretty(&run.parameters).unwrap_or_default(),
+        logs: logs.lines.iter().map(log_text).collect(),
+        next_offset: logs.next_offset,
+        cancellable: !run.state.is_terminal() && run.state != StateType::Cancelling,
+        is_final: run.state.is_terminal(),
+        live_url: format!("/runs/{}/live", run.id),
+        error,
+    })
+}
+
+/// `GET /runs/<id>` (an id or a unique prefix of one).
+pub(crate) async fn page(
+    State(s): State<UiState>,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let id = resolve(&s, &id).await?;
+    Ok(html(&run_page(&s, id, None).await?))
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct LiveQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
+/// What the run page's script polls: the run's state and its log from `offset`.
+#[derive(serde::Serialize)]
+pub(crate) struct Live {
+    state: &'static str,
+    state_label: &'static str,
+    message: String,
+    duration: String,
+    history: Vec<LiveHistory>,
+    lines: Vec<String>,
+    next_offset: u64,
+    #[serde(rename = "final")]
+    is_final: bool,
+    cancellable: bool,
+}
+
+#[derive(serde::Serialize)]
+struct LiveHistory {
+    state: &'static str,
+    state_label: &'static str,
+    at: String,
+    message: String,
+}
+
+/// `GET /runs/<id>/live?offset=N`.
+pub(crate) async fn live(
+    State(s): State<UiState>,
+    Path(id): Path<String>,
+    Query(q): Query<LiveQuery>,
+) -> Result<Json<Live>, LiveError> {
+    let id = resolve(&s, &id).await.map_err(LiveError)?;
+    let run = s.ferry.get_run(id).await.map_err(|e| LiveError(e.into()))?;
+    let logs = s
+        .ferry
+        .run_logs(id, q.offset, LOG_PAGE)
+        .await
+        .map_err(|e| LiveError(e.into()))?;
+    let now = s.ferry.now();
+    Ok(Json(Live {
+        state: run.state.as_str(),
+        state_label: format::state_label(run.state),
+        message: run.state_message.clone().unwrap_or_default(),
+        duration: format::run_duration(run.started_at, run.ended_at, now),
+        history: history(&run)
+            .into_iter()
+            .map(|h| LiveHistory {
+                state: h.state_class,
+                state_label: h.state,
+                at: h.at,
+                message: h.message,
+            })
+            .collect(),
+        lines: logs.lines.iter().map(log_text).collect(),
+        next_offset: logs.next_offset,
+        is_final: run.state.is_terminal(),
+        cancellable: !run.state.is_terminal() && run.state != StateType::Cancelling,
+    }))
+}
+
+/// The live endpoint's errors: JSON `{"message": …}` with the page's status, for the script.
+pub(crate) struct LiveError(UiError);
+
+impl IntoResponse for LiveError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.0.status_and_message();
+        (status, Json(serde_json::json!({ "message": message }))).into_response()
+    }
+}
+
+/// `POST /runs/<id>/cancel`: back to the run's page; a run that already finished is shown
+/// with the refusal (409).
+pub(crate) async fn cancel(
+    State(s): State<UiState>,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let id = resolve(&s, &id).await?;
+    match s.ferry.cancel_run(id).await {
+        Ok(_) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
+        Err(e @ ferry_app::AppError::Conflict(_)) => {
+            let (status, message) = UiError::from(e).status_and_message();
+            Ok(with_status(status, &run_page(&s, id, Some(message)).await?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -16,7 +16,7 @@ use ferry_tests::sigv4_check::{
     as_botocore_would_sign, assert_signed_for_execute_api, botocore_authorizations, ferry_iam_cmd,
     parse_sigv4, venv_python, Recorded, Recorder, Reply,
 };
-use ferry_tests::{ferry_bin, require_emulators, Server};
+use ferry_tests::{ferry_bin, require_emulators, write_project, Server};
 use serde_json::Value;
 
 /// A running `ferry ui --port 0`.
@@ -73,23 +73,7 @@ impl Ui {
 
     /// `METHOD path` with `headers` (a `Host` of `127.0.0.1:PORT` unless given) and `body`.
     fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
-        let mut head = format!("{method} {path} HTTP/1.1\r\n");
-        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            head.push_str(&format!("host: {}\r\n", self.addr));
-        }
-        for (n, v) in headers {
-            head.push_str(&format!("{n}: {v}\r\n"));
-        }
-        if !body.is_empty() {
-            head.push_str(&format!("content-length: {}\r\n", body.len()));
-        }
-        head.push_str("connection: close\r\n\r\n");
-        let mut conn = TcpStream::connect(&self.addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        conn.write_all(head.as_bytes()).unwrap();
-        conn.write_all(body).unwrap();
-        read_answer(conn)
+        send(&self.addr, method, path, headers, body)
     }
 
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
@@ -111,6 +95,28 @@ impl Drop for Ui {
             eprintln!("waiting for ferry ui: {e}");
         }
     }
+}
+
+/// `METHOD path` to `addr` (`HOST:PORT`) on a connection of its own, with `headers` (a `Host`
+/// of `addr` unless given) and `body`.
+fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("host: {addr}\r\n"));
+    }
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    read_answer(conn)
 }
 
 /// An HTTP response as read from the socket.
@@ -526,6 +532,119 @@ fn through_the_proxy_a_token_protected_server_answers_with_the_token_the_proxy_a
     );
 }
 
+/// The stylesheet's address in a page (`/assets/app.css?v=HASH`).
+fn stylesheet(page: &str) -> String {
+    let start = page
+        .find("href=\"/assets/")
+        .unwrap_or_else(|| panic!("no stylesheet link in {page}"))
+        + "href=\"".len();
+    let end = start + page[start..].find('"').unwrap();
+    page[start..end].replace("&amp;", "&")
+}
+
+/// Pages, an asset, the live endpoint and a form action through `ui`, with no sign-in and no
+/// cookie: the proxy's credentials are the session. `queue` is a work queue of the API, `run`
+/// one of its runs.
+fn the_dashboard_works_through(ui: &Ui, queue: &str, run: Option<&str>) {
+    let page = ui.get("/", &[("accept", "text/html"), ("cookie", COOKIE)]);
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|c| c.contains("default-src 'self'")),
+        "{page:?}"
+    );
+    assert!(page.body.contains("<h1>Overview</h1>"), "{}", page.body);
+    for link in ["Overview", "Deployments", "Runs", "Work queues"] {
+        assert!(page.body.contains(&format!(">{link}</a>")), "{link}");
+    }
+    let css = ui.get(&stylesheet(&page.body), &[]);
+    assert_eq!(css.status, 200, "{css:?}");
+    assert!(
+        css.header("content-type")
+            .is_some_and(|c| c.starts_with("text/css")),
+        "{css:?}"
+    );
+    let queues = ui.get("/work-queues", &[]);
+    assert_eq!(queues.status, 200, "{queues:?}");
+    assert!(
+        queues.body.contains(&format!("data-queue=\"{queue}\"")),
+        "{}",
+        queues.body
+    );
+    if let Some(run) = run {
+        let page = ui.get(&format!("/runs/{run}"), &[]);
+        assert_eq!(page.status, 200, "{page:?}");
+        assert!(page.body.contains("id=\"run-state\""), "{}", page.body);
+        let live = ui.get(&format!("/runs/{run}/live?offset=0"), &[]);
+        assert_eq!(live.status, 200, "{live:?}");
+        let live: Value = serde_json::from_str(&live.body).unwrap();
+        assert!(live["state"].is_string(), "{live}");
+    }
+    // A form from another site is refused by the proxy; the dashboard's own goes through and
+    // its redirect comes back as the page sent it.
+    let action = format!("/work-queues/{queue}/pause");
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let refused = ui.send(
+        "POST",
+        &action,
+        &[form, ("origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let paused = || {
+        let q = ui.get(&format!("/v1/work-queues/{queue}"), &[]);
+        assert_eq!(q.status, 200, "{q:?}");
+        serde_json::from_str::<Value>(&q.body).unwrap()["paused"] == true
+    };
+    assert!(!paused(), "the refused form changed nothing");
+    let origin = ui.origin();
+    let done = ui.send("POST", &action, &[form, ("origin", &origin)], b"");
+    assert_eq!(done.status, 303, "{done:?}");
+    assert_eq!(done.header("location"), Some("/work-queues"));
+    assert!(paused());
+}
+
+#[test]
+fn through_the_proxy_the_pages_of_a_token_protected_server_load_without_signing_in() {
+    let token = "s3cret-token";
+    let s = Server::start_with(&["--tick-interval", "200ms"], &[("FERRY_API_TOKEN", token)]);
+    let proj = s.path("proj");
+    write_project(&proj, &[("flow.sh", "#!/bin/sh\necho hi\n")]);
+    let proj = proj.to_string_lossy().into_owned();
+    s.ok(&[
+        "deployment",
+        "build",
+        "flow.sh",
+        "-n",
+        "nightly",
+        "--path",
+        &proj,
+        "-o",
+        "nightly.yaml",
+        "-a",
+    ]);
+    s.ok(&["deployment", "run", "flow/nightly"]);
+    let runs = s.json(&["flow-run", "ls", "--deployment", "flow/nightly"]);
+    let run = runs[0]["id"].as_str().unwrap().to_owned();
+    // Without the proxy, a browser is sent to sign in.
+    let direct = send(s.url.trim_start_matches("http://"), "GET", "/", &[], b"");
+    assert_eq!(direct.status, 303, "{direct:?}");
+    assert_eq!(direct.header("location"), Some("/sign-in?next=%2F"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let ui = Ui::start(ui_cmd(
+        &s.url,
+        dir.path(),
+        &["--port", "0"],
+        &[("FERRY_API_TOKEN", token)],
+    ));
+    the_dashboard_works_through(&ui, "default", Some(&run));
+}
+
 #[test]
 fn a_foreign_host_or_a_change_from_another_origin_is_refused_and_reaches_nothing() {
     let rec = ok_recorder();
@@ -709,7 +828,7 @@ fn fresh_storage() -> (String, String) {
 
 #[test]
 #[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
-fn on_aws_the_proxy_in_front_of_the_api_lambda_serves_v1_answers() {
+fn on_aws_the_proxy_in_front_of_the_api_lambda_serves_v1_answers_and_the_pages() {
     let (table, bucket) = fresh_storage();
     let api = LambdaFunction::start(
         FunctionConfig::new("ferry-api", function_binary("ferry-api-lambda"))
@@ -775,4 +894,5 @@ fn on_aws_the_proxy_in_front_of_the_api_lambda_serves_v1_answers() {
         ],
         "the refused POST reached nothing"
     );
+    the_dashboard_works_through(&ui, "night", None);
 }

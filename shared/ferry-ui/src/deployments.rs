@@ -14,7 +14,7 @@ use ferry_core::{Deployment, DeploymentId, FlowRun};
 use crate::error::{with_status, UiError};
 use crate::format::{self, html, Chrome};
 use crate::runs::RunRow;
-use crate::timeline::{Bar, Timeline};
+use crate::timeline::{fit_span, Bar, Timeline};
 use crate::UiState;
 
 /// Runs in a deployment's strip of last states.
@@ -192,13 +192,18 @@ async fn deployment_page(
             ..RunFilter::default()
         })
         .await?;
+    // Times on the wall clock of the (first) schedule's time zone.
+    let scheds = schedules(&d);
+    let tz = scheds
+        .first()
+        .map_or_else(|| "UTC".to_owned(), |s| s.timezone().name().to_owned());
     let mut upcoming: Vec<(DateTime<Utc>, Upcoming)> = written
         .iter()
         .map(|r| {
             (
                 r.scheduled_time,
                 Upcoming {
-                    when: format::time(r.scheduled_time),
+                    when: format::time_in(r.scheduled_time, &tz),
                     relative: format::relative(r.scheduled_time, now),
                     state: format::state_label(r.state),
                     state_class: r.state.as_str(),
@@ -208,7 +213,6 @@ async fn deployment_page(
         })
         .collect();
     // Fire times past what the tick has written yet ("planned": no run exists for them).
-    let scheds = schedules(&d);
     if !d.spec.paused {
         if let Ok(valid) = validate_spec(&d.spec) {
             let from = d.scheduled_until.unwrap_or(now).max(now);
@@ -216,7 +220,7 @@ async fn deployment_page(
                 upcoming.push((
                     t,
                     Upcoming {
-                        when: format::time(t),
+                        when: format::time_in(t, &tz),
                         relative: format::relative(t, now),
                         state: "Planned",
                         state_class: "planned",
@@ -228,13 +232,19 @@ async fn deployment_page(
     }
     upcoming.sort_by_key(|(t, _)| *t);
     upcoming.truncate(UPCOMING);
+    let span = fit_span(
+        now,
+        upcoming.iter().map(|(t, _)| *t),
+        Duration::minutes(5),
+        Duration::hours(AHEAD_HOURS),
+    );
     let timeline = Timeline::new(
         now,
-        until,
+        now + span,
         now,
         upcoming
             .iter()
-            .filter(|(t, _)| *t <= until)
+            .filter(|(t, _)| *t <= now + span)
             .map(|(t, u)| Bar {
                 row: d.id.to_string(),
                 start: *t,

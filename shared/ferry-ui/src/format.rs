@@ -76,11 +76,17 @@ pub(crate) fn time(t: DateTime<Utc>) -> String {
 }
 
 /// `t` on the wall clock of time zone `tz` (an IANA name; UTC when unknown):
-/// "2026-12-02 09:00 CET".
+/// "2026-12-02 09:00 CET" (with seconds when it has some: "18:34:20 UTC").
 pub(crate) fn time_in(t: DateTime<Utc>, tz: &str) -> String {
+    use chrono::Timelike;
+    let fmt = if t.second() == 0 {
+        "%Y-%m-%d %H:%M %Z"
+    } else {
+        "%Y-%m-%d %H:%M:%S %Z"
+    };
     match tz.parse::<chrono_tz::Tz>() {
-        Ok(z) => t.with_timezone(&z).format("%Y-%m-%d %H:%M %Z").to_string(),
-        Err(_) => t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        Ok(z) => t.with_timezone(&z).format(fmt).to_string(),
+        Err(_) => t.format(fmt).to_string(),
     }
 }
 
@@ -127,9 +133,14 @@ pub(crate) fn duration_secs(s: u64) -> String {
     }
 }
 
-/// The first 8 hex digits of a run id: what `ferry flow-run` accepts as a prefix.
-pub(crate) fn short_id(id: &ferry_core::RunId) -> String {
-    id.to_string().chars().take(8).collect()
+/// A window's length: "15 minutes", "6 hours", "1h 06m".
+pub(crate) fn span(secs: u64) -> String {
+    let (h, m) = (secs / 3_600, (secs % 3_600) / 60);
+    match (h, m) {
+        (0, m) => format!("{} minutes", m.max(1)),
+        (h, 0) => format!("{h} hour{}", if h == 1 { "" } else { "s" }),
+        (h, m) => format!("{h}h {m:02}m"),
+    }
 }
 
 #[cfg(test)]
@@ -152,10 +163,17 @@ mod tests {
             "30s ago"
         );
         assert_eq!(relative(now, now), "now");
+        assert_eq!(span(900), "15 minutes");
+        assert_eq!(span(6 * 3600), "6 hours");
+        assert_eq!(span(3960), "1h 06m");
         let t = DateTime::parse_from_rfc3339("2026-12-02T08:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(time_in(t, "Europe/Berlin"), "2026-12-02 09:00 CET");
+        assert_eq!(
+            time_in(t + chrono::Duration::seconds(20), "UTC"),
+            "2026-12-02 08:00:20 UTC"
+        );
         assert_eq!(
             run_duration(Some(t), Some(t + chrono::Duration::milliseconds(1500)), now),
             "1.5s"

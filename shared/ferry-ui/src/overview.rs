@@ -14,10 +14,10 @@ use crate::error::UiError;
 use crate::format::{self, html, Chrome};
 use crate::queues::{self, QueueRow, COUNT_CAP};
 use crate::runs::RunRow;
-use crate::timeline::{Bar, Timeline};
+use crate::timeline::{fit_span, Bar, Timeline};
 use crate::UiState;
 
-/// Hours the timeline shows.
+/// Most hours the timeline shows.
 const TIMELINE_HOURS: i64 = 6;
 /// Most runs of the last 24 h read for the counts.
 const RECENT_CAP: usize = 5 * COUNT_CAP;
@@ -55,7 +55,7 @@ struct OverviewPage {
     queues: Vec<QueueRow>,
     agents: Vec<AgentRow>,
     timeline: Timeline,
-    timeline_hours: i64,
+    timeline_span: String,
 }
 
 /// The latest run of each deployment that failed, crashed or is late (newest first).
@@ -121,7 +121,16 @@ pub(crate) async fn page(State(s): State<UiState>) -> Result<Response, UiError> 
             })
         })
         .collect();
-    let lo = now - Duration::hours(TIMELINE_HOURS);
+    let span = fit_span(
+        now,
+        recent
+            .iter()
+            .filter_map(|r| r.started_at)
+            .filter(|t| *t >= now - Duration::hours(TIMELINE_HOURS)),
+        Duration::minutes(15),
+        Duration::hours(TIMELINE_HOURS),
+    );
+    let lo = now - span;
     let bars = recent
         .iter()
         .filter_map(|r| {
@@ -136,7 +145,7 @@ pub(crate) async fn page(State(s): State<UiState>) -> Result<Response, UiError> 
                 title: format!(
                     "{} {} — {} {}",
                     r.deployment,
-                    format::short_id(&r.id),
+                    r.id,
                     format::state_label(r.state),
                     format::run_duration(r.started_at, r.ended_at, now)
                 ),
@@ -175,6 +184,6 @@ pub(crate) async fn page(State(s): State<UiState>) -> Result<Response, UiError> 
         queues: queues::rows(&s).await?,
         agents,
         timeline: Timeline::new(lo, now, now, bars),
-        timeline_hours: TIMELINE_HOURS,
+        timeline_span: format::span(span.num_seconds().unsigned_abs()),
     }))
 }

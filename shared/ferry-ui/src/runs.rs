@@ -22,7 +22,6 @@ const LOG_PAGE: usize = 5_000;
 /// One run as a row of a table.
 pub(crate) struct RunRow {
     pub id: String,
-    pub short: String,
     pub deployment: String,
     pub queue: String,
     pub state: &'static str,
@@ -38,7 +37,6 @@ impl RunRow {
     pub(crate) fn new(r: &FlowRun, now: DateTime<Utc>) -> Self {
         Self {
             id: r.id.to_string(),
-            short: format::short_id(&r.id),
             deployment: r.deployment.to_string(),
             queue: r.work_queue.to_string(),
             state: format::state_label(r.state),

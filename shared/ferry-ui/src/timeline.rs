@@ -69,10 +69,26 @@ fn px(v: f64) -> String {
 
 /// A tick step that gives at most about 8 ticks over `span`.
 fn tick_step(span: Duration) -> Duration {
-    let steps = [5, 15, 30, 60, 120, 180, 360, 720, 1440];
+    let steps = [1, 2, 5, 15, 30, 60, 120, 180, 360, 720, 1440];
     let minutes = span.num_minutes().max(1);
     let m = steps.into_iter().find(|m| minutes / m <= 8).unwrap_or(1440);
     Duration::minutes(m)
+}
+
+/// How much time a timeline shows: from now to the farthest of `times` and a tenth more,
+/// within [`min`, `max`] — so a few minutes of history is not squeezed into the edge of a
+/// six-hour axis.
+pub(crate) fn fit_span(
+    now: DateTime<Utc>,
+    times: impl IntoIterator<Item = DateTime<Utc>>,
+    min: Duration,
+    max: Duration,
+) -> Duration {
+    times
+        .into_iter()
+        .map(|t| (t - now).abs())
+        .max()
+        .map_or(min, |far| (far + far / 10).clamp(min, max))
 }
 
 impl Timeline {
@@ -192,6 +208,16 @@ mod tests {
         // Hourly ticks over 6 h: 01:00 … 05:00.
         assert_eq!(tl.ticks.len(), 5);
         assert_eq!(tl.ticks[0].label, "01:00");
+    }
+
+    #[test]
+    fn the_span_fits_the_runs_within_its_bounds() {
+        let (min, max) = (Duration::minutes(15), Duration::hours(6));
+        let now = t(12, 0);
+        assert_eq!(fit_span(now, [t(11, 0)], min, max), Duration::minutes(66));
+        assert_eq!(fit_span(now, [t(11, 59)], min, max), min);
+        assert_eq!(fit_span(now, [t(1, 0), t(11, 0)], min, max), max);
+        assert_eq!(fit_span(now, [], min, max), min);
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn nickname(text: &str) -> Option<&'static str> {
     })
 }
 
-/// `expr` (valid) in English words, as croner describes it ("At 09:00, on Monday."); the
+/// `expr` (valid) in English words, as croner describes it ("At 09:00, on Monday"); the
 /// expression itself if croner cannot.
 pub(super) fn describe(expr: &str) -> String {
     let trimmed = expr.trim();
@@ -118,7 +118,7 @@ pub(super) fn describe(expr: &str) -> String {
         .dom_and_dow(false)
         .build()
         .parse(fields)
-        .map(|c| c.describe())
+        .map(|c| c.describe().trim_end_matches('.').to_owned())
         .unwrap_or_else(|_| trimmed.to_owned())
 }
 

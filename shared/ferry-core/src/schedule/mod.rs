@@ -203,7 +203,7 @@ impl Schedule {
         &self.spec
     }
 
-    /// The schedule in words, with its time zone: "At 09:00, on Monday. (Europe/Berlin)",
+    /// The schedule in words, with its time zone: "At 09:00, on Monday (Europe/Berlin)",
     /// "Every 1h 30m (UTC)", "RRULE FREQ=WEEKLY;BYDAY=MO (UTC)".
     pub fn describe(&self) -> String {
         let what = match (&self.spec.cron, self.spec.interval, &self.spec.rrule) {
@@ -304,9 +304,9 @@ mod tests {
         use serde_json::json;
         assert_eq!(
             describe(json!({"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"})),
-            "At 09:00, on Monday, Tuesday, Wednesday, Thursday, and Friday. (Europe/Berlin)"
+            "At 09:00, on Monday, Tuesday, Wednesday, Thursday, and Friday (Europe/Berlin)"
         );
-        assert_eq!(describe(json!({"cron": "@daily"})), "At 00:00. (UTC)");
+        assert_eq!(describe(json!({"cron": "@daily"})), "At 00:00 (UTC)");
         assert_eq!(
             describe(json!({"interval": 5400, "active": false})),
             "Every 1h 30m (UTC, inactive)"

@@ -38,6 +38,20 @@ pub enum Command {
     /// AWS helpers.
     #[command(subcommand)]
     Aws(AwsCmd),
+    /// The dashboard on localhost for an API that needs credentials (the IAM-protected API of
+    /// the AWS backend, a token-protected server): a proxy that forwards every request to
+    /// FERRY_API_URL signed with SigV4 (FERRY_API_AUTH=iam) or with FERRY_API_TOKEN.
+    Ui(UiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Port to serve the dashboard on (0 = any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 4400)]
+    pub port: u16,
+    /// Loopback address to bind (127.0.0.1 or ::1; any other is refused).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +127,7 @@ impl Command {
             self,
             Command::Server(_)
                 | Command::Dev(_)
+                | Command::Ui(_)
                 | Command::Agent(
                     AgentCmd::Start(_) | AgentCmd::Execute(_) | AgentCmd::Guard { .. }
                 )

@@ -142,6 +142,16 @@ impl IamSigner {
 
 impl Client {
     pub fn from_env() -> Result<Self> {
+        Self::from_env_with(reqwest::Client::builder())
+    }
+
+    /// [`Client::from_env`] for `ferry ui`'s proxy: redirects are not followed, so that the
+    /// browser gets them (and their `Location`) as the API sent them.
+    pub fn from_env_for_proxy() -> Result<Self> {
+        Self::from_env_with(reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()))
+    }
+
+    fn from_env_with(http: reqwest::ClientBuilder) -> Result<Self> {
         let base = match std::env::var("FERRY_API_URL") {
             Ok(v) if !v.trim().is_empty() => api_base(&v)?,
             _ => DEFAULT_API_URL.to_owned(),
@@ -153,7 +163,7 @@ impl Client {
             .ok()
             .filter(|m| !m.is_empty());
         let auth = Auth::from_env(mode.as_deref(), token)?;
-        let http = reqwest::Client::builder()
+        let http = http
             .timeout(std::time::Duration::from_secs(300))
             .build()
             .context("building the HTTP client")?;
@@ -243,6 +253,61 @@ impl Client {
             StatusCode::NOT_FOUND => Ok(false),
             s => Err(anyhow!("HEAD {path} answered HTTP {}", s.as_u16())),
         }
+    }
+
+    /// Where requests go and how they are authenticated, in words (`ferry ui` prints it).
+    pub fn auth_description(&self) -> String {
+        let url = &self.base;
+        match self.auth {
+            Auth::None => format!("sending requests to {url} without credentials"),
+            Auth::Bearer(_) => {
+                format!("sending requests to {url} with FERRY_API_TOKEN as a bearer token")
+            }
+            Auth::Iam(_) => format!(
+                "signing requests to {url} with your AWS credentials (SigV4, FERRY_API_AUTH=iam)"
+            ),
+        }
+    }
+
+    /// Loads what signing needs (FERRY_API_AUTH=iam: the AWS credentials and the API's region)
+    /// now, so that a missing one is an error at start rather than on the first request.
+    pub async fn check_auth(&self) -> Result<()> {
+        if let Auth::Iam(signer) = &self.auth {
+            let url = reqwest::Url::parse(&self.base)
+                .with_context(|| format!("FERRY_API_URL={:?} is not a URL", self.base))?;
+            signer.region(&url).await?;
+            signer.credentials().await?;
+        }
+        Ok(())
+    }
+
+    /// `METHOD {FERRY_API_URL}{path_and_query}` with `headers` and `body`, for `ferry ui`'s
+    /// proxy: any path (pages, assets, `/v1`), authenticated like every request — the bearer
+    /// token replaces any `authorization` in `headers`, and SigV4 signs the URL, the headers and
+    /// the body exactly as sent. The response whatever its status; an error only when the API
+    /// cannot be reached or the request cannot be signed.
+    pub async fn forward(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        mut headers: reqwest::header::HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response> {
+        headers.remove(reqwest::header::AUTHORIZATION);
+        if !path_and_query.starts_with('/') {
+            bail!("cannot forward {path_and_query:?}: not a path");
+        }
+        let mut req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base))
+            .headers(headers);
+        if let Auth::Bearer(t) = &self.auth {
+            req = req.bearer_auth(t);
+        }
+        if !body.is_empty() {
+            req = req.body(body);
+        }
+        self.execute(req).await
     }
 
     /// Uploads to a presigned URL. Not the API: no bearer token, and no SigV4 signature on

@@ -4,6 +4,7 @@
 
 pub mod fargate_sim;
 pub mod lambda_rt;
+pub mod sigv4_check;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,111 +1,19 @@
 //! `FERRY_API_AUTH=iam`: the CLI's SigV4 signatures, checked against botocore's `SigV4Auth`
 //! (an independent signer) on the same requests, and on what the real `ferry` binary sends to a
-//! local listener that records every request.
+//! local listener that records every request (helpers in tests/src/sigv4_check.rs).
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use ferry_cli::sigv4::{self, Credentials};
-use ferry_tests::{ferry_bin, write_project, Server};
-use serde_json::{json, Value};
-
-const ACCESS_KEY: &str = "AKIDEXAMPLE";
-const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-
-/// Signs each request of a JSON list on stdin with botocore at the request's `amz_date`
-/// (botocore reads the clock through `botocore.auth.get_current_datetime`), prints the
-/// `Authorization` headers as a JSON list.
-const BOTOCORE_SIGN: &str = r#"
-import datetime, json, sys
-from unittest import mock
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
-out = []
-for r in json.load(sys.stdin):
-    creds = Credentials(r["access_key"], r["secret_key"], r["token"])
-    when = datetime.datetime.strptime(r["amz_date"], "%Y%m%dT%H%M%SZ")
-    req = AWSRequest(method=r["method"], url=r["url"], headers=dict(r["headers"]),
-                     data=bytes(r["body"]))
-    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
-        SigV4Auth(creds, "execute-api", r["region"]).add_auth(req)
-    out.append(req.headers["Authorization"])
-json.dump(out, sys.stdout)
-"#;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The emulators' venv python (moto brings botocore), where tests/tests/infra.rs finds it.
-fn venv_python() -> PathBuf {
-    let dir = std::env::var_os("FERRY_EMULATORS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".emulators"));
-    let python = dir.join("venv").join("bin").join("python");
-    assert!(
-        python.exists(),
-        "{} is missing: this test signs with botocore from the emulators' venv; \
-         run `scripts/emulators.sh install` (or point FERRY_EMULATORS_DIR at an installed one)",
-        python.display()
-    );
-    python
-}
-
-/// One request as botocore is asked to sign it.
-struct BotoRequest {
-    method: String,
-    url: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    token: Option<String>,
-    region: String,
-    amz_date: String,
-}
-
-fn botocore_authorizations(requests: &[BotoRequest]) -> Vec<String> {
-    let input: Vec<Value> = requests
-        .iter()
-        .map(|r| {
-            json!({
-                "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "token": r.token,
-                "method": r.method, "url": r.url, "headers": r.headers, "body": r.body,
-                "region": r.region, "amz_date": r.amz_date,
-            })
-        })
-        .collect();
-    let mut child = Command::new(venv_python())
-        .args(["-c", BOTOCORE_SIGN])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the venv's python");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&input).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "botocore signing failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let auths: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(auths.len(), requests.len());
-    auths
-}
+use ferry_tests::sigv4_check::{
+    as_botocore_would_sign, assert_signed_for_execute_api, botocore_authorizations, ferry_iam_cmd,
+    parse_sigv4, venv_python, BotoRequest, Recorded, Recorder, ACCESS_KEY, REGION, SECRET_KEY,
+    SESSION_TOKEN,
+};
+use ferry_tests::{write_project, Server};
+use serde_json::json;
 
 fn credentials(token: Option<&str>) -> Credentials {
     Credentials::new(
@@ -253,92 +161,6 @@ fn the_cli_signature_is_byte_identical_to_botocores_on_the_same_requests() {
     }
 }
 
-/// A request as the recording listener received it.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    /// Path and query, as sent.
-    target: String,
-    /// Lower-cased names.
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Recorded {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-}
-
-/// An HTTP/1.1 listener on 127.0.0.1 that records every request and answers it with
-/// `respond` (status, JSON body), one request per connection.
-struct Recorder {
-    url: String,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-}
-
-impl Recorder {
-    fn start(respond: impl Fn(&Recorded, &str) -> (u16, String) + Send + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let (log, base) = (requests.clone(), url.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let mut conn = conn.unwrap();
-                let req = read_request(&mut BufReader::new(&mut conn));
-                let (status, body) = respond(&req, &base);
-                log.lock().unwrap().push(req);
-                write!(
-                    conn,
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .unwrap();
-            }
-        });
-        Self { url, requests }
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn read_request(reader: &mut impl BufRead) -> Recorded {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap().to_owned();
-    let target = parts.next().unwrap().to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (name, value) = l.split_once(':').unwrap();
-        headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
-    }
-    let len: usize = headers
-        .get("content-length")
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    Recorded {
-        method,
-        target,
-        headers,
-        body,
-    }
-}
-
-const REGION: &str = "eu-west-1";
-const SESSION_TOKEN: &str = "session/token+with=special";
-
 /// Runs the real `ferry` against `api` with FERRY_API_AUTH=iam and fixed credentials from the
 /// environment; nothing from the machine's AWS configuration leaks in.
 fn ferry_iam(api: &str, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
@@ -346,30 +168,6 @@ fn ferry_iam(api: &str, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -
         .envs(extra_env.iter().copied())
         .output()
         .expect("running ferry")
-}
-
-fn ferry_iam_cmd(api: &str, dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(ferry_bin());
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("FERRY_HOME", dir.join("home"))
-        .env("FERRY_LOG", "warn")
-        .env("FERRY_API_URL", api)
-        .env("FERRY_API_AUTH", "iam")
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.join("no-aws-credentials"),
-        );
-    cmd
 }
 
 fn assert_ok(out: &Output, what: &str) {
@@ -380,81 +178,6 @@ fn assert_ok(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The `Authorization` header of a SigV4-signed request, split into its parts.
-struct Sigv4Header {
-    credential: String,
-    signed_headers: Vec<String>,
-    signature: String,
-}
-
-fn parse_sigv4(req: &Recorded) -> Sigv4Header {
-    let auth = req
-        .header("authorization")
-        .unwrap_or_else(|| panic!("{} {} was not signed", req.method, req.target));
-    let rest = auth
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .unwrap_or_else(|| panic!("not a SigV4 authorization: {auth}"));
-    let mut fields = HashMap::new();
-    for part in rest.split(", ") {
-        let (k, v) = part.split_once('=').unwrap();
-        fields.insert(k, v.to_owned());
-    }
-    Sigv4Header {
-        credential: fields["Credential"].clone(),
-        signed_headers: fields["SignedHeaders"]
-            .split(';')
-            .map(str::to_owned)
-            .collect(),
-        signature: fields["Signature"].clone(),
-    }
-}
-
-/// Checks the shape of a signed request: scope, signed headers, the token alongside.
-fn assert_signed_for_execute_api(req: &Recorded) {
-    let sig = parse_sigv4(req);
-    let date = req.header("x-amz-date").expect("x-amz-date sent");
-    assert_eq!(
-        sig.credential,
-        format!(
-            "{ACCESS_KEY}/{}/{REGION}/execute-api/aws4_request",
-            &date[..8]
-        ),
-        "{} {}",
-        req.method,
-        req.target
-    );
-    for h in ["host", "x-amz-date", "x-amz-security-token"] {
-        assert!(
-            sig.signed_headers.iter().any(|s| s == h),
-            "{h} not signed in {} {}: {:?}",
-            req.method,
-            req.target,
-            sig.signed_headers
-        );
-    }
-    assert_eq!(sig.signature.len(), 64, "{}", sig.signature);
-    assert_eq!(req.header("x-amz-security-token"), Some(SESSION_TOKEN));
-}
-
-/// What botocore signs for a recorded request: the headers it names as signed, with the values
-/// that arrived, at the time it states.
-fn as_botocore_would_sign(req: &Recorded) -> BotoRequest {
-    let sig = parse_sigv4(req);
-    BotoRequest {
-        method: req.method.clone(),
-        url: format!("http://{}{}", req.header("host").unwrap(), req.target),
-        headers: sig
-            .signed_headers
-            .iter()
-            .map(|h| (h.clone(), req.header(h).unwrap().to_owned()))
-            .collect(),
-        body: req.body.clone(),
-        token: req.header("x-amz-security-token").map(str::to_owned),
-        region: REGION.to_owned(),
-        amz_date: req.header("x-amz-date").unwrap().to_owned(),
-    }
 }
 
 #[test]

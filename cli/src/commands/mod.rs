@@ -5,6 +5,7 @@ mod flow_run;
 mod infra;
 mod queue;
 mod schedule;
+mod ui;
 mod watch;
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Agent(cmd) => agent::run(cmd).await,
         Command::Dev(args) => crate::server::dev(args).await,
         Command::Aws(cmd) => aws::run(cmd).await,
+        Command::Ui(args) => ui::run(args).await,
     }
 }
 

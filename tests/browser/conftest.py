@@ -153,7 +153,7 @@ class Cli:
 
 
 class Agent:
-    """A running `ferry agent start`, killed at the end of the test."""
+    """A running `ferry agent start` (or `ferry ui`), killed at the end of the test."""
 
     def __init__(self, proc: subprocess.Popen):
         self.proc = proc
@@ -304,6 +304,29 @@ class Server:
         agent = Agent(proc)
         self.agents.append(agent)
         return agent
+
+    def ui(self) -> str:
+        """Starts `ferry ui --port 0` for this server (with its token, as a user's shell would
+        have it) and returns the proxy's URL; stopped with the server."""
+        proc = subprocess.Popen(
+            [ferry_bin(), "ui", "--port", "0"],
+            cwd=self.work,
+            env=self.client_env(),
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        self.agents.append(Agent(proc))
+        first: list[str] = []
+        reader = threading.Thread(
+            target=lambda: first.append(proc.stdout.readline()), daemon=True
+        )
+        reader.start()
+        reader.join(timeout=60)
+        match = re.search(r"http://[0-9.:]+", first[0] if first else "")
+        assert match, f"ferry ui printed no URL in 60 s: {first!r}\n{self.server_log()}"
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        return match.group(0)
 
     # -- HTTP without a browser ----------------------------------------------------------------
 

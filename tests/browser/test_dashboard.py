@@ -350,6 +350,35 @@ def test_a_token_protected_server_shows_nothing_without_the_token(
     assert not [u for u in requested if token in u], "the token appeared in a URL"
 
 
+def test_ferry_ui_shows_a_token_protected_server_without_a_sign_in_and_acts_through_it(
+    token_server, page
+):
+    s = token_server
+    dep = s.deploy_script("proxied", 'echo "going to sleep"\nsleep 300\n')
+    run_id = s.run_now(dep)
+    s.agent()
+    s.wait_state(run_id, "running")
+    ui = s.ui()
+
+    page.goto(ui + "/runs")
+    assert urllib.parse.urlsplit(page.url).path == "/runs", page.url
+    expect(page.locator(f'table#runs tr[data-run-id="{run_id}"] td.state')).to_have_text(
+        re.compile(r"^\s*Running\s*$")
+    )
+    # The run page follows the log through the proxy, and cancel goes through it too.
+    page.goto(f"{ui}/runs/{run_id}")
+    expect(page.locator("pre#logs")).to_contain_text("stdout | going to sleep", timeout=LONG * MS)
+    page.locator("form#cancel button").click()
+    expect(page.locator("#run-state")).to_have_text(
+        re.compile(r"^\s*Cancelled\s*$"), timeout=30 * MS
+    )
+    s.wait_state(run_id, "cancelled", timeout=30)
+    assert not page.context.cookies(), "ferry ui handed the browser a cookie"
+    # The server itself still asks this browser to sign in.
+    page.goto(s.url + "/runs")
+    assert urllib.parse.urlsplit(page.url).path == "/sign-in"
+
+
 def test_every_page_renders_without_a_console_error_and_is_screenshotted(server, backend, page):
     server.cli.ok("work-queue", "create", "etl", "--limit", "2")
     hello = server.deploy_script("hello", LOG_SCRIPT, "--interval", "1h", "--param", "n=1")

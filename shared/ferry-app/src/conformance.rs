@@ -1009,7 +1009,10 @@ async fn pages(s: &Arc<dyn Store>, filter: &RunFilter) -> Vec<Vec<FlowRun>> {
         assert!(page.len() <= filter.limit, "a page longer than the limit");
         after = Some(RunCursor::of(last));
         out.push(page);
-        assert!(out.len() <= 100, "pages never end: the cursor does not advance");
+        assert!(
+            out.len() <= 100,
+            "pages never end: the cursor does not advance"
+        );
     }
 }
 
@@ -1061,9 +1064,16 @@ pub async fn pages_follow_a_keyset_cursor_through_runs_sharing_one_time(s: Arc<d
             if !ascending {
                 sorted.reverse();
             }
-            assert_eq!(ids(&flat), ids(&sorted), "{window:?}: not in (time, id) order");
+            assert_eq!(
+                ids(&flat),
+                ids(&sorted),
+                "{window:?}: not in (time, id) order"
+            );
             let at_t0 = flat.iter().filter(|r| r.scheduled_time == t0()).count();
-            assert_eq!(at_t0, 10, "{window:?}: runs sharing a time lost or repeated");
+            assert_eq!(
+                at_t0, 10,
+                "{window:?}: runs sharing a time lost or repeated"
+            );
             // Every page but the last is full.
             let (last, full) = paged.split_last().unwrap();
             assert!(full.iter().all(|p| p.len() == 3) && !last.is_empty());
@@ -1163,8 +1173,18 @@ pub async fn pages_keep_the_state_queue_and_deployment_filters(s: Arc<dyn Store>
         let expected: Vec<RunId> = whole
             .iter()
             .filter(|r| filter.states.is_empty() || filter.states.contains(&r.state))
-            .filter(|r| filter.work_queue.as_ref().is_none_or(|q| r.work_queue == q.as_str()))
-            .filter(|r| filter.deployment.as_ref().is_none_or(|x| r.deployment == *x))
+            .filter(|r| {
+                filter
+                    .work_queue
+                    .as_ref()
+                    .is_none_or(|q| r.work_queue == q.as_str())
+            })
+            .filter(|r| {
+                filter
+                    .deployment
+                    .as_ref()
+                    .is_none_or(|x| r.deployment == *x)
+            })
             .filter(|r| match filter.window {
                 RunWindow::DueBy(t) => r.scheduled_time <= t,
                 _ => true,
@@ -1196,8 +1216,8 @@ pub async fn a_between_window_lists_and_counts_runs_from_lo_up_to_hi(s: Arc<dyn 
         (-1800, StateType::Failed),
         (-1800, StateType::Completed),
         (-60, StateType::Running),
-        (0, StateType::Failed), // at hi: out
-        (-3601, StateType::Failed), // before lo: out
+        (0, StateType::Failed),      // at hi: out
+        (-3601, StateType::Failed),  // before lo: out
         (600, StateType::Scheduled), // later: out
     ];
     for (n, (offset, state)) in layout.iter().enumerate() {
@@ -1220,7 +1240,11 @@ pub async fn a_between_window_lists_and_counts_runs_from_lo_up_to_hi(s: Arc<dyn 
     assert_eq!(offsets, vec![-60, -1800, -1800, -3600]);
     let counts = s.count_runs_by_state(lo, hi).await.unwrap();
     let states: Vec<StateType> = counts.iter().map(|(st, _)| *st).collect();
-    assert_eq!(states, StateType::ALL.to_vec(), "every state, in lifecycle order");
+    assert_eq!(
+        states,
+        StateType::ALL.to_vec(),
+        "every state, in lifecycle order"
+    );
     let of = |st: StateType| counts.iter().find(|(x, _)| *x == st).unwrap().1;
     assert_eq!(of(StateType::Completed), 2);
     assert_eq!(of(StateType::Failed), 1);
@@ -1268,11 +1292,11 @@ pub async fn due_counts_are_a_queues_waiting_runs_due_and_late(s: Arc<dyn Store>
         add("work", -600, StateType::Late),
         add("work", -500, StateType::Late),
         add("work", -30, StateType::Scheduled),
-        add("work", 0, StateType::Scheduled),     // due exactly now
-        add("work", 60, StateType::Scheduled),    // not due yet
-        add("work", -900, StateType::Running),    // held
-        add("work", -900, StateType::Completed),  // done
-        add("other", -600, StateType::Late),      // another queue
+        add("work", 0, StateType::Scheduled),  // due exactly now
+        add("work", 60, StateType::Scheduled), // not due yet
+        add("work", -900, StateType::Running), // held
+        add("work", -900, StateType::Completed), // done
+        add("other", -600, StateType::Late),   // another queue
         add("other", -30, StateType::Scheduled),
     ];
     let mut launched = run_in(&d, "work", -30, 99, StateType::Scheduled);
@@ -1289,7 +1313,9 @@ pub async fn due_counts_are_a_queues_waiting_runs_due_and_late(s: Arc<dyn Store>
         DueCounts { due: 2, late: 1 }
     );
     assert_eq!(
-        s.count_due_runs("work", t0() + Duration::seconds(60)).await.unwrap(),
+        s.count_due_runs("work", t0() + Duration::seconds(60))
+            .await
+            .unwrap(),
         DueCounts { due: 5, late: 2 }
     );
     assert_eq!(

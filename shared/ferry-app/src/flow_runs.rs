@@ -233,7 +233,10 @@ impl Ferry {
     /// costs what page 1 costs on every store.
     pub async fn runs_page(&self, filter: RunFilter) -> Result<RunPage, AppError> {
         if filter.limit == 0 {
-            return Err(AppError::invalid("limit", "a page needs a limit of 1 or more"));
+            return Err(AppError::invalid(
+                "limit",
+                "a page needs a limit of 1 or more",
+            ));
         }
         let limit = filter.limit;
         // One run more than the page tells whether another page follows.

@@ -170,11 +170,14 @@ async fn ensure_runs_by_state(
             .projection(projection(ProjectionType::Include, &BY_STATE_INCLUDES))
             .build()
             .map_err(dynamo)?;
-        let mut req = client.update_table().table_name(table).global_secondary_index_updates(
-            aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
-                .create(create)
-                .build(),
-        );
+        let mut req = client
+            .update_table()
+            .table_name(table)
+            .global_secondary_index_updates(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                    .create(create)
+                    .build(),
+            );
         for attr in ["state", "all_sk"] {
             req = req.attribute_definitions(
                 AttributeDefinition::builder()
@@ -201,7 +204,10 @@ async fn ensure_runs_by_state(
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
-    Err(BootstrapError::Timeout(format!("{table} (index {})", index::BY_STATE)))
+    Err(BootstrapError::Timeout(format!(
+        "{table} (index {})",
+        index::BY_STATE
+    )))
 }
 
 /// Turns on the table's time to live on [`TTL_ATTR`] unless it is on (agents gone for a

@@ -12,8 +12,8 @@ use ferry_core::ports::{
     RunFilter, RunStore, RunWindow, SlotTake, StateCounts, StoreError, StoreResult,
     AGENT_RETENTION,
 };
-use ferry_core::state::StateType;
 use ferry_core::slot::SlotKey;
+use ferry_core::state::StateType;
 use ferry_core::{Deployment, FlowRun, WorkQueue};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 

@@ -13,20 +13,19 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
 use ferry_core::ports::{
-    ClaimOutcome, DueCounts, InsertOutcome, RunFilter, RunStore, RunWindow, SlotTake,
-    StateCounts, StoreError, StoreResult,
+    ClaimOutcome, DueCounts, InsertOutcome, RunFilter, RunStore, RunWindow, SlotTake, StateCounts,
+    StoreError, StoreResult,
 };
-use ferry_core::state::StateType;
 use ferry_core::slot::SlotKey;
+use ferry_core::state::StateType;
 use ferry_core::FlowRun;
 
 use super::codec::{decode, encode, get_s, n, request_token, run_item, s, slots_of};
 use super::errors::{cancellation_codes, classify, is_condition_failed, reasons_of};
 use super::keys::{
-    all_runs_pk, by_deployment_pk, due_entry, due_pk, due_upper, idempotency_pk, index,
-    list_range, run_id_of_pk, run_pk, scheduled_sk_range, slot_sk, ListRange, ALL_SHARDS,
-    DUE_LATE_RANGE,
-    AWAITING_TASK_PK, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LAUNCHABLE_PK, LEASE_PK, RUN_SK, SLOTS,
+    all_runs_pk, by_deployment_pk, due_entry, due_pk, due_upper, idempotency_pk, index, list_range,
+    run_id_of_pk, run_pk, scheduled_sk_range, slot_sk, ListRange, ALL_SHARDS, AWAITING_TASK_PK,
+    DUE_LATE_RANGE, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LAUNCHABLE_PK, LEASE_PK, RUN_SK, SLOTS,
 };
 use super::{DynamoStore, Item, SortRange};
 
@@ -74,7 +73,12 @@ struct ListSource {
 }
 
 impl ListSource {
-    fn new(index: &'static str, hash_attr: &'static str, hash: String, sort_attr: &'static str) -> Self {
+    fn new(
+        index: &'static str,
+        hash_attr: &'static str,
+        hash: String,
+        sort_attr: &'static str,
+    ) -> Self {
         Self {
             index,
             hash_attr,
@@ -114,7 +118,12 @@ fn list_sources(filter: &RunFilter) -> (Vec<ListSource>, bool) {
     }
     if let Some(d) = &filter.deployment {
         let exact = filter.work_queue.is_none();
-        let src = ListSource::new(index::BY_DEPLOYMENT, "dep_pk", by_deployment_pk(d), "dep_sk");
+        let src = ListSource::new(
+            index::BY_DEPLOYMENT,
+            "dep_pk",
+            by_deployment_pk(d),
+            "dep_sk",
+        );
         return (vec![src], exact);
     }
     if filter.work_queue.is_some() {
@@ -154,7 +163,10 @@ fn run_matches(run: &FlowRun, filter: &RunFilter) -> bool {
             .work_queue
             .as_ref()
             .is_none_or(|q| run.work_queue == q.as_str())
-        && filter.deployment.as_ref().is_none_or(|d| run.deployment == *d)
+        && filter
+            .deployment
+            .as_ref()
+            .is_none_or(|d| run.deployment == *d)
 }
 
 impl DynamoStore {

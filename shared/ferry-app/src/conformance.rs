@@ -1110,13 +1110,11 @@ pub async fn pages_keep_the_state_queue_and_deployment_filters(s: Arc<dyn Store>
         StateType::Completed,
         StateType::Running,
     ];
-    let mut n = 0u8;
-    for i in 0..24i64 {
+    for (n, i) in (0..24i64).enumerate() {
         let dep = if i % 5 == 0 { &other } else { &d };
         let queue = if i % 3 == 0 { "gpu" } else { "default" };
         // Pairs share a time.
-        let r = run_in(dep, queue, -(i / 2) * 60, n, states[(i % 4) as usize]);
-        n += 1;
+        let r = run_in(dep, queue, -(i / 2) * 60, n as u8, states[(i % 4) as usize]);
         s.insert_run(&r).await.unwrap();
     }
     let whole = s.list_runs(&RunFilter::default()).await.unwrap();

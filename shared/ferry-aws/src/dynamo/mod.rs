@@ -415,8 +415,20 @@ impl DynamoStore {
         }
     }
 
-    /// Bodies of runs by id, in the order given (missing ones skipped).
+    /// Bodies of runs by id, in the order given (missing ones skipped), read consistently: the
+    /// reaper and the slot sweep act on what they read.
     async fn batch_get_runs(&self, ids: &[String]) -> StoreResult<Vec<FlowRun>> {
+        self.batch_get_runs_read(ids, true).await
+    }
+
+    /// [`DynamoStore::batch_get_runs`], eventually consistent (half the read capacity) when
+    /// `consistent` is false: for run lists, which come from an eventually consistent index
+    /// anyway.
+    async fn batch_get_runs_read(
+        &self,
+        ids: &[String],
+        consistent: bool,
+    ) -> StoreResult<Vec<FlowRun>> {
         let mut found: HashMap<String, FlowRun> = HashMap::new();
         for chunk in ids.chunks(100) {
             let mut keys: Vec<Item> = chunk
@@ -425,10 +437,9 @@ impl DynamoStore {
                 .collect();
             let mut attempts = 0;
             while !keys.is_empty() {
-                // Consistent: the reaper and the slot sweep act on what they read.
                 let req = KeysAndAttributes::builder()
                     .set_keys(Some(keys.clone()))
-                    .consistent_read(true)
+                    .consistent_read(consistent)
                     .build()
                     .map_err(StoreError::backend)?;
                 let out = self

@@ -271,7 +271,7 @@ impl DynamoStore {
             return Ok(());
         }
         let pks = std::mem::take(batch);
-        for run in self.batch_get_runs(&pks).await? {
+        for run in self.batch_get_runs_read(&pks, false).await? {
             if out.len() >= limit {
                 break;
             }

@@ -97,7 +97,7 @@ impl ListSource {
 
 /// The index partitions a run list reads, and whether their entries are exactly the runs the
 /// filter asks for (then a page reads `limit + 1` keys and `limit` bodies; otherwise index
-/// pages of 1000 keys are read, and bodies in batches, until the page is full):
+/// pages of `4 × (limit + 1)` keys are read, and bodies in batches, until the page is full):
 /// - states: one `runs_by_state` partition per state (deployment and queue checked on the
 ///   projected `dep_pk`/`wq` before any body is read);
 /// - a deployment: its `by_deployment` partition (a queue checked on the bodies);
@@ -185,11 +185,12 @@ impl DynamoStore {
             filter.limit
         };
         // An exact source needs one key past the page at most (the cursor's own entry may
-        // come first); a filtered one reads big pages, most entries being dropped.
+        // come first); a filtered one reads a few pages' worth at a time, entries of other
+        // queues or deployments being dropped.
         let page_size = if exact {
             limit.saturating_add(1).min(1000)
         } else {
-            1000
+            limit.saturating_add(1).saturating_mul(4).clamp(100, 1000)
         };
         let mut out: Vec<FlowRun> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();

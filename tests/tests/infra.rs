@@ -523,7 +523,7 @@ fn the_storage_template_and_bootstrap_create_the_same_table() {
     let from_stack = &resource(&stack, "Table")["shape"];
     let from_bootstrap = bootstrap_shape(&id);
     assert_eq!(*from_stack, from_bootstrap);
-    assert_eq!(from_stack["indexes"].as_array().unwrap().len(), 5);
+    assert_eq!(from_stack["indexes"].as_array().unwrap().len(), 6);
     assert_eq!(from_stack["stream"], "NEW_AND_OLD_IMAGES");
 }
 

@@ -361,6 +361,10 @@ pub struct RunsQuery {
     /// `all` (the default: newest scheduled first), `recent` (scheduled up to now, newest
     /// first: what happened) or `upcoming` (scheduled later, soonest first).
     pub view: Option<String>,
+    /// The next page: the id of the last run of the previous page (same filters and view);
+    /// the runs that follow it in the view's order. A page is an index range whichever page
+    /// it is. A run that no longer exists is refused (400): start from the first page.
+    pub before: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs", params(RunsQuery),
@@ -401,6 +405,19 @@ pub(crate) async fn list_runs(
             message: format!("view: {m}"),
         })?
         .unwrap_or_default();
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| {
+            b.parse::<ferry_core::RunId>()
+                .map_err(|_| ApiError::BadRequest {
+                    field: "before".into(),
+                    message: format!(
+                        "before: {b:?} is not a flow run id (the `id` of the last run of the previous page)"
+                    ),
+                })
+        })
+        .transpose()?;
     let filter = RunFilter {
         deployment,
         states,
@@ -408,7 +425,12 @@ pub(crate) async fn list_runs(
         limit,
         ..RunFilter::default()
     };
-    Ok(Json(s.ferry.list_runs_view(filter, view).await?))
+    if before.is_none() {
+        return Ok(Json(s.ferry.list_runs_view(filter, view).await?));
+    }
+    Ok(Json(
+        s.ferry.list_runs_page(filter, view, before).await?.runs,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/flow-runs/{id}", params(("id" = String, Path)),

@@ -636,3 +636,47 @@ fn every_schema_reference_of_the_openapi_document_resolves() {
         );
     }
 }
+
+// ------------------------------------------------------------------ 12: keyset pages
+
+#[tokio::test]
+async fn flow_runs_pages_follow_before_to_the_end_and_refuse_an_unknown_run() {
+    let app = app().await;
+    app.deploy(json!({})).await;
+    for _ in 0..5 {
+        let a = app
+            .call("POST", "/v1/deployments/etl/daily/runs", Some(json!({})))
+            .await;
+        assert!(a.status.is_success(), "{:?}", a.body);
+    }
+    let ids = |a: &Answer| -> Vec<String> {
+        a.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let whole = ids(&app.call("GET", "/v1/flow-runs?limit=50", None).await);
+    assert_eq!(whole.len(), 5);
+    let mut paged: Vec<String> = Vec::new();
+    let mut uri = "/v1/flow-runs?limit=2".to_owned();
+    loop {
+        let a = app.call("GET", &uri, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        let page = ids(&a);
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        uri = format!("/v1/flow-runs?limit=2&before={last}");
+        paged.extend(page);
+        assert!(paged.len() <= 5, "pages repeat runs: {paged:?}");
+    }
+    assert_eq!(paged, whole);
+    for before in ["abc", "0190d6d2-0000-7000-8000-000000000000"] {
+        let a = app
+            .call("GET", &format!("/v1/flow-runs?before={before}"), None)
+            .await;
+        assert_error_shape(&a, StatusCode::BAD_REQUEST, "invalid");
+        assert_eq!(a.body["field"], "before", "{:?}", a.body);
+    }
+}

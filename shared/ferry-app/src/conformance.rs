@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use ferry_core::deployment::Deployment;
 use ferry_core::ids::{DeploymentId, RunId};
 use ferry_core::ports::{
-    ClaimOutcome, InsertOutcome, RunFilter, RunWindow, SlotTake, Store, StoreError,
+    ClaimOutcome, DueCounts, InsertOutcome, RunCursor, RunFilter, RunWindow, SlotTake, Store,
+    StoreError,
 };
 use ferry_core::run::{FlowRun, RunLease};
 use ferry_core::slot::SlotKey;
@@ -88,6 +89,10 @@ where
     agents_are_recorded_once_per_name_and_listed_by_last_poll(make().await).await;
     list_runs_windows_split_at_a_time_and_keep_the_filters(make().await).await;
     run_ids_are_found_by_prefix_through_their_time(make().await).await;
+    pages_follow_a_keyset_cursor_through_runs_sharing_one_time(make().await).await;
+    pages_keep_the_state_queue_and_deployment_filters(make().await).await;
+    a_between_window_lists_and_counts_runs_from_lo_up_to_hi(make().await).await;
+    due_counts_are_a_queues_waiting_runs_due_and_late(make().await).await;
 }
 
 /// A second insert of the same id reports the existing run and changes nothing.
@@ -967,4 +972,352 @@ pub async fn agents_are_recorded_once_per_name_and_listed_by_last_poll(s: Arc<dy
         .unwrap();
     let names: Vec<&str> = now.iter().map(|a| a.presence.name.as_str()).collect();
     assert_eq!(names, ["c-agent"]);
+}
+
+/// A run of `deployment` on `queue` at `t0 + offset_s`, in `state`; `n` tells apart runs of
+/// the same time (it is the id's randomness).
+fn run_in(
+    deployment: &DeploymentId,
+    queue: &str,
+    offset_s: i64,
+    n: u8,
+    state: StateType,
+) -> FlowRun {
+    let at = t0() + Duration::seconds(offset_s);
+    let mut r = ferry_core::testkit::scheduled_run(deployment, queue, at, t0());
+    r.id = RunId::adhoc(at, [n; 10]);
+    r.state = state;
+    r
+}
+
+/// Every page of `filter` (its `limit` is the page size), each continuing after the last run
+/// of the one before, until an empty page.
+async fn pages(s: &Arc<dyn Store>, filter: &RunFilter) -> Vec<Vec<FlowRun>> {
+    let mut out: Vec<Vec<FlowRun>> = Vec::new();
+    let mut after = filter.after;
+    loop {
+        let page = s
+            .list_runs(&RunFilter {
+                after,
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else {
+            return out;
+        };
+        assert!(page.len() <= filter.limit, "a page longer than the limit");
+        after = Some(RunCursor::of(last));
+        out.push(page);
+        assert!(
+            out.len() <= 100,
+            "pages never end: the cursor does not advance"
+        );
+    }
+}
+
+fn ids(runs: &[FlowRun]) -> Vec<RunId> {
+    runs.iter().map(|r| r.id).collect()
+}
+
+/// Keyset pages: ten runs share one scheduled time (the id orders them), others around it;
+/// paging by 3 through every window lists each run once, in the window's order — the same
+/// list as one unpaged read — and a cursor on the last run gives an empty page.
+pub async fn pages_follow_a_keyset_cursor_through_runs_sharing_one_time(s: Arc<dyn Store>) {
+    let d = dep_id();
+    for n in 0..10 {
+        s.insert_run(&run_in(&d, "default", 0, n, StateType::Scheduled))
+            .await
+            .unwrap();
+    }
+    for (offset, n) in [(-60, 20), (-1, 21), (1, 22), (60, 23)] {
+        s.insert_run(&run_in(&d, "default", offset, n, StateType::Scheduled))
+            .await
+            .unwrap();
+    }
+    for window in [
+        RunWindow::All,
+        RunWindow::DueBy(t0()),
+        RunWindow::After(t0() - Duration::seconds(30)),
+        RunWindow::Between(t0() - Duration::seconds(30), t0() + Duration::seconds(30)),
+    ] {
+        for deployment in [None, Some(d.clone())] {
+            let filter = RunFilter {
+                window,
+                deployment: deployment.clone(),
+                limit: 3,
+                ..Default::default()
+            };
+            let whole = s
+                .list_runs(&RunFilter {
+                    limit: 0,
+                    ..filter.clone()
+                })
+                .await
+                .unwrap();
+            let paged = pages(&s, &filter).await;
+            let flat: Vec<FlowRun> = paged.iter().flatten().cloned().collect();
+            assert_eq!(ids(&flat), ids(&whole), "{window:?} {deployment:?}");
+            let ascending = matches!(window, RunWindow::After(_));
+            let mut sorted = flat.clone();
+            sorted.sort_by_key(|r| (r.scheduled_time, r.id));
+            if !ascending {
+                sorted.reverse();
+            }
+            assert_eq!(
+                ids(&flat),
+                ids(&sorted),
+                "{window:?}: not in (time, id) order"
+            );
+            let at_t0 = flat.iter().filter(|r| r.scheduled_time == t0()).count();
+            assert_eq!(
+                at_t0, 10,
+                "{window:?}: runs sharing a time lost or repeated"
+            );
+            // Every page but the last is full.
+            let (last, full) = paged.split_last().unwrap();
+            assert!(full.iter().all(|p| p.len() == 3) && !last.is_empty());
+            let expected = match window {
+                RunWindow::All => 14,
+                RunWindow::DueBy(_) => 12,
+                RunWindow::After(_) => 13,
+                RunWindow::Between(..) => 12,
+            };
+            assert_eq!(flat.len(), expected, "{window:?}");
+        }
+    }
+    // A cursor on the very last run: nothing follows.
+    let all = s.list_runs(&RunFilter::default()).await.unwrap();
+    let past_end = s
+        .list_runs(&RunFilter {
+            after: Some(RunCursor::of(all.last().unwrap())),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(past_end.is_empty());
+}
+
+/// Pages of a state filter, a queue filter, both, several states, and a deployment with a
+/// state: every run of the filter once, nothing else, in order.
+pub async fn pages_keep_the_state_queue_and_deployment_filters(s: Arc<dyn Store>) {
+    let d = dep_id();
+    let other = DeploymentId::new("etl", "other").unwrap();
+    let states = [
+        StateType::Completed,
+        StateType::Failed,
+        StateType::Completed,
+        StateType::Running,
+    ];
+    for (n, i) in (0..24i64).enumerate() {
+        let dep = if i % 5 == 0 { &other } else { &d };
+        let queue = if i % 3 == 0 { "gpu" } else { "default" };
+        // Pairs share a time.
+        let r = run_in(dep, queue, -(i / 2) * 60, n as u8, states[(i % 4) as usize]);
+        s.insert_run(&r).await.unwrap();
+    }
+    let whole = s.list_runs(&RunFilter::default()).await.unwrap();
+    assert_eq!(whole.len(), 24);
+    let cases: Vec<(RunFilter, &str)> = vec![
+        (
+            RunFilter {
+                states: vec![StateType::Failed],
+                ..Default::default()
+            },
+            "failed",
+        ),
+        (
+            RunFilter {
+                work_queue: Some("gpu".into()),
+                ..Default::default()
+            },
+            "queue",
+        ),
+        (
+            RunFilter {
+                states: vec![StateType::Completed],
+                work_queue: Some("gpu".into()),
+                ..Default::default()
+            },
+            "completed on gpu",
+        ),
+        (
+            RunFilter {
+                states: vec![StateType::Failed, StateType::Running],
+                ..Default::default()
+            },
+            "two states",
+        ),
+        (
+            RunFilter {
+                states: vec![StateType::Completed],
+                deployment: Some(other.clone()),
+                ..Default::default()
+            },
+            "deployment and state",
+        ),
+        (
+            RunFilter {
+                deployment: Some(d.clone()),
+                work_queue: Some("gpu".into()),
+                window: RunWindow::DueBy(t0() - Duration::seconds(120)),
+                ..Default::default()
+            },
+            "deployment, queue, window",
+        ),
+    ];
+    for (filter, what) in cases {
+        let expected: Vec<RunId> = whole
+            .iter()
+            .filter(|r| filter.states.is_empty() || filter.states.contains(&r.state))
+            .filter(|r| {
+                filter
+                    .work_queue
+                    .as_ref()
+                    .is_none_or(|q| r.work_queue == q.as_str())
+            })
+            .filter(|r| {
+                filter
+                    .deployment
+                    .as_ref()
+                    .is_none_or(|x| r.deployment == *x)
+            })
+            .filter(|r| match filter.window {
+                RunWindow::DueBy(t) => r.scheduled_time <= t,
+                _ => true,
+            })
+            .map(|r| r.id)
+            .collect();
+        assert!(!expected.is_empty(), "{what}: the case tests nothing");
+        for size in [1, 2, 5] {
+            let paged = pages(
+                &s,
+                &RunFilter {
+                    limit: size,
+                    ..filter.clone()
+                },
+            )
+            .await;
+            let flat: Vec<FlowRun> = paged.into_iter().flatten().collect();
+            assert_eq!(ids(&flat), expected, "{what}, pages of {size}");
+        }
+    }
+}
+
+/// `Between(lo, hi)` lists runs scheduled from `lo` (included) up to `hi` (excluded), newest
+/// first, and the counts per state of that window match it, every state listed.
+pub async fn a_between_window_lists_and_counts_runs_from_lo_up_to_hi(s: Arc<dyn Store>) {
+    let d = dep_id();
+    let layout = [
+        (-3600, StateType::Completed), // at lo: in
+        (-1800, StateType::Failed),
+        (-1800, StateType::Completed),
+        (-60, StateType::Running),
+        (0, StateType::Failed),      // at hi: out
+        (-3601, StateType::Failed),  // before lo: out
+        (600, StateType::Scheduled), // later: out
+    ];
+    for (n, (offset, state)) in layout.iter().enumerate() {
+        s.insert_run(&run_in(&d, "default", *offset, n as u8, *state))
+            .await
+            .unwrap();
+    }
+    let (lo, hi) = (t0() - Duration::seconds(3600), t0());
+    let listed = s
+        .list_runs(&RunFilter {
+            window: RunWindow::Between(lo, hi),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let offsets: Vec<i64> = listed
+        .iter()
+        .map(|r| (r.scheduled_time - t0()).num_seconds())
+        .collect();
+    assert_eq!(offsets, vec![-60, -1800, -1800, -3600]);
+    let counts = s.count_runs_by_state(lo, hi).await.unwrap();
+    let states: Vec<StateType> = counts.iter().map(|(st, _)| *st).collect();
+    assert_eq!(
+        states,
+        StateType::ALL.to_vec(),
+        "every state, in lifecycle order"
+    );
+    let of = |st: StateType| counts.iter().find(|(x, _)| *x == st).unwrap().1;
+    assert_eq!(of(StateType::Completed), 2);
+    assert_eq!(of(StateType::Failed), 1);
+    assert_eq!(of(StateType::Running), 1);
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 4);
+    // A state change moves the run between counts.
+    let running = listed[0].clone();
+    let mut done = running.clone();
+    done.state = StateType::Completed;
+    done.version += 1;
+    s.update_run(&done, running.version).await.unwrap();
+    let counts = s.count_runs_by_state(lo, hi).await.unwrap();
+    let of = |st: StateType| counts.iter().find(|(x, _)| *x == st).unwrap().1;
+    assert_eq!((of(StateType::Completed), of(StateType::Running)), (3, 0));
+    // An empty window counts nothing.
+    let empty = s.count_runs_by_state(hi, hi).await.unwrap();
+    assert_eq!(empty.len(), StateType::ALL.len());
+    assert!(empty.iter().all(|(_, n)| *n == 0));
+    assert!(s
+        .list_runs(&RunFilter {
+            window: RunWindow::Between(hi, hi),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A queue's due count is its Late runs plus its Scheduled runs due by now; not later ones,
+/// not held or finished ones, not another queue's, not a launched deployment's.
+pub async fn due_counts_are_a_queues_waiting_runs_due_and_late(s: Arc<dyn Store>) {
+    let d = dep_id();
+    let mut n = 0u8;
+    let mut add = |queue: &str, offset: i64, state: StateType| {
+        n += 1;
+        let mut r = run_in(&d, queue, offset, n, StateType::Scheduled);
+        if state == StateType::Late {
+            r = transition(&r, RunEvent::MarkLate, t0()).unwrap();
+        } else {
+            r.state = state;
+        }
+        r
+    };
+    let runs = vec![
+        add("work", -600, StateType::Late),
+        add("work", -500, StateType::Late),
+        add("work", -30, StateType::Scheduled),
+        add("work", 0, StateType::Scheduled),  // due exactly now
+        add("work", 60, StateType::Scheduled), // not due yet
+        add("work", -900, StateType::Running), // held
+        add("work", -900, StateType::Completed), // done
+        add("other", -600, StateType::Late),   // another queue
+        add("other", -30, StateType::Scheduled),
+    ];
+    let mut launched = run_in(&d, "work", -30, 99, StateType::Scheduled);
+    launched.infra = Some("process/local".parse().unwrap());
+    for r in runs.iter().chain([&launched]) {
+        s.insert_run(r).await.unwrap();
+    }
+    assert_eq!(
+        s.count_due_runs("work", t0()).await.unwrap(),
+        DueCounts { due: 4, late: 2 }
+    );
+    assert_eq!(
+        s.count_due_runs("other", t0()).await.unwrap(),
+        DueCounts { due: 2, late: 1 }
+    );
+    assert_eq!(
+        s.count_due_runs("work", t0() + Duration::seconds(60))
+            .await
+            .unwrap(),
+        DueCounts { due: 5, late: 2 }
+    );
+    assert_eq!(
+        s.count_due_runs("nobody", t0()).await.unwrap(),
+        DueCounts::default()
+    );
 }

@@ -1,9 +1,11 @@
 //! The user-facing run use cases: create an ad-hoc run, read, list, cancel, read its log. (The
 //! agent's — claim, start, heartbeat, finish — are in `agent_runs`.)
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
-use ferry_core::ports::{InsertOutcome, LogPage, RunFilter, RunWindow};
+use ferry_core::ports::{
+    DueCounts, InsertOutcome, LogPage, RunCursor, RunFilter, RunWindow, StateCounts,
+};
 use ferry_core::run::{FlowRun, Origin};
 use ferry_core::state::{transition, RunEvent, StateType};
 use ferry_core::validate::check_parameters;
@@ -24,6 +26,65 @@ pub enum RunView {
     Recent,
     /// What comes: runs scheduled after now, soonest first.
     Upcoming,
+}
+
+impl RunView {
+    /// The store's window for this view at `now`.
+    pub fn window(self, now: DateTime<Utc>) -> RunWindow {
+        match self {
+            RunView::All => RunWindow::All,
+            RunView::Recent => RunWindow::DueBy(now),
+            RunView::Upcoming => RunWindow::After(now),
+        }
+    }
+}
+
+/// One page of a run list, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// At most the filter's `limit` runs, in the window's order.
+    pub runs: Vec<FlowRun>,
+    /// The cursor for the next page (the last run of this one); `None`: this is the last page.
+    pub next: Option<RunCursor>,
+}
+
+/// Runs per state scheduled in a time window (the overview's "last 24 h").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowCounts {
+    /// Runs scheduled at or after this time...
+    pub from: DateTime<Utc>,
+    /// ...and before this one.
+    pub to: DateTime<Utc>,
+    /// Per state, every state listed (0 when none), in [`StateType::ALL`] order.
+    pub counts: StateCounts,
+}
+
+impl WindowCounts {
+    /// Runs in `state`.
+    pub fn of(&self, state: StateType) -> u64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    }
+    /// Runs in the window.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// A work queue's runs as the work-queues page shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRunStats {
+    /// The queue.
+    pub queue: ferry_core::WorkQueue,
+    /// Waiting runs due now (Scheduled and due, or Late), Late ones included.
+    pub due: u64,
+    /// Late runs.
+    pub late: u64,
+    /// Slots held (runs Pending/Running/Cancelling under the queue's limit); `None` when the
+    /// queue has no limit, for then no slot is kept.
+    pub in_use: Option<u32>,
 }
 
 impl std::str::FromStr for RunView {
@@ -163,13 +224,124 @@ impl Ferry {
         filter: RunFilter,
         view: RunView,
     ) -> Result<Vec<FlowRun>, AppError> {
-        let now = self.now();
-        let window = match view {
-            RunView::All => RunWindow::All,
-            RunView::Recent => RunWindow::DueBy(now),
-            RunView::Upcoming => RunWindow::After(now),
-        };
+        let window = view.window(self.now());
         self.list_runs(&RunFilter { window, ..filter }).await
+    }
+
+    /// One page of runs matching `filter` (its window, its `after` cursor and its `limit`,
+    /// which must be 1 or more), and the cursor of the next page. Keyset pagination: page N
+    /// costs what page 1 costs on every store.
+    pub async fn runs_page(&self, filter: RunFilter) -> Result<RunPage, AppError> {
+        if filter.limit == 0 {
+            return Err(AppError::invalid(
+                "limit",
+                "a page needs a limit of 1 or more",
+            ));
+        }
+        let limit = filter.limit;
+        // One run more than the page tells whether another page follows.
+        let mut runs = self
+            .store
+            .list_runs(&RunFilter {
+                limit: limit + 1,
+                ..filter
+            })
+            .await?;
+        let next = if runs.len() > limit {
+            runs.truncate(limit);
+            runs.last().map(RunCursor::of)
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next })
+    }
+
+    /// One page of runs in one of the user's views, continuing after the run `before` (the
+    /// last run of the previous page, as `GET /v1/flow-runs?before=` and the dashboard's
+    /// "Older" link carry it; `None`: the first page). `filter.window` and `filter.after` are
+    /// set from `view` and `before`.
+    pub async fn list_runs_page(
+        &self,
+        filter: RunFilter,
+        view: RunView,
+        before: Option<RunId>,
+    ) -> Result<RunPage, AppError> {
+        let after = match before {
+            None => None,
+            Some(id) => Some(RunCursor::of(&self.store.get_run(id).await?.ok_or_else(
+                || {
+                    AppError::invalid(
+                        "before",
+                        format!("no flow run {id} (deleted since the page was shown?): start again from the first page, without `before`"),
+                    )
+                },
+            )?)),
+        };
+        let window = view.window(self.now());
+        self.runs_page(RunFilter {
+            window,
+            after,
+            ..filter
+        })
+        .await
+    }
+
+    /// Runs scheduled in `[from, to)` per state, counted on an index (no run is read).
+    pub async fn count_runs_by_state(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<WindowCounts, AppError> {
+        if to < from {
+            return Err(AppError::invalid(
+                "to",
+                format!("{to} is before from ({from}): give a window that ends after it starts"),
+            ));
+        }
+        Ok(WindowCounts {
+            from,
+            to,
+            counts: self.store.count_runs_by_state(from, to).await?,
+        })
+    }
+
+    /// Runs scheduled in the last `span` up to now (now included) per state: the overview's
+    /// "runs of the last 24 h by state" with `span` = 24 h.
+    pub async fn count_recent_runs(&self, span: Duration) -> Result<WindowCounts, AppError> {
+        let to = self.now() + Duration::milliseconds(1);
+        self.count_runs_by_state(to - span, to).await
+    }
+
+    /// A queue's due and late runs (counted on the due index) and its slots in use.
+    pub async fn queue_run_stats(&self, name: &str) -> Result<QueueRunStats, AppError> {
+        let queue = self.get_queue(name).await?;
+        self.stats_of(queue).await
+    }
+
+    /// [`Ferry::queue_run_stats`] of every queue, by name.
+    pub async fn all_queue_run_stats(&self) -> Result<Vec<QueueRunStats>, AppError> {
+        let mut out = Vec::new();
+        for queue in self.list_queues().await? {
+            out.push(self.stats_of(queue).await?);
+        }
+        Ok(out)
+    }
+
+    async fn stats_of(&self, queue: ferry_core::WorkQueue) -> Result<QueueRunStats, AppError> {
+        let DueCounts { due, late } = self
+            .store
+            .count_due_runs(queue.name.as_str(), self.now())
+            .await?;
+        let in_use = match queue.concurrency_limit {
+            Some(_) => Some(self.store.slot_holders(&queue.slot_key()).await?),
+            None => None,
+        };
+        Ok(QueueRunStats {
+            queue,
+            due,
+            late,
+            in_use,
+        })
     }
 
     /// Cancels a run: a waiting or Pending run is Cancelled at once; a Running one becomes

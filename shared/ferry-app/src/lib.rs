@@ -30,7 +30,7 @@ pub use agents::{AgentStatus, QueueView, MAX_AGENT_TEXT, ONLINE_WITHIN};
 pub use dto::{ApplyOutcome, PreviewItem, QueuePatch, RunRequest};
 pub use error::AppError;
 pub use ferry::{Ferry, Settings, SystemClock};
-pub use flow_runs::RunView;
+pub use flow_runs::{QueueRunStats, RunPage, RunView, WindowCounts};
 pub use infra::InfraOutcome;
 pub use launches::LaunchOutcome;
 pub use tick::{TickFailure, TickReport};

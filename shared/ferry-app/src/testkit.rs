@@ -147,6 +147,20 @@ impl RunStore for FaultyStore {
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
         self.inner.list_runs(filter).await
     }
+    async fn count_runs_by_state(
+        &self,
+        lo: DateTime<Utc>,
+        hi: DateTime<Utc>,
+    ) -> StoreResult<ferry_core::ports::StateCounts> {
+        self.inner.count_runs_by_state(lo, hi).await
+    }
+    async fn count_due_runs(
+        &self,
+        queue: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ferry_core::ports::DueCounts> {
+        self.inner.count_due_runs(queue, now).await
+    }
     async fn run_ids_with_prefix(
         &self,
         prefix: &ferry_core::ids::RunIdPrefix,

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification, TimeToLiveStatus,
 };
 
-use crate::dynamo::{index, TTL_ATTR};
+use crate::dynamo::{index, BY_STATE_INCLUDES, TTL_ATTR};
 
 /// Errors of bootstrap.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub async fn ensure_table(
         );
     for attr in [
         "pk", "sk", "due_pk", "due_sk", "lease_pk", "lease_sk", "h_pk", "h_sk", "dep_pk", "dep_sk",
-        "all_pk", "all_sk",
+        "all_pk", "all_sk", "state",
     ] {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
@@ -115,6 +115,12 @@ pub async fn ensure_table(
             "all_pk",
             "all_sk",
             projection(ProjectionType::KeysOnly, &[]),
+        ))
+        .global_secondary_indexes(gsi(
+            index::BY_STATE,
+            "state",
+            "all_sk",
+            projection(ProjectionType::Include, &BY_STATE_INCLUDES),
         ));
     let created = match req.send().await {
         Ok(_) => true,
@@ -130,11 +136,78 @@ pub async fn ensure_table(
             .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?;
         if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
             ensure_ttl(client, table).await?;
+            if !created {
+                ensure_runs_by_state(client, table, d.table()).await?;
+            }
             return Ok(created);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(BootstrapError::Timeout(table.to_owned()))
+}
+
+/// Adds the `runs_by_state` index to a table made before it existed (one `UpdateTable`, which
+/// DynamoDB fills from the run items' existing `state` and `all_sk`: no backfill) and waits
+/// until it is ACTIVE. A table that has it is left alone.
+async fn ensure_runs_by_state(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    described: Option<&aws_sdk_dynamodb::types::TableDescription>,
+) -> Result<(), BootstrapError> {
+    let has = |t: Option<&aws_sdk_dynamodb::types::TableDescription>| {
+        t.map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .find(|g| g.index_name() == Some(index::BY_STATE))
+            .map(|g| g.index_status().cloned())
+    };
+    if has(described).is_none() {
+        let dynamo = |e: aws_sdk_dynamodb::error::BuildError| BootstrapError::Dynamo(Box::new(e));
+        let create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+            .index_name(index::BY_STATE)
+            .key_schema(key("state", KeyType::Hash))
+            .key_schema(key("all_sk", KeyType::Range))
+            .projection(projection(ProjectionType::Include, &BY_STATE_INCLUDES))
+            .build()
+            .map_err(dynamo)?;
+        let mut req = client
+            .update_table()
+            .table_name(table)
+            .global_secondary_index_updates(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                    .create(create)
+                    .build(),
+            );
+        for attr in ["state", "all_sk"] {
+            req = req.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(dynamo)?,
+            );
+        }
+        req.send()
+            .await
+            .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?;
+        tracing::info!(table, index = index::BY_STATE, "index added");
+    }
+    for _ in 0..120 {
+        let d = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| BootstrapError::Dynamo(Box::new(e)))?;
+        match has(d.table()) {
+            Some(None) | Some(Some(aws_sdk_dynamodb::types::IndexStatus::Active)) => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    Err(BootstrapError::Timeout(format!(
+        "{table} (index {})",
+        index::BY_STATE
+    )))
 }
 
 /// Turns on the table's time to live on [`TTL_ATTR`] unless it is on (agents gone for a

@@ -137,3 +137,100 @@ async fn s3_code_store_and_log_sink_pass_the_conformance_suite() {
     .await;
     ferry_app::conformance::log_sink_suite(Arc::new(ferry_aws::S3LogSink::new(s3, &bucket))).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS emulators: scripts/test.sh runs it"]
+async fn bootstrap_adds_runs_by_state_to_an_older_table_and_it_lists_runs_written_before_on_moto() {
+    require_emulators();
+    use chrono::{TimeZone, Utc};
+    use ferry_core::ports::{RunFilter, RunStore};
+    use ferry_core::StateType;
+
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    // A table as made before the index existed (its other indexes do not matter here). On
+    // moto's DynamoDB: DynamoDB Local leaves an index added to an existing table CREATING
+    // and fails queries on it.
+    let sdk = config::sdk_config().await;
+    let moto = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL (moto) is set");
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .endpoint_url(moto)
+            .build(),
+    );
+    let table = format!("ferry-test-{}", uuid::Uuid::new_v4().simple());
+    let mut req = client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (attr, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+        req = req
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attr)
+                    .key_type(kind)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    req.send().await.unwrap();
+    let store = DynamoStore::new(client, &table);
+    let index_names = |store: &DynamoStore| {
+        let (client, table) = (store.client().clone(), store.table().to_owned());
+        async move {
+            client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .unwrap()
+                .table()
+                .unwrap()
+                .global_secondary_indexes()
+                .iter()
+                .filter_map(|g| g.index_name().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let d = ferry_core::DeploymentId::new("f", "d").unwrap();
+    let mut failed = ferry_core::testkit::scheduled_run(&d, "q", t, t);
+    failed.state = StateType::Failed;
+    store.insert_run(&failed).await.unwrap();
+    let ok = ferry_core::testkit::scheduled_run(&d, "q", t + chrono::Duration::seconds(1), t);
+    store.insert_run(&ok).await.unwrap();
+
+    assert!(!bootstrap::ensure_table(store.client(), store.table())
+        .await
+        .unwrap());
+    assert!(index_names(&store)
+        .await
+        .contains(&ferry_aws::dynamo::index::BY_STATE.to_owned()));
+    let listed = store
+        .list_runs(&RunFilter {
+            states: vec![StateType::Failed],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![failed.id]
+    );
+    let counts = store
+        .count_runs_by_state(t, t + chrono::Duration::seconds(2))
+        .await
+        .unwrap();
+    assert!(
+        counts.contains(&(StateType::Failed, 1)) && counts.contains(&(StateType::Scheduled, 1))
+    );
+}

@@ -108,6 +108,43 @@ pub struct RunFilter {
     pub limit: usize,
     /// Which runs by scheduled time, and their order.
     pub window: RunWindow,
+    /// Keyset pagination: only runs that come after this one in the window's order (the last
+    /// run of the previous page). An index range on every store, so page N costs what page 1
+    /// costs.
+    pub after: Option<RunCursor>,
+}
+
+/// Where a page of `list_runs` ends: a run's `(scheduled_time, id)`, the order both stores
+/// sort runs by (the id breaks ties between runs scheduled in the same millisecond).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCursor {
+    /// The run's scheduled time.
+    pub scheduled_time: DateTime<Utc>,
+    /// The run's id.
+    pub id: RunId,
+}
+
+impl RunCursor {
+    /// The cursor just past `run`.
+    pub fn of(run: &FlowRun) -> Self {
+        Self {
+            scheduled_time: run.scheduled_time,
+            id: run.id,
+        }
+    }
+}
+
+/// Runs per state (those with none included, as 0), in [`StateType::ALL`] order.
+pub type StateCounts = Vec<(StateType, u64)>;
+
+/// A work queue's waiting runs, counted on the due-runs index (runs of launched deployments
+/// wait for their launcher, not in the queue, and are not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueCounts {
+    /// Waiting runs (Scheduled or Late) due at the given time, Late ones included.
+    pub due: u64,
+    /// Late runs.
+    pub late: u64,
 }
 
 /// The runs `list_runs` reads by scheduled time, and their order: an index range on every
@@ -122,6 +159,9 @@ pub enum RunWindow {
     DueBy(DateTime<Utc>),
     /// Runs scheduled after this time (upcoming), soonest first.
     After(DateTime<Utc>),
+    /// Runs scheduled at or after the first time and before the second (`[lo, hi)`), newest
+    /// scheduled first.
+    Between(DateTime<Utc>, DateTime<Utc>),
 }
 
 /// Work queues.
@@ -194,8 +234,19 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Deletes `id` if its version is `expected_version` (used to drop stale scheduled runs).
     async fn delete_run(&self, id: RunId, expected_version: u64) -> StoreResult<()>;
-    /// Runs matching `filter`, in the order of its [`RunWindow`].
+    /// Runs matching `filter`, in the order of its [`RunWindow`], after its cursor. A filter
+    /// on states or on the queue reads about a page of an index, not every run.
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>>;
+    /// How many runs scheduled in `[lo, hi)` are in each state, counted on an index (no run
+    /// body is read).
+    async fn count_runs_by_state(
+        &self,
+        lo: DateTime<Utc>,
+        hi: DateTime<Utc>,
+    ) -> StoreResult<StateCounts>;
+    /// How many waiting runs of `queue` are due at `now`, and how many of them are Late,
+    /// counted on the due-runs index.
+    async fn count_due_runs(&self, queue: &str, now: DateTime<Utc>) -> StoreResult<DueCounts>;
     /// Ids of runs that start with `prefix`, at most `limit`, found through the scheduled time
     /// the prefix carries ([`RunIdPrefix::time_window_ms`]) on the runs-by-time index.
     async fn run_ids_with_prefix(

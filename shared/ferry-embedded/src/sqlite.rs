@@ -8,10 +8,12 @@ use ferry_core::agent::{AgentPresence, AgentRecord};
 use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
 use ferry_core::infra::{InfraName, InfraProfile};
 use ferry_core::ports::{
-    AgentStore, ClaimOutcome, DeploymentStore, InfraStore, InsertOutcome, QueueStore, RunFilter,
-    RunStore, RunWindow, SlotTake, StoreError, StoreResult, AGENT_RETENTION,
+    AgentStore, ClaimOutcome, DeploymentStore, DueCounts, InfraStore, InsertOutcome, QueueStore,
+    RunFilter, RunStore, RunWindow, SlotTake, StateCounts, StoreError, StoreResult,
+    AGENT_RETENTION,
 };
 use ferry_core::slot::SlotKey;
+use ferry_core::state::StateType;
 use ferry_core::{Deployment, FlowRun, WorkQueue};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -51,8 +53,16 @@ DROP INDEX IF EXISTS runs_due;
 CREATE INDEX IF NOT EXISTS runs_waiting ON runs(queue, state, scheduled_time, id)
     WHERE state IN ('scheduled', 'late');
 CREATE INDEX IF NOT EXISTS runs_lease ON runs(lease_expires) WHERE lease_expires IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_by_deployment ON runs(deployment, scheduled_time);
-CREATE INDEX IF NOT EXISTS runs_by_time ON runs(scheduled_time);
+-- The run lists (`list_runs`): every one is ordered by (scheduled_time, id) and paged by a
+-- keyset on it, so each index ends in those two columns. By state and by queue: a filtered
+-- page reads about a page, not the table; by state also counts runs of a time window without
+-- reading a row (covering).
+DROP INDEX IF EXISTS runs_by_deployment;
+DROP INDEX IF EXISTS runs_by_time;
+CREATE INDEX IF NOT EXISTS runs_by_deployment_time ON runs(deployment, scheduled_time, id);
+CREATE INDEX IF NOT EXISTS runs_by_time_id ON runs(scheduled_time, id);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs(state, scheduled_time, id);
+CREATE INDEX IF NOT EXISTS runs_by_queue ON runs(queue, scheduled_time, id);
 CREATE TABLE IF NOT EXISTS slots (
     key TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -481,6 +491,108 @@ impl DeploymentStore for SqliteStore {
     }
 }
 
+/// Runs per state scheduled in `[?1, ?2)`: one covering range of `runs_by_state` per state.
+const COUNT_BY_STATE_SQL: &str = "SELECT state, COUNT(*) FROM runs INDEXED BY runs_by_state
+    WHERE state IN ('scheduled', 'late', 'pending', 'running', 'cancelling', 'completed',
+        'failed', 'crashed', 'cancelled')
+    AND scheduled_time >= ?1 AND scheduled_time < ?2 GROUP BY state";
+
+/// Late runs of queue `?1`, and its Scheduled runs due by `?2` (`runs_waiting`; runs of
+/// launched deployments are not the queue's, as in `due_runs`).
+const COUNT_DUE_SQL: &str = "SELECT
+        COALESCE(SUM(state = 'late'), 0),
+        COALESCE(SUM(state = 'scheduled' AND scheduled_time <= ?2), 0)
+    FROM runs INDEXED BY runs_waiting
+    WHERE queue = ?1 AND state IN ('scheduled', 'late') AND infra IS NULL";
+
+/// The index a run list reads: one whose leading columns the filter fixes and that ends in
+/// `(scheduled_time, id)`, so a page is an index range in order. Several states are left to
+/// the planner (their runs are merged by a sort).
+fn list_runs_index(filter: &RunFilter) -> Option<&'static str> {
+    if filter.deployment.is_some() {
+        Some("runs_by_deployment_time")
+    } else if filter.states.len() == 1 {
+        Some("runs_by_state")
+    } else if filter.work_queue.is_some() && filter.states.is_empty() {
+        Some("runs_by_queue")
+    } else if filter.states.is_empty() {
+        Some("runs_by_time_id")
+    } else {
+        None
+    }
+}
+
+/// The query of `list_runs` and its arguments.
+fn list_runs_sql(filter: &RunFilter) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
+    let mut sql = String::from("SELECT id, body FROM runs");
+    if let Some(index) = list_runs_index(filter) {
+        sql.push_str(&format!(" INDEXED BY {index}"));
+    }
+    sql.push_str(" WHERE 1 = 1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(d) = &filter.deployment {
+        args.push(Box::new(d.to_string()));
+        sql.push_str(&format!(" AND deployment = ?{}", args.len()));
+    }
+    if let Some(q) = &filter.work_queue {
+        args.push(Box::new(q.clone()));
+        sql.push_str(&format!(" AND queue = ?{}", args.len()));
+    }
+    if !filter.states.is_empty() {
+        let mut marks = Vec::new();
+        for s in &filter.states {
+            args.push(Box::new(s.as_str().to_owned()));
+            marks.push(format!("?{}", args.len()));
+        }
+        sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+    }
+    let descending = match filter.window {
+        RunWindow::All => true,
+        RunWindow::DueBy(t) => {
+            args.push(Box::new(ms(t)));
+            sql.push_str(&format!(" AND scheduled_time <= ?{}", args.len()));
+            true
+        }
+        RunWindow::After(t) => {
+            args.push(Box::new(ms(t)));
+            sql.push_str(&format!(" AND scheduled_time > ?{}", args.len()));
+            false
+        }
+        RunWindow::Between(lo, hi) => {
+            args.push(Box::new(ms(lo)));
+            args.push(Box::new(ms(hi)));
+            sql.push_str(&format!(
+                " AND scheduled_time >= ?{} AND scheduled_time < ?{}",
+                args.len() - 1,
+                args.len()
+            ));
+            true
+        }
+    };
+    if let Some(after) = &filter.after {
+        args.push(Box::new(ms(after.scheduled_time)));
+        args.push(Box::new(after.id.to_string()));
+        sql.push_str(&format!(
+            " AND (scheduled_time, id) {} (?{}, ?{})",
+            if descending { "<" } else { ">" },
+            args.len() - 1,
+            args.len()
+        ));
+    }
+    let limit = if filter.limit == 0 {
+        -1
+    } else {
+        filter.limit as i64
+    };
+    args.push(Box::new(limit));
+    let order = if descending { "DESC" } else { "ASC" };
+    sql.push_str(&format!(
+        " ORDER BY scheduled_time {order}, id {order} LIMIT ?{}",
+        args.len()
+    ));
+    (sql, args)
+}
+
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn insert_run(&self, run: &FlowRun) -> StoreResult<InsertOutcome> {
@@ -583,49 +695,55 @@ impl RunStore for SqliteStore {
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
         let filter = filter.clone();
         self.with(move |c| {
-            let mut sql = String::from("SELECT id, body FROM runs WHERE 1 = 1");
-            let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-            if let Some(d) = &filter.deployment {
-                args.push(Box::new(d.to_string()));
-                sql.push_str(&format!(" AND deployment = ?{}", args.len()));
-            }
-            if let Some(q) = &filter.work_queue {
-                args.push(Box::new(q.clone()));
-                sql.push_str(&format!(" AND queue = ?{}", args.len()));
-            }
-            if !filter.states.is_empty() {
-                let mut marks = Vec::new();
-                for s in &filter.states {
-                    args.push(Box::new(s.as_str().to_owned()));
-                    marks.push(format!("?{}", args.len()));
-                }
-                sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
-            }
-            let order = match filter.window {
-                RunWindow::All => "DESC",
-                RunWindow::DueBy(t) => {
-                    args.push(Box::new(ms(t)));
-                    sql.push_str(&format!(" AND scheduled_time <= ?{}", args.len()));
-                    "DESC"
-                }
-                RunWindow::After(t) => {
-                    args.push(Box::new(ms(t)));
-                    sql.push_str(&format!(" AND scheduled_time > ?{}", args.len()));
-                    "ASC"
-                }
-            };
-            let limit = if filter.limit == 0 {
-                -1
-            } else {
-                filter.limit as i64
-            };
-            args.push(Box::new(limit));
-            sql.push_str(&format!(
-                " ORDER BY scheduled_time {order}, id {order} LIMIT ?{}",
-                args.len()
-            ));
+            let (sql, args) = list_runs_sql(&filter);
             let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
             runs_where(c, &sql, &refs)
+        })
+        .await
+    }
+
+    async fn count_runs_by_state(
+        &self,
+        lo: DateTime<Utc>,
+        hi: DateTime<Utc>,
+    ) -> StoreResult<StateCounts> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(COUNT_BY_STATE_SQL).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![ms(lo), ms(hi)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(db_err)?;
+            let mut counts: StateCounts = StateType::ALL.iter().map(|s| (*s, 0)).collect();
+            for row in rows {
+                let (state, n) = row.map_err(db_err)?;
+                let slot = counts
+                    .iter_mut()
+                    .find(|(s, _)| s.as_str() == state)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: "runs.state".into(),
+                        message: format!("{state:?} is not a state"),
+                    })?;
+                slot.1 = u64::try_from(n).unwrap_or(0);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn count_due_runs(&self, queue: &str, now: DateTime<Utc>) -> StoreResult<DueCounts> {
+        let queue = queue.to_owned();
+        self.with(move |c| {
+            let (late, scheduled): (i64, i64) = c
+                .query_row(COUNT_DUE_SQL, params![queue, ms(now)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(db_err)?;
+            let late = u64::try_from(late).unwrap_or(0);
+            Ok(DueCounts {
+                due: late + u64::try_from(scheduled).unwrap_or(0),
+                late,
+            })
         })
         .await
     }
@@ -988,5 +1106,104 @@ mod durability_tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "PRAGMA synchronous must be FULL (2), not {sync}");
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    //! The run lists and counts read an index range in order (EXPLAIN QUERY PLAN): a page
+    //! costs a page, whichever page and whichever single filter.
+    use super::*;
+    use chrono::TimeZone;
+    use ferry_core::ports::RunCursor;
+
+    fn plan(store: &SqliteStore, sql: &str, args: &[&dyn rusqlite::ToSql]) -> String {
+        let conn = store.conn.lock().unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(args, |r| r.get::<_, String>(3)).unwrap();
+        rows.collect::<Result<Vec<_>, _>>().unwrap().join(" | ")
+    }
+
+    fn list_plan(store: &SqliteStore, filter: &RunFilter) -> String {
+        let (sql, args) = list_runs_sql(filter);
+        let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+        plan(store, &sql, &refs)
+    }
+
+    #[test]
+    fn filtered_pages_and_counts_are_index_ranges_without_a_sort() {
+        let store = SqliteStore::in_memory().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let cursor = Some(RunCursor {
+            scheduled_time: t,
+            id: RunId::adhoc(t, [1; 10]),
+        });
+        let cases = [
+            (
+                RunFilter {
+                    states: vec![StateType::Failed],
+                    limit: 50,
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_by_state (state=? AND",
+            ),
+            (
+                RunFilter {
+                    work_queue: Some("gpu".into()),
+                    limit: 50,
+                    window: RunWindow::DueBy(t),
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_by_queue (queue=? AND",
+            ),
+            (
+                RunFilter {
+                    limit: 50,
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_by_time_id (",
+            ),
+            (
+                RunFilter {
+                    limit: 50,
+                    window: RunWindow::After(t),
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_by_time_id (",
+            ),
+            (
+                RunFilter {
+                    deployment: Some(DeploymentId::new("etl", "nightly").unwrap()),
+                    limit: 50,
+                    window: RunWindow::Between(t, t),
+                    after: cursor,
+                    ..Default::default()
+                },
+                "runs_by_deployment_time (deployment=? AND",
+            ),
+        ];
+        for (filter, index) in cases {
+            let p = list_plan(&store, &filter);
+            assert!(
+                p.starts_with("SEARCH runs USING INDEX ") && p.contains(index),
+                "{filter:?}: {p}"
+            );
+            assert!(!p.contains("TEMP B-TREE"), "{filter:?} sorts: {p}");
+        }
+        let counts = plan(&store, COUNT_BY_STATE_SQL, &[&0i64, &1i64]);
+        assert!(
+            counts.contains("SEARCH runs USING COVERING INDEX runs_by_state (state=? AND scheduled_time>? AND scheduled_time<?)"),
+            "{counts}"
+        );
+        assert!(!counts.contains("SCAN"), "{counts}");
+        let due = plan(&store, COUNT_DUE_SQL, &[&"q", &0i64]);
+        assert!(
+            due.contains("SEARCH runs USING INDEX runs_waiting (queue=? AND state=?)"),
+            "{due}"
+        );
     }
 }

@@ -56,6 +56,7 @@ pub(crate) fn run_item(run: &FlowRun) -> StoreResult<Item> {
         ("dep_sk".into(), s(sched.clone())),
         ("all_pk".into(), s(all_runs_pk(shard(run.id)))),
         ("all_sk".into(), s(sched.clone())),
+        ("wq".into(), s(run.work_queue.as_str())),
     ]);
     if let Some((pk, sk)) = due_entry(run) {
         item.insert("due_pk".into(), s(pk));

@@ -5,7 +5,7 @@ use std::fmt::Display;
 
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId};
-use ferry_core::ports::RunWindow;
+use ferry_core::ports::{RunCursor, RunWindow};
 use ferry_core::state::StateType;
 use ferry_core::FlowRun;
 use sha2::{Digest, Sha256};
@@ -59,7 +59,17 @@ pub mod index {
     pub const BY_DEPLOYMENT: &str = "by_deployment";
     /// All runs by scheduled time, sharded.
     pub const ALL_RUNS: &str = "all_runs";
+    /// Runs per state by scheduled time (hash `state`, range `all_sk`; projects `dep_pk` and
+    /// `wq`): a state filter reads a page of its state, a queue filter merges the states'
+    /// partitions and drops other queues' entries before reading a body, and a window's
+    /// counts per state are `COUNT` queries. Its keys are attributes every run item has had
+    /// from the start, so adding it to an existing table needs no backfill.
+    pub const BY_STATE: &str = "runs_by_state";
 }
+
+/// The attributes `runs_by_state` projects besides the keys, so a state page filtered by
+/// deployment or queue drops other runs before reading bodies.
+pub const BY_STATE_INCLUDES: [&str; 2] = ["dep_pk", "wq"];
 
 /// A time as a sort-key prefix: milliseconds, zero-padded so keys sort by time.
 pub(super) fn ms_key(t: DateTime<Utc>) -> String {
@@ -111,15 +121,64 @@ pub(super) fn scheduled_sk_range(lo_ms: i64, hi_ms: i64) -> (String, String) {
     )
 }
 
-/// The sort-key range of `by_deployment`/`all_runs` and the read direction of a
-/// [`RunWindow`]: `(lower, upper, forward)`.
-pub(super) fn scheduled_range(window: RunWindow) -> (Option<String>, String, bool) {
-    match window {
-        RunWindow::All => (None, "~".into(), false),
-        RunWindow::DueBy(t) => (None, format!("{}#~", ms_key(t)), false),
-        RunWindow::After(t) => (Some(format!("{}#~", ms_key(t))), "~".into(), true),
-    }
+/// The sort key of a page cursor in `by_deployment`, `all_runs` and `runs_by_state`.
+pub(super) fn cursor_sk(after: &RunCursor) -> String {
+    format!("{}#{}", ms_key(after.scheduled_time), after.id)
 }
+
+/// A range of the scheduled-time sort keys (`<ms>#<id>`) a run list reads, in its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ListRange {
+    /// Inclusive lower bound (`None`: from the start).
+    pub lower: Option<String>,
+    /// Inclusive upper bound.
+    pub upper: String,
+    /// Ascending (`After`) or descending (the others).
+    pub forward: bool,
+    /// The cursor's own key: the bound includes it, the page does not.
+    pub skip: Option<String>,
+}
+
+/// The sort-key range and read direction of a [`RunWindow`] after a cursor; `None` when
+/// nothing can match (an empty window, or a cursor past its end).
+pub(super) fn list_range(window: RunWindow, after: Option<&RunCursor>) -> Option<ListRange> {
+    let (mut lower, mut upper, forward) = match window {
+        RunWindow::All => (None, "~".to_owned(), false),
+        RunWindow::DueBy(t) => (None, format!("{}#~", ms_key(t)), false),
+        RunWindow::After(t) => (Some(format!("{}#~", ms_key(t))), "~".to_owned(), true),
+        RunWindow::Between(lo, hi) => {
+            if hi <= lo {
+                return None;
+            }
+            let last = hi - chrono::Duration::milliseconds(1);
+            (
+                Some(format!("{}#", ms_key(lo))),
+                format!("{}#~", ms_key(last)),
+                false,
+            )
+        }
+    };
+    let skip = after.map(cursor_sk);
+    if let Some(c) = &skip {
+        if forward {
+            lower = Some(lower.map_or_else(|| c.clone(), |l| l.max(c.clone())));
+        } else {
+            upper = upper.min(c.clone());
+        }
+    }
+    if lower.as_ref().is_some_and(|l| *l > upper) {
+        return None;
+    }
+    Some(ListRange {
+        lower,
+        upper,
+        forward,
+        skip,
+    })
+}
+
+/// The `due` sort-key range of Late runs (all of them sort below [`DUE_SCHEDULED_FROM`]).
+pub(super) const DUE_LATE_RANGE: (&str, &str) = ("L#", "L#~");
 
 /// The partition of a queue's waiting runs in `due`: `Q#<queue>`.
 pub(super) fn due_pk(queue: &str) -> String {

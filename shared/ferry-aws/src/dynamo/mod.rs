@@ -4,7 +4,7 @@
 //! | --- | --- | --- | --- |
 //! | work queue | `QUEUES` | name | `body`, `version` |
 //! | deployment | `DEPLOYMENTS` | `flow/name` | `body`, `revision` (the concurrency token, `Deployment::version`); `h_pk`/`h_sk` while it has a `next_tick_at` |
-//! | flow run | `R#<id>` | `R` | `body`, `version`, `state`; `due_*` while waiting, `lease_*` while held, `dep_*`, `all_*`, `slots` |
+//! | flow run | `R#<id>` | `R` | `body`, `version`, `state`, `wq` (its queue); `due_*` while waiting, `lease_*` while held, `dep_*`, `all_*`, `slots` |
 //! | idempotency key | `I#<flow/name>#<key>` | `I` | `run_id` |
 //! | concurrency slot | `SLOTS` | slot key | `holders`: string set of run ids |
 //! | infrastructure profile | `INFRA` | `KIND/NAME` | `body`, `version` |
@@ -17,8 +17,10 @@
 //! write), `horizon` (`H` →
 //! `<next_tick ms>#<id>`, ALL), `by_deployment` (`D#<id>` → `<scheduled ms>#<id>`, KEYS_ONLY)
 //! and `all_runs` (8 shards `A#<n>` → `<scheduled ms>#<id>`, KEYS_ONLY). KEYS_ONLY indexes cost a
-//! write only when a run is inserted or deleted, not on every state change. An index read is a
-//! hint: every decision is a conditional write on the base item.
+//! write only when a run is inserted or deleted, not on every state change. The run lists'
+//! filters have their own, `runs_by_state` (`state` → `<scheduled ms>#<id>`, projecting
+//! `dep_pk` and `wq`; an entry moves with every state change).
+//! An index read is a hint: every decision is a conditional write on the base item.
 //!
 //! Every key format lives in `keys`; items to and from domain values in `codec`; SDK errors to
 //! `StoreError` in `errors`; one file per port (`queues`, `deployments`, `runs`) and the slot
@@ -47,7 +49,7 @@ mod runs;
 mod slots;
 
 pub(crate) use codec::run_item;
-pub use keys::{index, ALL_SHARDS, TTL_ATTR};
+pub use keys::{index, ALL_SHARDS, BY_STATE_INCLUDES, TTL_ATTR};
 pub(crate) use keys::{run_id_of_pk, LAUNCHABLE_PK, RUN_SK};
 
 type Item = HashMap<String, AttributeValue>;
@@ -330,8 +332,103 @@ impl DynamoStore {
         Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
     }
 
-    /// Bodies of runs by id, in the order given (missing ones skipped).
+    /// One page of an index query over `sort_attr` in `[lower, upper]`, in the given order,
+    /// and the key to read on from (`None` at the end). Attribute names go through
+    /// placeholders (`state` is a reserved word).
+    #[allow(clippy::too_many_arguments)]
+    async fn query_sorted_page(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: &str,
+        sort_attr: &str,
+        lower: Option<&str>,
+        upper: &str,
+        forward: bool,
+        start: Option<Item>,
+        page_size: usize,
+    ) -> StoreResult<(Vec<Item>, Option<Item>)> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .scan_index_forward(forward)
+            .expression_attribute_names("#h", hash_attr)
+            .expression_attribute_names("#s", sort_attr)
+            .expression_attribute_values(":h", s(hash))
+            .expression_attribute_values(":u", s(upper))
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(page_size.clamp(1, 1000)).unwrap_or(1000));
+        q = match lower {
+            Some(l) => q
+                .key_condition_expression("#h = :h AND #s BETWEEN :l AND :u")
+                .expression_attribute_values(":l", s(l)),
+            None => q.key_condition_expression("#h = :h AND #s <= :u"),
+        };
+        let page = q
+            .set_return_consumed_capacity(self.rcc())
+            .send()
+            .await
+            .map(|o| self.metered(o))
+            .map_err(classify)?;
+        Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+    }
+
+    /// How many entries of an index partition have `sort_attr` in `[lower, upper]`
+    /// (`Select=COUNT`: no item is returned; every 1 MB page is one call).
+    async fn count_index(
+        &self,
+        index: &str,
+        hash_attr: &str,
+        hash: &str,
+        sort_attr: &str,
+        lower: &str,
+        upper: &str,
+    ) -> StoreResult<u64> {
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .key_condition_expression("#h = :h AND #s BETWEEN :l AND :u")
+                .expression_attribute_names("#h", hash_attr)
+                .expression_attribute_names("#s", sort_attr)
+                .expression_attribute_values(":h", s(hash))
+                .expression_attribute_values(":l", s(lower))
+                .expression_attribute_values(":u", s(upper))
+                .set_exclusive_start_key(start)
+                .set_return_consumed_capacity(self.rcc())
+                .send()
+                .await
+                .map(|o| self.metered(o))
+                .map_err(classify)?;
+            total += u64::try_from(page.count).unwrap_or(0);
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Bodies of runs by id, in the order given (missing ones skipped), read consistently: the
+    /// reaper and the slot sweep act on what they read.
     async fn batch_get_runs(&self, ids: &[String]) -> StoreResult<Vec<FlowRun>> {
+        self.batch_get_runs_read(ids, true).await
+    }
+
+    /// [`DynamoStore::batch_get_runs`], eventually consistent (half the read capacity) when
+    /// `consistent` is false: for run lists, which come from an eventually consistent index
+    /// anyway.
+    async fn batch_get_runs_read(
+        &self,
+        ids: &[String],
+        consistent: bool,
+    ) -> StoreResult<Vec<FlowRun>> {
         let mut found: HashMap<String, FlowRun> = HashMap::new();
         for chunk in ids.chunks(100) {
             let mut keys: Vec<Item> = chunk
@@ -340,10 +437,9 @@ impl DynamoStore {
                 .collect();
             let mut attempts = 0;
             while !keys.is_empty() {
-                // Consistent: the reaper and the slot sweep act on what they read.
                 let req = KeysAndAttributes::builder()
                     .set_keys(Some(keys.clone()))
-                    .consistent_read(true)
+                    .consistent_read(consistent)
                     .build()
                     .map_err(StoreError::backend)?;
                 let out = self

@@ -2,7 +2,7 @@
 //! idempotency keys `I#<flow/name>#<key>` / `I`, and the claim and finish transactions that
 //! write a run together with its slots or its retry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -13,19 +13,21 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 use ferry_core::ids::{DeploymentId, RunId, RunIdPrefix};
 use ferry_core::ports::{
-    ClaimOutcome, InsertOutcome, RunFilter, RunStore, SlotTake, StoreError, StoreResult,
+    ClaimOutcome, DueCounts, InsertOutcome, RunFilter, RunStore, RunWindow, SlotTake, StateCounts,
+    StoreError, StoreResult,
 };
 use ferry_core::slot::SlotKey;
+use ferry_core::state::StateType;
 use ferry_core::FlowRun;
 
 use super::codec::{decode, encode, get_s, n, request_token, run_item, s, slots_of};
 use super::errors::{cancellation_codes, classify, is_condition_failed, reasons_of};
 use super::keys::{
-    all_runs_pk, by_deployment_pk, due_entry, due_pk, due_upper, idempotency_pk, index,
-    run_id_of_pk, run_pk, scheduled_range, scheduled_sk_range, slot_sk, ALL_SHARDS,
-    AWAITING_TASK_PK, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LAUNCHABLE_PK, LEASE_PK, RUN_SK, SLOTS,
+    all_runs_pk, by_deployment_pk, due_entry, due_pk, due_upper, idempotency_pk, index, list_range,
+    run_id_of_pk, run_pk, scheduled_sk_range, slot_sk, ListRange, ALL_SHARDS, AWAITING_TASK_PK,
+    DUE_LATE_RANGE, DUE_SCHEDULED_FROM, IDEMPOTENCY_SK, LAUNCHABLE_PK, LEASE_PK, RUN_SK, SLOTS,
 };
-use super::{DynamoStore, SortRange};
+use super::{DynamoStore, Item, SortRange};
 
 impl DynamoStore {
     /// A page of the `due` partition `pk` up to `before` (every `L#` key sorts below `S#`: late
@@ -56,6 +58,229 @@ impl DynamoStore {
             .query_index_from(index::DUE, "due_pk", pk, Some(range), start, true, limit)
             .await?;
         items.iter().map(decode).collect()
+    }
+}
+
+/// One index partition a run list reads, merged with the others in sort-key order.
+struct ListSource {
+    index: &'static str,
+    hash_attr: &'static str,
+    hash: String,
+    sort_attr: &'static str,
+    buf: VecDeque<Item>,
+    start: Option<Item>,
+    done: bool,
+}
+
+impl ListSource {
+    fn new(
+        index: &'static str,
+        hash_attr: &'static str,
+        hash: String,
+        sort_attr: &'static str,
+    ) -> Self {
+        Self {
+            index,
+            hash_attr,
+            hash,
+            sort_attr,
+            buf: VecDeque::new(),
+            start: None,
+            done: false,
+        }
+    }
+
+    fn head_sk(&self) -> Option<&str> {
+        self.buf.front().and_then(|i| get_s(i, self.sort_attr))
+    }
+}
+
+/// The index partitions a run list reads, and whether their entries are exactly the runs the
+/// filter asks for (then a page reads `limit + 1` keys and `limit` bodies; otherwise index
+/// pages of `4 × (limit + 1)` keys are read, and bodies in batches, until the page is full):
+/// - states: one `runs_by_state` partition per state (deployment and queue checked on the
+///   projected `dep_pk`/`wq` before any body is read);
+/// - a deployment: its `by_deployment` partition (a queue checked on the bodies);
+/// - a queue alone: every state's `runs_by_state` partition, merged, other queues' entries
+///   dropped on the projected `wq` (index keys are read, not bodies);
+/// - nothing: the 8 `all_runs` shards.
+fn list_sources(filter: &RunFilter) -> (Vec<ListSource>, bool) {
+    if !filter.states.is_empty() {
+        let mut states = filter.states.clone();
+        states.sort_by_key(|s| s.as_str());
+        states.dedup();
+        let sources = states
+            .iter()
+            .map(|st| ListSource::new(index::BY_STATE, "state", st.as_str().to_owned(), "all_sk"))
+            .collect();
+        let exact = filter.work_queue.is_none() && filter.deployment.is_none();
+        return (sources, exact);
+    }
+    if let Some(d) = &filter.deployment {
+        let exact = filter.work_queue.is_none();
+        let src = ListSource::new(
+            index::BY_DEPLOYMENT,
+            "dep_pk",
+            by_deployment_pk(d),
+            "dep_sk",
+        );
+        return (vec![src], exact);
+    }
+    if filter.work_queue.is_some() {
+        let sources = StateType::ALL
+            .iter()
+            .map(|st| ListSource::new(index::BY_STATE, "state", st.as_str().to_owned(), "all_sk"))
+            .collect();
+        return (sources, false);
+    }
+    let sources = (0..ALL_SHARDS)
+        .map(|n| ListSource::new(index::ALL_RUNS, "all_pk", all_runs_pk(n), "all_sk"))
+        .collect();
+    (sources, true)
+}
+
+/// Whether an index entry can be one of the filter's runs, from the attributes it projects
+/// (an attribute it lacks — a KEYS_ONLY index, or an item written before `wq` existed — is
+/// left to the body check).
+fn entry_may_match(item: &Item, filter: &RunFilter) -> bool {
+    if let (Some(d), Some(v)) = (&filter.deployment, get_s(item, "dep_pk")) {
+        if v != by_deployment_pk(d) {
+            return false;
+        }
+    }
+    if let (Some(q), Some(v)) = (&filter.work_queue, get_s(item, "wq")) {
+        if v != q {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a run (its body, the truth) passes the filter.
+fn run_matches(run: &FlowRun, filter: &RunFilter) -> bool {
+    (filter.states.is_empty() || filter.states.contains(&run.state))
+        && filter
+            .work_queue
+            .as_ref()
+            .is_none_or(|q| run.work_queue == q.as_str())
+        && filter
+            .deployment
+            .as_ref()
+            .is_none_or(|d| run.deployment == *d)
+}
+
+impl DynamoStore {
+    /// Merges the sources' entries in the range's order, skipping the cursor, reads the bodies
+    /// in batches and keeps the runs that pass the filter, until `filter.limit` (0: all).
+    async fn merge_sources(
+        &self,
+        filter: &RunFilter,
+        range: &ListRange,
+        mut sources: Vec<ListSource>,
+        exact: bool,
+    ) -> StoreResult<Vec<FlowRun>> {
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        // An exact source needs one key past the page at most (the cursor's own entry may
+        // come first); a filtered one reads a few pages' worth at a time, entries of other
+        // queues or deployments being dropped.
+        let page_size = if exact {
+            limit.saturating_add(1).min(1000)
+        } else {
+            limit.saturating_add(1).saturating_mul(4).clamp(100, 1000)
+        };
+        let mut out: Vec<FlowRun> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut batch: Vec<String> = Vec::new();
+        loop {
+            for src in sources.iter_mut().filter(|s| s.buf.is_empty() && !s.done) {
+                let (items, next) = self
+                    .query_sorted_page(
+                        src.index,
+                        src.hash_attr,
+                        &src.hash,
+                        src.sort_attr,
+                        range.lower.as_deref(),
+                        &range.upper,
+                        range.forward,
+                        src.start.take(),
+                        page_size,
+                    )
+                    .await?;
+                src.buf.extend(items);
+                src.done = next.is_none();
+                src.start = next;
+            }
+            // The next entry in order: the smallest head ascending, the largest descending.
+            let pick = sources
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.head_sk().map(|sk| (i, sk)))
+                .reduce(|a, b| {
+                    let b_first = if range.forward { b.1 < a.1 } else { b.1 > a.1 };
+                    if b_first {
+                        b
+                    } else {
+                        a
+                    }
+                })
+                .map(|(i, _)| i);
+            let Some(i) = pick else {
+                break;
+            };
+            let src = &mut sources[i];
+            let Some(item) = src.buf.pop_front() else {
+                break;
+            };
+            if range.skip.as_deref() == get_s(&item, src.sort_attr)
+                || !entry_may_match(&item, filter)
+            {
+                continue;
+            }
+            let Some(pk) = get_s(&item, "pk") else {
+                continue;
+            };
+            // An entry seen twice (the index moving it between states meanwhile) is read once.
+            if !seen.insert(pk.to_owned()) {
+                continue;
+            }
+            batch.push(pk.to_owned());
+            if batch.len() >= (limit - out.len()).min(100) {
+                self.read_batch(filter, &mut batch, &mut out, limit).await?;
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        self.read_batch(filter, &mut batch, &mut out, limit).await?;
+        Ok(out)
+    }
+
+    /// Reads the bodies of `batch` (emptying it) and appends those that pass the filter to
+    /// `out`, up to `limit`.
+    async fn read_batch(
+        &self,
+        filter: &RunFilter,
+        batch: &mut Vec<String>,
+        out: &mut Vec<FlowRun>,
+        limit: usize,
+    ) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let pks = std::mem::take(batch);
+        for run in self.batch_get_runs_read(&pks, false).await? {
+            if out.len() >= limit {
+                break;
+            }
+            if run_matches(&run, filter) {
+                out.push(run);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -314,97 +539,60 @@ impl RunStore for DynamoStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<FlowRun>> {
-        let limit = if filter.limit == 0 {
-            usize::MAX
-        } else {
-            filter.limit
+        let Some(range) = list_range(filter.window, filter.after.as_ref()) else {
+            return Ok(Vec::new());
         };
-        // In the window's order; index pages are read until enough runs pass the filter.
-        let (lower, upper, forward) = scheduled_range(filter.window);
-        let range = || SortRange {
-            attr: "",
-            lower: lower.as_deref(),
-            upper: &upper,
-        };
-        let mut keys: Vec<(String, String)> = Vec::new(); // (sort key, pk)
-        let want = limit
-            .saturating_mul(if filter.states.is_empty() && filter.work_queue.is_none() {
-                1
-            } else {
-                20
-            })
-            .min(20_000);
-        match &filter.deployment {
-            Some(d) => {
-                for it in self
-                    .query_index_from(
-                        index::BY_DEPLOYMENT,
-                        "dep_pk",
-                        &by_deployment_pk(d),
-                        Some(SortRange {
-                            attr: "dep_sk",
-                            ..range()
-                        }),
-                        None,
-                        forward,
-                        want,
+        let (sources, exact) = list_sources(filter);
+        self.merge_sources(filter, &range, sources, exact).await
+    }
+
+    async fn count_runs_by_state(
+        &self,
+        lo: DateTime<Utc>,
+        hi: DateTime<Utc>,
+    ) -> StoreResult<StateCounts> {
+        let range = list_range(RunWindow::Between(lo, hi), None);
+        let mut counts = Vec::new();
+        for state in StateType::ALL {
+            let n = match &range {
+                None => 0,
+                Some(r) => {
+                    self.count_index(
+                        index::BY_STATE,
+                        "state",
+                        state.as_str(),
+                        "all_sk",
+                        r.lower.as_deref().unwrap_or(""),
+                        &r.upper,
                     )
                     .await?
-                {
-                    keys.push((
-                        get_s(&it, "dep_sk").unwrap_or_default().into(),
-                        get_s(&it, "pk").unwrap_or_default().into(),
-                    ));
                 }
-            }
-            None => {
-                for shard in 0..ALL_SHARDS {
-                    for it in self
-                        .query_index_from(
-                            index::ALL_RUNS,
-                            "all_pk",
-                            &all_runs_pk(shard),
-                            Some(SortRange {
-                                attr: "all_sk",
-                                ..range()
-                            }),
-                            None,
-                            forward,
-                            want,
-                        )
-                        .await?
-                    {
-                        keys.push((
-                            get_s(&it, "all_sk").unwrap_or_default().into(),
-                            get_s(&it, "pk").unwrap_or_default().into(),
-                        ));
-                    }
-                }
-            }
+            };
+            counts.push((state, n));
         }
-        if forward {
-            keys.sort_by(|a, b| a.0.cmp(&b.0));
-        } else {
-            keys.sort_by(|a, b| b.0.cmp(&a.0));
-        }
-        let mut out = Vec::new();
-        for chunk in keys.chunks(100) {
-            let pks: Vec<String> = chunk.iter().map(|k| k.1.clone()).collect();
-            for r in self.batch_get_runs(&pks).await? {
-                if (filter.states.is_empty() || filter.states.contains(&r.state))
-                    && filter
-                        .work_queue
-                        .as_ref()
-                        .is_none_or(|q| r.work_queue == q.as_str())
-                {
-                    out.push(r);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(counts)
+    }
+
+    async fn count_due_runs(&self, queue: &str, now: DateTime<Utc>) -> StoreResult<DueCounts> {
+        let pk = due_pk(queue);
+        let (late_lo, late_hi) = DUE_LATE_RANGE;
+        let late = self
+            .count_index(index::DUE, "due_pk", &pk, "due_sk", late_lo, late_hi)
+            .await?;
+        let scheduled = self
+            .count_index(
+                index::DUE,
+                "due_pk",
+                &pk,
+                "due_sk",
+                DUE_SCHEDULED_FROM,
+                &due_upper(now),
+            )
+            .await?;
+        Ok(DueCounts {
+            due: late + scheduled,
+            late,
+        })
     }
 
     async fn run_ids_with_prefix(

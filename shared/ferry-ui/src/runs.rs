@@ -63,6 +63,9 @@ pub(crate) struct ListQuery {
     /// `rows`: only the table's rows (what the page's script polls).
     #[serde(default)]
     fragment: Option<String>,
+    /// The last run of the previous page: this page starts after it.
+    #[serde(default)]
+    before: Option<String>,
 }
 
 /// A select's option.
@@ -81,8 +84,13 @@ struct RunsPage {
     deployments: Vec<Choice>,
     queues: Vec<Choice>,
     views: Vec<Choice>,
-    /// The list's own URL with `fragment=rows` (what the script polls).
-    poll_url: String,
+    /// The list's own URL with `fragment=rows` (what the script polls; only on the first
+    /// page: a later page keeps what it shows).
+    poll_url: Option<String>,
+    /// The next page's URL, when there is one.
+    older: Option<String>,
+    /// The first page's URL, on a later page.
+    newest: Option<String>,
     empty: String,
 }
 
@@ -137,6 +145,12 @@ pub(crate) async fn list(
             ))
         }
     };
+    let before = nonempty(&q.before)
+        .map(|v| {
+            v.parse::<RunId>()
+                .map_err(|e| UiError::invalid("before", format!("{e}: give a run id")))
+        })
+        .transpose()?;
     let filter = RunFilter {
         deployment: deployment.clone(),
         states: state.into_iter().collect(),
@@ -145,8 +159,8 @@ pub(crate) async fn list(
         ..RunFilter::default()
     };
     let now = s.ferry.now();
-    let runs = s.ferry.list_runs_view(filter, view).await?;
-    let rows: Vec<RunRow> = runs.iter().map(|r| RunRow::new(r, now)).collect();
+    let page = s.ferry.list_runs_page(filter, view, before).await?;
+    let rows: Vec<RunRow> = page.runs.iter().map(|r| RunRow::new(r, now)).collect();
     let empty = match view {
         RunView::Upcoming => "No upcoming runs match.",
         _ => "No runs match.",
@@ -162,19 +176,30 @@ pub(crate) async fn list(
         RunView::Upcoming => "upcoming",
         RunView::All => "all",
     };
-    let mut poll = vec![
-        ("fragment", "rows".to_owned()),
-        ("view", selected_view.into()),
-    ];
+    // The filters as query parameters, for the script's polls and the page links.
+    let mut params = vec![("view", selected_view.to_owned())];
     if let Some(st) = state {
-        poll.push(("state", st.as_str().into()));
+        params.push(("state", st.as_str().into()));
     }
     if let Some(d) = &deployment {
-        poll.push(("deployment", d.to_string()));
+        params.push(("deployment", d.to_string()));
     }
     if let Some(qn) = &queue {
-        poll.push(("work_queue", qn.clone()));
+        params.push(("work_queue", qn.clone()));
     }
+    let url = |extra: Option<(&'static str, String)>| {
+        let mut p = params.clone();
+        p.extend(extra);
+        format!(
+            "/runs?{}",
+            serde_urlencoded::to_string(&p).unwrap_or_default()
+        )
+    };
+    let older = page.next.map(|c| url(Some(("before", c.id.to_string()))));
+    let (poll_url, newest) = match before {
+        None => (Some(url(Some(("fragment", "rows".into())))), None),
+        Some(_) => (None, Some(url(None))),
+    };
     let page = RunsPage {
         chrome: Chrome::new(&s, "runs"),
         rows,
@@ -214,10 +239,9 @@ pub(crate) async fn list(
             selected: v == selected_view,
         })
         .collect(),
-        poll_url: format!(
-            "/runs?{}",
-            serde_urlencoded::to_string(&poll).unwrap_or_default()
-        ),
+        poll_url,
+        older,
+        newest,
         empty,
     };
     Ok(html(&page))

@@ -12,6 +12,7 @@ use ferry_core::{DeploymentId, FlowRun, RunId, StateType};
 
 use crate::error::{with_status, UiError};
 use crate::format::{self, html, Chrome};
+use crate::timeline::{Bar, Timeline};
 use crate::UiState;
 
 /// Runs per page of the list.
@@ -267,6 +268,8 @@ struct RunPage {
     exit_code: Option<i32>,
     ended: String,
     history: Vec<HistoryRow>,
+    /// The states as consecutive bars from each change to the next (or now).
+    states: Timeline,
     parameters: String,
     logs: Vec<String>,
     next_offset: u64,
@@ -283,6 +286,34 @@ fn log_text(l: &LogLine) -> String {
         LogStream::Ferry => "ferry ",
     };
     format!("{} {stream} | {}", l.at.format("%H:%M:%S%.3f"), l.line)
+}
+
+/// The run's states as bars on one time axis, each from its change to the next (the last one
+/// to its end, or to now while the run goes on).
+fn state_timeline(run: &FlowRun, now: DateTime<Utc>) -> Timeline {
+    let h = &run.history;
+    let end = run
+        .ended_at
+        .unwrap_or(now)
+        .max(h.last().map_or(now, |s| s.at));
+    let bars = h
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Bar {
+            row: "states".into(),
+            start: s.at,
+            end: Some(h.get(i + 1).map_or(end, |n| n.at)),
+            class: s.state.as_str(),
+            title: format!(
+                "{} from {}",
+                format::state_label(s.state),
+                format::time(s.at)
+            ),
+            href: None,
+        })
+        .collect();
+    let lo = h.first().map_or(now, |s| s.at);
+    Timeline::new(lo, end.max(lo + chrono::Duration::seconds(1)), now, bars)
 }
 
 fn history(run: &FlowRun) -> Vec<HistoryRow> {
@@ -315,6 +346,7 @@ async fn run_page(s: &UiState, id: RunId, error: Option<String>) -> Result<RunPa
         exit_code: run.exit_code,
         ended: run.ended_at.map(format::time).unwrap_or_default(),
         history: history(&run),
+        states: state_timeline(&run, now),
         parameters: serde_json::to_string_pretty(&run.parameters).unwrap_or_default(),
         logs: logs.lines.iter().map(log_text).collect(),
         next_offset: logs.next_offset,

@@ -206,7 +206,9 @@ async fn the_runs_list_pages_older_runs_each_once_with_its_filters() {
     for i in 0..55 {
         ids.push(app.run(serde_json::json!({ "i": i })).await.id.to_string());
     }
-    let first = app.get("/runs?view=all&deployment=etl%2Fnightly", &[]).await;
+    let first = app
+        .get("/runs?view=all&deployment=etl%2Fnightly", &[])
+        .await;
     let rows = |body: &str| -> Vec<String> {
         body.match_indices("data-run-id=\"")
             .map(|(i, m)| body[i + m.len()..i + m.len() + 36].to_owned())
@@ -214,7 +216,10 @@ async fn the_runs_list_pages_older_runs_each_once_with_its_filters() {
     };
     let page1 = rows(&first.body);
     assert_eq!(page1.len(), 50);
-    assert!(first.body.contains("data-poll="), "the first page updates live");
+    assert!(
+        first.body.contains("data-poll="),
+        "the first page updates live"
+    );
     let href = first
         .body
         .split("id=\"older\" href=\"")
@@ -228,9 +233,15 @@ async fn the_runs_list_pages_older_runs_each_once_with_its_filters() {
     assert_eq!(second.status, StatusCode::OK);
     let page2 = rows(&second.body);
     assert_eq!(page2.len(), 55 - 50);
-    assert!(!second.body.contains("id=\"older\""), "the last page has no Older");
+    assert!(
+        !second.body.contains("id=\"older\""),
+        "the last page has no Older"
+    );
     assert!(second.body.contains("id=\"newest\""));
-    assert!(!second.body.contains("data-poll="), "a later page stays put");
+    assert!(
+        !second.body.contains("data-poll="),
+        "a later page stays put"
+    );
     let mut all: Vec<String> = page1.into_iter().chain(page2).collect();
     all.sort();
     ids.sort();

@@ -32,6 +32,14 @@ URLS = [
     ("GET /v1/flow-runs?work_queue=", "/v1/flow-runs?work_queue={queue}&limit=50"),
     ("GET /v1/flow-runs?deployment= (10)", "/v1/flow-runs?deployment={deployment}&view=recent&limit=10"),
     ("GET /v1/work-queues", "/v1/work-queues"),
+    ("page /", "/"),
+    ("page /runs", "/runs"),
+    ("page /runs, page 50", "/runs?view=recent&before={page50_before}"),
+    ("page /runs?state=failed", "/runs?state=failed"),
+    ("page /runs?work_queue=", "/runs?work_queue={queue}"),
+    ("page /deployments", "/deployments"),
+    ("page /deployments/FLOW/NAME", "/deployments/{deployment}"),
+    ("page /work-queues", "/work-queues"),
 ]
 
 

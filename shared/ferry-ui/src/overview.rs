@@ -1,26 +1,22 @@
 //! `/`: what happened in the last 24 hours and what needs attention — runs by state, late and
 //! failing deployments, queue depths, agents and their last poll, a timeline of the last hours.
 
-use std::collections::{BTreeMap, HashMap};
-
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use ferry_core::ports::{RunFilter, RunWindow};
-use ferry_core::{FlowRun, StateType};
+use ferry_core::{DeploymentId, FlowRun, StateType};
 
 use crate::error::UiError;
 use crate::format::{self, html, Chrome};
-use crate::queues::{self, QueueRow, COUNT_CAP};
+use crate::queues::{self, QueueRow};
 use crate::runs::RunRow;
 use crate::timeline::{fit_span, Bar, Timeline};
 use crate::UiState;
 
 /// Most hours the timeline shows.
 const TIMELINE_HOURS: i64 = 6;
-/// Most runs of the last 24 h read for the counts.
-const RECENT_CAP: usize = 5 * COUNT_CAP;
 
 struct StateCount {
     state: &'static str,
@@ -58,80 +54,128 @@ struct OverviewPage {
     timeline_span: String,
 }
 
-/// The latest run of each deployment that failed, crashed or is late (newest first).
-fn needing_attention(runs: &[FlowRun], now: chrono::DateTime<chrono::Utc>) -> Vec<Attention> {
-    // `runs` is newest scheduled first: the first finished run seen is the deployment's last.
-    let mut last_final: BTreeMap<String, &FlowRun> = BTreeMap::new();
-    let mut late: BTreeMap<String, &FlowRun> = BTreeMap::new();
-    for r in runs {
-        let d = r.deployment.to_string();
-        if r.state.is_terminal() {
-            last_final.entry(d).or_insert(r);
-        } else if r.state == StateType::Late {
-            late.entry(d).or_insert(r);
+/// Most failed or late runs read to find the deployments needing attention.
+const ATTENTION_READ: usize = 200;
+/// Most deployments listed as needing attention.
+const ATTENTION_ROWS: usize = 20;
+/// Most runs the timeline reads.
+const TIMELINE_READ: usize = 1_000;
+
+/// Deployments whose last finished run failed or crashed in the last 24 h, and those with a
+/// late run: the newest such run of each, newest first.
+async fn needing_attention(
+    s: &UiState,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Attention>, UiError> {
+    let upto = now + Duration::milliseconds(1);
+    let failed = s
+        .ferry
+        .list_runs(&RunFilter {
+            states: vec![StateType::Failed, StateType::Crashed],
+            window: RunWindow::Between(since, upto),
+            limit: ATTENTION_READ,
+            ..RunFilter::default()
+        })
+        .await?;
+    let mut seen: Vec<DeploymentId> = Vec::new();
+    let mut out = Vec::new();
+    for r in &failed {
+        if seen.contains(&r.deployment) || seen.len() >= ATTENTION_ROWS {
+            continue;
+        }
+        seen.push(r.deployment.clone());
+        // Still failing: no later run of the deployment finished otherwise.
+        let last_final = s
+            .ferry
+            .list_runs(&RunFilter {
+                deployment: Some(r.deployment.clone()),
+                window: RunWindow::Between(r.scheduled_time, upto),
+                limit: 50,
+                ..RunFilter::default()
+            })
+            .await?
+            .into_iter()
+            .find(|x| x.state.is_terminal());
+        if let Some(last) =
+            last_final.filter(|x| matches!(x.state, StateType::Failed | StateType::Crashed))
+        {
+            out.push(Attention {
+                deployment: last.deployment.to_string(),
+                what: format!(
+                    "last run {}",
+                    format::state_label(last.state).to_lowercase()
+                ),
+                run: RunRow::new(&last, now),
+            });
         }
     }
-    let mut out: Vec<Attention> = last_final
-        .into_values()
-        .filter(|r| matches!(r.state, StateType::Failed | StateType::Crashed))
-        .map(|r| Attention {
-            deployment: r.deployment.to_string(),
-            what: format!("last run {}", format::state_label(r.state).to_lowercase()),
-            run: RunRow::new(r, now),
+    let late = s
+        .ferry
+        .list_runs(&RunFilter {
+            states: vec![StateType::Late],
+            window: RunWindow::DueBy(now),
+            limit: ATTENTION_READ,
+            ..RunFilter::default()
         })
-        .collect();
-    out.extend(late.into_values().map(|r| Attention {
-        deployment: r.deployment.to_string(),
-        what: "late".into(),
-        run: RunRow::new(r, now),
-    }));
+        .await?;
+    let mut late_seen: Vec<DeploymentId> = Vec::new();
+    for r in late {
+        if late_seen.contains(&r.deployment) || late_seen.len() >= ATTENTION_ROWS {
+            continue;
+        }
+        late_seen.push(r.deployment.clone());
+        out.push(Attention {
+            deployment: r.deployment.to_string(),
+            what: "late".into(),
+            run: RunRow::new(&r, now),
+        });
+    }
     out.sort_by(|a, b| b.run.scheduled.cmp(&a.run.scheduled));
-    out
+    Ok(out)
 }
 
 /// `GET /`.
 pub(crate) async fn page(State(s): State<UiState>) -> Result<Response, UiError> {
     let now = s.ferry.now();
     let since = now - Duration::hours(24);
-    let recent: Vec<FlowRun> = s
+    let recent = s.ferry.count_recent_runs(Duration::hours(24)).await?;
+    let counts = recent
+        .counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(t, n)| StateCount {
+            state: format::state_label(*t),
+            state_class: t.as_str(),
+            count: n.to_string(),
+            href: format!("/runs?state={}", t.as_str()),
+        })
+        .collect();
+    // The timeline: runs scheduled in the last hours (and an hour before, for runs that
+    // started late), drawn from their start.
+    let most = Duration::hours(TIMELINE_HOURS);
+    let shown: Vec<FlowRun> = s
         .ferry
         .list_runs(&RunFilter {
-            limit: RECENT_CAP,
-            window: RunWindow::DueBy(now),
+            window: RunWindow::Between(
+                now - most - Duration::hours(1),
+                now + Duration::milliseconds(1),
+            ),
+            limit: TIMELINE_READ,
             ..RunFilter::default()
         })
-        .await?
-        .into_iter()
-        .filter(|r| r.scheduled_time >= since)
-        .collect();
-    let capped = recent.len() >= RECENT_CAP;
-    let mut by_state: HashMap<StateType, usize> = HashMap::new();
-    for r in &recent {
-        *by_state.entry(r.state).or_default() += 1;
-    }
-    let plus = if capped { "+" } else { "" };
-    let counts = StateType::ALL
-        .iter()
-        .filter_map(|t| {
-            by_state.get(t).map(|n| StateCount {
-                state: format::state_label(*t),
-                state_class: t.as_str(),
-                count: format!("{n}{plus}"),
-                href: format!("/runs?state={}", t.as_str()),
-            })
-        })
-        .collect();
+        .await?;
     let span = fit_span(
         now,
-        recent
+        shown
             .iter()
             .filter_map(|r| r.started_at)
-            .filter(|t| *t >= now - Duration::hours(TIMELINE_HOURS)),
+            .filter(|t| *t >= now - most),
         Duration::minutes(15),
-        Duration::hours(TIMELINE_HOURS),
+        most,
     );
     let lo = now - span;
-    let bars = recent
+    let bars = shown
         .iter()
         .filter_map(|r| {
             let start = r
@@ -178,9 +222,9 @@ pub(crate) async fn page(State(s): State<UiState>) -> Result<Response, UiError> 
         .collect();
     Ok(html(&OverviewPage {
         chrome: Chrome::new(&s, "overview"),
-        total: format!("{}{plus}", recent.len()),
+        total: recent.total().to_string(),
         counts,
-        attention: needing_attention(&recent, now),
+        attention: needing_attention(&s, since, now).await?,
         queues: queues::rows(&s).await?,
         agents,
         timeline: Timeline::new(lo, now, now, bars),

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use ferry_app::QueuePatch;
-use ferry_core::ports::{RunFilter, RunWindow};
+use ferry_core::ports::RunFilter;
 use ferry_core::StateType;
 
 use crate::error::UiError;
@@ -21,7 +21,7 @@ pub(crate) struct QueueRow {
     pub in_use: String,
     pub waiting: String,
     pub late: String,
-    pub late_count: usize,
+    pub late_count: u64,
     pub paused: bool,
     pub priority: u32,
     pub agents: Vec<String>,
@@ -37,57 +37,51 @@ pub(crate) fn count(n: usize) -> String {
     }
 }
 
-async fn count_runs(
-    s: &UiState,
-    queue: &str,
-    states: &[StateType],
-    window: RunWindow,
-) -> Result<usize, UiError> {
+/// Runs of `queue` holding a slot or running (Pending, Running, Cancelling), for a queue
+/// without a limit (a limited queue's slot count says it at once).
+async fn running(s: &UiState, queue: &str) -> Result<usize, UiError> {
     Ok(s.ferry
         .list_runs(&RunFilter {
             work_queue: Some(queue.into()),
-            states: states.to_vec(),
+            states: vec![
+                StateType::Pending,
+                StateType::Running,
+                StateType::Cancelling,
+            ],
             limit: COUNT_CAP,
-            window,
             ..RunFilter::default()
         })
         .await?
         .len())
 }
 
-/// Every queue as a row (the overview shows them too).
+/// Every queue as a row (the overview shows them too): its counts from the due index and its
+/// slots, its agents from their presence.
 pub(crate) async fn rows(s: &UiState) -> Result<Vec<QueueRow>, UiError> {
     let now = s.ferry.now();
+    let views = s.ferry.queue_views().await?;
     let mut out = Vec::new();
-    for v in s.ferry.queue_views().await? {
-        let name = v.queue.name.to_string();
-        let in_use = count_runs(
-            s,
-            &name,
-            &[
-                StateType::Pending,
-                StateType::Running,
-                StateType::Cancelling,
-            ],
-            RunWindow::All,
-        )
-        .await?;
-        let waiting = count_runs(s, &name, &[StateType::Scheduled], RunWindow::DueBy(now)).await?;
-        let late = count_runs(s, &name, &[StateType::Late], RunWindow::All).await?;
+    for stats in s.ferry.all_queue_run_stats().await? {
+        let name = stats.queue.name.to_string();
+        let view = views.iter().find(|v| v.queue.name == stats.queue.name);
+        let in_use = match stats.in_use {
+            Some(n) => n.to_string(),
+            None => count(running(s, &name).await?),
+        };
         out.push(QueueRow {
-            limit: v
+            limit: stats
                 .queue
                 .concurrency_limit
                 .map_or_else(|| "none".into(), |l| l.to_string()),
-            in_use: count(in_use),
-            waiting: count(waiting),
-            late: count(late),
-            late_count: late,
-            paused: v.queue.paused,
-            priority: v.queue.priority,
-            agents: v.agents,
-            last_polled: v
-                .last_polled_at
+            in_use,
+            waiting: stats.due.to_string(),
+            late: stats.late.to_string(),
+            late_count: stats.late,
+            paused: stats.queue.paused,
+            priority: stats.queue.priority,
+            agents: view.map(|v| v.agents.clone()).unwrap_or_default(),
+            last_polled: view
+                .and_then(|v| v.last_polled_at)
                 .map(|t| format::relative(t, now))
                 .unwrap_or_else(|| "never".into()),
             name,

@@ -12,6 +12,7 @@ use ferry_core::{DeploymentId, FlowRun, RunId, StateType};
 
 use crate::error::{with_status, UiError};
 use crate::format::{self, html, Chrome};
+use crate::timeline::{Bar, Timeline};
 use crate::UiState;
 
 /// Runs per page of the list.
@@ -63,6 +64,9 @@ pub(crate) struct ListQuery {
     /// `rows`: only the table's rows (what the page's script polls).
     #[serde(default)]
     fragment: Option<String>,
+    /// The last run of the previous page: this page starts after it.
+    #[serde(default)]
+    before: Option<String>,
 }
 
 /// A select's option.
@@ -81,8 +85,13 @@ struct RunsPage {
     deployments: Vec<Choice>,
     queues: Vec<Choice>,
     views: Vec<Choice>,
-    /// The list's own URL with `fragment=rows` (what the script polls).
-    poll_url: String,
+    /// The list's own URL with `fragment=rows` (what the script polls; only on the first
+    /// page: a later page keeps what it shows).
+    poll_url: Option<String>,
+    /// The next page's URL, when there is one.
+    older: Option<String>,
+    /// The first page's URL, on a later page.
+    newest: Option<String>,
     empty: String,
 }
 
@@ -137,6 +146,12 @@ pub(crate) async fn list(
             ))
         }
     };
+    let before = nonempty(&q.before)
+        .map(|v| {
+            v.parse::<RunId>()
+                .map_err(|e| UiError::invalid("before", format!("{e}: give a run id")))
+        })
+        .transpose()?;
     let filter = RunFilter {
         deployment: deployment.clone(),
         states: state.into_iter().collect(),
@@ -145,8 +160,8 @@ pub(crate) async fn list(
         ..RunFilter::default()
     };
     let now = s.ferry.now();
-    let runs = s.ferry.list_runs_view(filter, view).await?;
-    let rows: Vec<RunRow> = runs.iter().map(|r| RunRow::new(r, now)).collect();
+    let page = s.ferry.list_runs_page(filter, view, before).await?;
+    let rows: Vec<RunRow> = page.runs.iter().map(|r| RunRow::new(r, now)).collect();
     let empty = match view {
         RunView::Upcoming => "No upcoming runs match.",
         _ => "No runs match.",
@@ -162,19 +177,30 @@ pub(crate) async fn list(
         RunView::Upcoming => "upcoming",
         RunView::All => "all",
     };
-    let mut poll = vec![
-        ("fragment", "rows".to_owned()),
-        ("view", selected_view.into()),
-    ];
+    // The filters as query parameters, for the script's polls and the page links.
+    let mut params = vec![("view", selected_view.to_owned())];
     if let Some(st) = state {
-        poll.push(("state", st.as_str().into()));
+        params.push(("state", st.as_str().into()));
     }
     if let Some(d) = &deployment {
-        poll.push(("deployment", d.to_string()));
+        params.push(("deployment", d.to_string()));
     }
     if let Some(qn) = &queue {
-        poll.push(("work_queue", qn.clone()));
+        params.push(("work_queue", qn.clone()));
     }
+    let url = |extra: Option<(&'static str, String)>| {
+        let mut p = params.clone();
+        p.extend(extra);
+        format!(
+            "/runs?{}",
+            serde_urlencoded::to_string(&p).unwrap_or_default()
+        )
+    };
+    let older = page.next.map(|c| url(Some(("before", c.id.to_string()))));
+    let (poll_url, newest) = match before {
+        None => (Some(url(Some(("fragment", "rows".into())))), None),
+        Some(_) => (None, Some(url(None))),
+    };
     let page = RunsPage {
         chrome: Chrome::new(&s, "runs"),
         rows,
@@ -214,10 +240,9 @@ pub(crate) async fn list(
             selected: v == selected_view,
         })
         .collect(),
-        poll_url: format!(
-            "/runs?{}",
-            serde_urlencoded::to_string(&poll).unwrap_or_default()
-        ),
+        poll_url,
+        older,
+        newest,
         empty,
     };
     Ok(html(&page))
@@ -243,6 +268,8 @@ struct RunPage {
     exit_code: Option<i32>,
     ended: String,
     history: Vec<HistoryRow>,
+    /// The states as consecutive bars from each change to the next (or now).
+    states: Timeline,
     parameters: String,
     logs: Vec<String>,
     next_offset: u64,
@@ -259,6 +286,34 @@ fn log_text(l: &LogLine) -> String {
         LogStream::Ferry => "ferry ",
     };
     format!("{} {stream} | {}", l.at.format("%H:%M:%S%.3f"), l.line)
+}
+
+/// The run's states as bars on one time axis, each from its change to the next (the last one
+/// to its end, or to now while the run goes on).
+fn state_timeline(run: &FlowRun, now: DateTime<Utc>) -> Timeline {
+    let h = &run.history;
+    let end = run
+        .ended_at
+        .unwrap_or(now)
+        .max(h.last().map_or(now, |s| s.at));
+    let bars = h
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Bar {
+            row: "states".into(),
+            start: s.at,
+            end: Some(h.get(i + 1).map_or(end, |n| n.at)),
+            class: s.state.as_str(),
+            title: format!(
+                "{} from {}",
+                format::state_label(s.state),
+                format::time(s.at)
+            ),
+            href: None,
+        })
+        .collect();
+    let lo = h.first().map_or(now, |s| s.at);
+    Timeline::new(lo, end.max(lo + chrono::Duration::seconds(1)), now, bars)
 }
 
 fn history(run: &FlowRun) -> Vec<HistoryRow> {
@@ -291,6 +346,7 @@ async fn run_page(s: &UiState, id: RunId, error: Option<String>) -> Result<RunPa
         exit_code: run.exit_code,
         ended: run.ended_at.map(format::time).unwrap_or_default(),
         history: history(&run),
+        states: state_timeline(&run, now),
         parameters: serde_json::to_string_pretty(&run.parameters).unwrap_or_default(),
         logs: logs.lines.iter().map(log_text).collect(),
         next_offset: logs.next_offset,

@@ -200,6 +200,58 @@ async fn every_page_shows_what_the_use_cases_hold_with_safe_headers() {
 }
 
 #[tokio::test]
+async fn the_runs_list_pages_older_runs_each_once_with_its_filters() {
+    let app = app(None).await;
+    let mut ids = Vec::new();
+    for i in 0..55 {
+        ids.push(app.run(serde_json::json!({ "i": i })).await.id.to_string());
+    }
+    let first = app
+        .get("/runs?view=all&deployment=etl%2Fnightly", &[])
+        .await;
+    let rows = |body: &str| -> Vec<String> {
+        body.match_indices("data-run-id=\"")
+            .map(|(i, m)| body[i + m.len()..i + m.len() + 36].to_owned())
+            .collect()
+    };
+    let page1 = rows(&first.body);
+    assert_eq!(page1.len(), 50);
+    assert!(
+        first.body.contains("data-poll="),
+        "the first page updates live"
+    );
+    let href = first
+        .body
+        .split("id=\"older\" href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an Older link")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    assert!(href.contains("deployment=etl%2Fnightly"), "{href}");
+    let second = app.get(&href, &[]).await;
+    assert_eq!(second.status, StatusCode::OK);
+    let page2 = rows(&second.body);
+    assert_eq!(page2.len(), 55 - 50);
+    assert!(
+        !second.body.contains("id=\"older\""),
+        "the last page has no Older"
+    );
+    assert!(second.body.contains("id=\"newest\""));
+    assert!(
+        !second.body.contains("data-poll="),
+        "a later page stays put"
+    );
+    let mut all: Vec<String> = page1.into_iter().chain(page2).collect();
+    all.sort();
+    ids.sort();
+    assert_eq!(all, ids, "every run exactly once over the pages");
+    let bad = app.get("/runs?before=nope", &[]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("before:"), "{}", bad.body);
+}
+
+#[tokio::test]
 async fn with_a_token_nothing_shows_without_a_session_and_the_cookie_is_not_the_token() {
     let app = app(Some("s3cret-token")).await;
     let run = app.run(serde_json::json!({})).await;

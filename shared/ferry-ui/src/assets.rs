@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 const APP_CSS: &str = include_str!("../assets/app.css");
 const APP_JS: &str = include_str!("../assets/app.js");
+const FAVICON: &str = include_str!("../assets/favicon.svg");
 
 fn versioned(name: &str, body: &str) -> String {
     let digest = hex::encode(Sha256::digest(body.as_bytes()));
@@ -27,11 +28,17 @@ pub(crate) fn js_url() -> &'static str {
     JS_URL.as_str()
 }
 
+/// `GET /favicon.ico`: browsers ask for it whatever the page links; the same icon.
+pub(crate) async fn favicon() -> Response {
+    serve(Path("favicon.svg".into())).await
+}
+
 /// `GET /assets/{file}`.
 pub(crate) async fn serve(Path(file): Path<String>) -> Response {
     let (mime, body) = match file.as_str() {
         "app.css" => ("text/css; charset=utf-8", APP_CSS),
         "app.js" => ("text/javascript; charset=utf-8", APP_JS),
+        "favicon.svg" => ("image/svg+xml", FAVICON),
         _ => {
             return (
                 StatusCode::NOT_FOUND,

@@ -61,6 +61,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: UiState) -> Router<S> {
         .merge(pages)
         .route("/sign-in", get(auth::sign_in_form).post(auth::sign_in))
         .route("/assets/{file}", get(assets::serve))
+        .route("/favicon.ico", get(assets::favicon))
         .layer(from_fn(security_headers))
         .with_state(state)
 }

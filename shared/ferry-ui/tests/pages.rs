@@ -193,6 +193,9 @@ async fn every_page_shows_what_the_use_cases_hold_with_safe_headers() {
         app.get("/assets/x.js", &[]).await.status,
         StatusCode::NOT_FOUND
     );
+    let icon = app.get("/favicon.ico", &[]).await;
+    assert_eq!(icon.status, StatusCode::OK);
+    assert_eq!(icon.headers[header::CONTENT_TYPE], "image/svg+xml");
     assert_eq!(
         app.get("/runs/0000", &[]).await.status,
         StatusCode::NOT_FOUND

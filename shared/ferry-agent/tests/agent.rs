@@ -44,18 +44,37 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
     // Recording "Running" fails for good: the run's handling gives up after unpacking.
     faulty.fail(|op| matches!(op, Op::UpdateRun(r) if r.state == StateType::Running));
     let work = dir.path().join("work");
+    let finished = claim_and_run_one(&ferry, dir.path(), Duration::from_secs(1)).await;
+    assert!(!finished, "the run could not be started");
+    assert_eq!(
+        ferry.get_run(run.id).await.unwrap().state,
+        StateType::Pending
+    );
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "work directories left behind: {left:?}");
+}
+
+/// An agent (one run at a time, work in `dir`/work) claims one run and runs it to its end;
+/// whether it reached a final state there.
+async fn claim_and_run_one(
+    ferry: &Ferry,
+    dir: &std::path::Path,
+    heartbeat_every: Duration,
+) -> bool {
     let cfg = AgentConfig {
         queues: vec![ferry_core::QueueName::default_queue()],
         limit: 1,
         poll_interval: Duration::from_millis(50),
         prefetch: Duration::ZERO,
         name: "a1".into(),
-        work_dir: work.clone(),
-        cache_dir: dir.path().join("cache"),
+        work_dir: dir.join("work"),
+        cache_dir: dir.join("cache"),
         python: "python3".into(),
         kill_grace: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(1),
-        heartbeat_every: Duration::from_secs(1),
+        heartbeat_every,
         guard: None,
     };
     let agent = Agent::new(ferry.clone(), cfg);
@@ -68,20 +87,11 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
         agent.poll_once(&mut tasks, &shutdown, &kill).await.unwrap(),
         1
     );
-    let finished = tokio::time::timeout(Duration::from_secs(60), tasks.join_next())
+    tokio::time::timeout(Duration::from_secs(60), tasks.join_next())
         .await
         .unwrap()
         .unwrap()
-        .unwrap();
-    assert!(!finished, "the run could not be started");
-    assert_eq!(
-        ferry.get_run(run.id).await.unwrap().state,
-        StateType::Pending
-    );
-    let left: Vec<_> = std::fs::read_dir(&work)
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "work directories left behind: {left:?}");
+        .unwrap()
 }
 
 /// The use cases over a fresh embedded store in `dir`.
@@ -252,35 +262,7 @@ async fn a_bundle_slower_to_fetch_than_the_lease_keeps_the_run_held() {
             }
         })
     };
-    let cfg = AgentConfig {
-        queues: vec![ferry_core::QueueName::default_queue()],
-        limit: 1,
-        poll_interval: Duration::from_millis(50),
-        prefetch: Duration::ZERO,
-        name: "a1".into(),
-        work_dir: dir.path().join("work"),
-        cache_dir: dir.path().join("cache"),
-        python: "python3".into(),
-        kill_grace: Duration::from_secs(1),
-        shutdown_grace: Duration::from_secs(1),
-        heartbeat_every: Duration::from_millis(200),
-        guard: None,
-    };
-    let agent = Agent::new(ferry.clone(), cfg);
-    let (mut tasks, shutdown, kill) = (
-        JoinSet::new(),
-        CancellationToken::new(),
-        CancellationToken::new(),
-    );
-    assert_eq!(
-        agent.poll_once(&mut tasks, &shutdown, &kill).await.unwrap(),
-        1
-    );
-    let finished = tokio::time::timeout(Duration::from_secs(60), tasks.join_next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let finished = claim_and_run_one(&ferry, dir.path(), Duration::from_millis(200)).await;
     reaper.abort();
     let run = ferry.get_run(run.id).await.unwrap();
     assert!(finished, "the run ended elsewhere: {:?}", run.state_message);

@@ -123,6 +123,18 @@ fn pages_show_a_run_built_and_run_through_the_cli_on(aws: bool) {
         .read_to_string()
         .unwrap()
         .contains("every API route is under /v1"));
+    // A page's own refusal stays a page, whoever asks (curl sends no text/html).
+    let mut bad = s
+        .http()
+        .get(format!("{}/runs?state=bogus", s.url))
+        .call()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body = bad.body_mut().read_to_string().unwrap();
+    assert!(
+        body.starts_with("<!doctype html>") && body.contains("state: unknown state"),
+        "{body}"
+    );
 }
 
 #[test]

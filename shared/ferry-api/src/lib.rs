@@ -177,19 +177,19 @@ impl utoipa::Modify for AnyRouteErrors {
 }
 
 /// Gives every 4xx the router answers itself (405 for a method a path lacks, ...) the JSON
-/// error shape; answers that already are JSON, HEAD answers (no body) and the dashboard's
-/// answers to a browser pass unchanged.
+/// error shape; answers that already are JSON, HEAD answers (no body), the dashboard's pages
+/// (HTML, whoever asks) and its answers to a browser pass unchanged.
 async fn uniform_errors(req: Request, next: Next) -> Response {
     // The dashboard's pages answer HTML, errors included; only the API is JSON.
     let api = req.uri().path().starts_with("/v1/") || !accepts_html(req.headers());
     let head = req.method() == Method::HEAD || !api;
     let res = next.run(req).await;
     let status = res.status();
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !status.is_client_error() || is_json || head {
+    let is_json_or_page = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"application/json") || v.starts_with(b"text/html")
+    });
+    if !status.is_client_error() || is_json_or_page || head {
         return res;
     }
     let (parts, body) = res.into_parts();

@@ -69,10 +69,12 @@ fn px(v: f64) -> String {
 
 /// A tick step that gives at most about 8 ticks over `span`.
 fn tick_step(span: Duration) -> Duration {
-    let steps = [1, 2, 5, 15, 30, 60, 120, 180, 360, 720, 1440];
-    let minutes = span.num_minutes().max(1);
-    let m = steps.into_iter().find(|m| minutes / m <= 8).unwrap_or(1440);
-    Duration::minutes(m)
+    let steps = [
+        1, 2, 5, 10, 15, 30, 60, 120, 300, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400,
+    ];
+    let secs = span.num_seconds().max(1);
+    let step = steps.into_iter().find(|s| secs / s <= 8).unwrap_or(86_400);
+    Duration::seconds(step)
 }
 
 /// How much time a timeline shows: from now to the farthest of `times` and a tenth more,
@@ -139,7 +141,13 @@ impl Timeline {
             .filter_map(DateTime::<Utc>::from_timestamp_millis)
             .map(|t| Tick {
                 x: px(x(t)),
-                label: t.format("%H:%M").to_string(),
+                label: t
+                    .format(if step_ms < 60_000 {
+                        "%H:%M:%S"
+                    } else {
+                        "%H:%M"
+                    })
+                    .to_string(),
             })
             .collect();
         let height = AXIS + rows.len().max(1) as f64 * ROW;
@@ -218,6 +226,19 @@ mod tests {
         assert_eq!(fit_span(now, [t(11, 59)], min, max), min);
         assert_eq!(fit_span(now, [t(1, 0), t(11, 0)], min, max), max);
         assert_eq!(fit_span(now, [], min, max), min);
+    }
+
+    #[test]
+    fn ticks_of_a_few_seconds_carry_seconds() {
+        let lo = t(1, 0);
+        let tl = Timeline::new(
+            lo,
+            lo + Duration::seconds(3),
+            lo,
+            vec![bar("a/x", lo, None)],
+        );
+        assert_eq!(tl.ticks.len(), 2, "every second, inside the window");
+        assert_eq!(tl.ticks[0].label, "01:00:01");
     }
 
     #[test]

@@ -534,10 +534,11 @@ fn through_the_proxy_a_token_protected_server_answers_with_the_token_the_proxy_a
 
 /// The stylesheet's address in a page (`/assets/app.css?v=HASH`).
 fn stylesheet(page: &str) -> String {
+    let link = "<link rel=\"stylesheet\" href=\"";
     let start = page
-        .find("href=\"/assets/")
+        .find(link)
         .unwrap_or_else(|| panic!("no stylesheet link in {page}"))
-        + "href=\"".len();
+        + link.len();
     let end = start + page[start..].find('"').unwrap();
     page[start..end].replace("&amp;", "&")
 }

@@ -160,20 +160,16 @@ async fn serve(
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
     let local = listener.local_addr()?;
-    match backend {
+    // One line (the first a supervisor reads, and maybe the last: a reader that then closes
+    // the pipe must not make a second write fail).
+    let store = match backend {
         Backend::Aws => {
             let cfg = aws_config()?;
-            println!(
-                "Ferry API listening on http://{local} (backend aws: table {}, bucket {})",
-                cfg.table, cfg.bucket
-            )
+            format!("backend aws: table {}, bucket {}", cfg.table, cfg.bucket)
         }
-        Backend::Embedded => println!(
-            "Ferry API listening on http://{local} (FERRY_HOME={})",
-            ferry_home()?.display()
-        ),
-    }
-    println!("Dashboard at http://{local}/");
+        Backend::Embedded => format!("FERRY_HOME={}", ferry_home()?.display()),
+    };
+    println!("Ferry API listening on http://{local} ({store}); dashboard at http://{local}/");
     let tick = tokio::spawn(tick_loop(ferry, tick_every, tick_wake));
     let stop = shutdown.clone();
     axum::serve(listener, ferry_api::router(state))

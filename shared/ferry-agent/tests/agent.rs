@@ -23,23 +23,7 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
         Arc::new(FsLogSink::new(dir.path().join("logs"))),
         Arc::new(SystemClock),
     );
-    ferry.ensure_default_queue().await.unwrap();
-    let proj = dir.path().join("proj");
-    std::fs::create_dir_all(&proj).unwrap();
-    std::fs::write(proj.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
-    let packed = ferry_bundle::pack_dir(&proj).unwrap();
-    ferry
-        .put_bundle(&packed.sha256, &packed.bytes)
-        .await
-        .unwrap();
-    let spec = serde_json::from_value(serde_json::json!({
-        "flow": "etl", "name": "n", "entrypoint": "run.sh",
-        "bundle": {"sha256": packed.sha256, "size": packed.bytes.len()}
-    }))
-    .unwrap();
-    ferry.apply_deployment(spec).await.unwrap();
-    let id = DeploymentId::new("etl", "n").unwrap();
-    let (run, _) = ferry.create_run(&id, RunRequest::default()).await.unwrap();
+    let run = bundled_script_run(&ferry, dir.path(), "n").await;
 
     // Recording "Running" fails for good: the run's handling gives up after unpacking.
     faulty.fail(|op| matches!(op, Op::UpdateRun(r) if r.state == StateType::Running));
@@ -54,6 +38,41 @@ async fn a_run_whose_start_cannot_be_recorded_leaves_no_work_directory_behind() 
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "work directories left behind: {left:?}");
+}
+
+/// An ad-hoc run of deployment `etl/NAME`, whose bundle (packed from `dir`/proj) holds an
+/// executable `run.sh` that echoes a line; the default queue is made first.
+async fn bundled_script_run(
+    ferry: &Ferry,
+    dir: &std::path::Path,
+    name: &str,
+) -> ferry_core::FlowRun {
+    ferry.ensure_default_queue().await.unwrap();
+    let proj = dir.join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(
+        proj.join("run.sh"),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let packed = ferry_bundle::pack_dir(&proj).unwrap();
+    ferry
+        .put_bundle(&packed.sha256, &packed.bytes)
+        .await
+        .unwrap();
+    let spec = serde_json::from_value(serde_json::json!({
+        "flow": "etl", "name": name, "entrypoint": "run.sh",
+        "bundle": {"sha256": packed.sha256, "size": packed.bytes.len()}
+    }))
+    .unwrap();
+    ferry.apply_deployment(spec).await.unwrap();
+    let id = DeploymentId::new("etl", name).unwrap();
+    ferry
+        .create_run(&id, RunRequest::default())
+        .await
+        .unwrap()
+        .0
 }
 
 /// An agent (one run at a time, work in `dir`/work) claims one run and runs it to its end;
@@ -229,28 +248,7 @@ async fn a_bundle_slower_to_fetch_than_the_lease_keeps_the_run_held() {
         ..ferry.settings().clone()
     };
     let ferry = ferry.with_settings(settings);
-    ferry.ensure_default_queue().await.unwrap();
-    let proj = dir.path().join("proj");
-    std::fs::create_dir_all(&proj).unwrap();
-    std::fs::write(proj.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
-    std::fs::set_permissions(
-        proj.join("run.sh"),
-        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
-    )
-    .unwrap();
-    let packed = ferry_bundle::pack_dir(&proj).unwrap();
-    ferry
-        .put_bundle(&packed.sha256, &packed.bytes)
-        .await
-        .unwrap();
-    let spec = serde_json::from_value(serde_json::json!({
-        "flow": "etl", "name": "slow", "entrypoint": "run.sh",
-        "bundle": {"sha256": packed.sha256, "size": packed.bytes.len()}
-    }))
-    .unwrap();
-    ferry.apply_deployment(spec).await.unwrap();
-    let id = DeploymentId::new("etl", "slow").unwrap();
-    let (run, _) = ferry.create_run(&id, RunRequest::default()).await.unwrap();
+    let run = bundled_script_run(&ferry, dir.path(), "slow").await;
 
     // The reaper runs throughout, as the server's tick does.
     let reaper = {

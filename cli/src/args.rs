@@ -580,6 +580,10 @@ pub struct BuildArgs {
     /// Apply the manifest after writing it.
     #[arg(short = 'a', long)]
     pub apply: bool,
+    /// Print one JSON object instead of the report: the manifest and bundle written, the spec,
+    /// and with -a what was applied (`applied`, as `deployment apply --json` prints it).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

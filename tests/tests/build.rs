@@ -199,6 +199,57 @@ fn build_works_offline_into_a_new_directory_and_apply_uploads_the_bundle_on(aws:
     assert!(out.contains("n=7"), "{out}");
 }
 
+/// `build --json` (what the Python package reads): one JSON object, offline without `-a`
+/// (`applied` null), and with `-a` the apply's outcome beside the spec it applied.
+#[test]
+fn build_json_prints_the_files_the_spec_and_with_apply_the_stored_deployment() {
+    let s = Server::start();
+    write_project(&s.path("proj"), &[("flows/x.py", FLOW)]);
+    let args = [
+        "deployment",
+        "build",
+        "flows/x.py:main",
+        "-n",
+        "j",
+        "--path",
+        "proj",
+        "-o",
+        "out/j.yaml",
+        "--cron",
+        "0 2 * * *",
+        "--param",
+        "n=3",
+    ];
+    let offline_out = offline(&s, &[&args[..], &["--json"]].concat());
+    assert!(
+        offline_out.status.success(),
+        "{}",
+        text(&offline_out.stderr)
+    );
+    let built: serde_json::Value = serde_json::from_slice(&offline_out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {}", text(&offline_out.stdout)));
+    assert_eq!(built["manifest"], "out/j.yaml");
+    assert_eq!(built["bundle_file"], "out/j.ferry-bundle.tar.gz");
+    assert_eq!(built["files"], 1);
+    assert_eq!(built["spec"]["entrypoint"], "flows/x.py:main");
+    assert_eq!(built["spec"]["parameters"]["n"], 3);
+    assert_eq!(built["spec"]["schedules"][0]["cron"], "0 2 * * *");
+    assert!(built["applied"].is_null(), "{built}");
+    assert!(s.path("out/j.yaml").is_file());
+
+    let with_apply = [&args[..], &["-a"]].concat();
+    let applied = s.json(&with_apply);
+    assert_eq!(applied["applied"]["created"], true, "{applied}");
+    assert_eq!(applied["applied"]["deployment"]["id"], "main/j");
+    assert_eq!(applied["applied"]["deployment"]["revision"], 1);
+    assert_eq!(
+        applied["applied"]["deployment"]["spec"]["bundle"]["sha256"],
+        built["spec"]["bundle"]["sha256"]
+    );
+    let again = s.json(&with_apply);
+    assert_eq!(again["applied"]["changed"], false, "{again}");
+}
+
 #[test]
 fn apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint() {
     apply_refuses_a_manifest_whose_bundle_is_missing_or_lacks_the_entrypoint_on(false);

@@ -225,6 +225,21 @@ async fn build(args: BuildArgs) -> Result<()> {
     });
     validate_spec(&spec).map_err(|e| anyhow!("{}", flag_error(&e)))?;
     manifest::write(&out, &spec, &packed.bytes)?;
+    if args.json {
+        let applied = if args.apply {
+            apply_loaded(std::slice::from_ref(&out), false).await?.pop()
+        } else {
+            None
+        };
+        return output::json(&BuildReport {
+            manifest: &out,
+            bundle_file: manifest::bundle_path(&out),
+            files: packed.files,
+            left_out: &packed.left_out,
+            spec: &spec,
+            applied,
+        });
+    }
     println!(
         "Packaged {} files from {} ({} bytes, sha256 {})",
         packed.files,
@@ -342,7 +357,34 @@ async fn upload_bundle(client: &Client, sha256: &str, bytes: Vec<u8>) -> Result<
     }
 }
 
+/// What `deployment build --json` prints.
+#[derive(serde::Serialize)]
+struct BuildReport<'a> {
+    /// The manifest written.
+    manifest: &'a Path,
+    /// Its bundle, beside it.
+    bundle_file: PathBuf,
+    /// Files packed into the bundle.
+    files: usize,
+    /// Ferry's manifests and bundles left out of it.
+    left_out: &'a [String],
+    /// The manifest's deployment (its `bundle` names the bundle's digest and size).
+    spec: &'a DeploymentSpec,
+    /// With `-a`: what the apply did; else `null`.
+    applied: Option<ApplyOutcome>,
+}
+
 async fn apply_files(files: &[PathBuf], json: bool) -> Result<()> {
+    let outs = apply_loaded(files, !json).await?;
+    if json {
+        output::json(&outs)?;
+    }
+    Ok(())
+}
+
+/// Applies manifests (see [`apply_files`]), reporting each apply as it is done when `report`,
+/// and returns what each apply did, in order.
+async fn apply_loaded(files: &[PathBuf], report: bool) -> Result<Vec<ApplyOutcome>> {
     // Read and check every manifest (and its bundle) before applying any, so one bad file
     // changes nothing.
     let mut loaded: Vec<Loaded> = files
@@ -378,15 +420,12 @@ async fn apply_files(files: &[PathBuf], json: bool) -> Result<()> {
         let out = apply(&client, &l.spec)
             .await
             .with_context(|| format!("applying {}", l.file.display()))?;
-        if !json {
+        if report {
             report_apply(&out);
         }
         outs.push(out);
     }
-    if json {
-        output::json(&outs)?;
-    }
-    Ok(())
+    Ok(outs)
 }
 
 fn print_deployment(d: &Deployment) -> Result<()> {

@@ -3,7 +3,8 @@
 # (DynamoDB Local + moto, scripts/emulators.sh), installs podman and builds the agent image
 # (scripts/agent-image.sh), builds the binary, then runs every unit,
 # property, conformance and end-to-end test of the workspace — embedded and AWS backends —
-# with nextest when installed, else cargo test; then validates the OpenAPI document and fuzzes
+# with nextest when installed, else cargo test; then tests the Python package (mypy and pytest,
+# scripts/python-tests.sh); then validates the OpenAPI document and fuzzes
 # the API from it (scripts/api-fuzz.sh), and runs the dashboard's tests in a real headless
 # Chromium on both backends (scripts/browser-tests.sh). The emulators are stopped at the end.
 #
@@ -70,6 +71,10 @@ if have_nextest; then
 else
     cargo test --locked --workspace -- --include-ignored
 fi
+
+# The Python package (python/): mypy --strict, then pytest against this build's binary, on the
+# embedded and the AWS backend (FERRY_EMULATORS=1 above); the venv is made once and reused.
+./scripts/python-tests.sh
 
 # The served OpenAPI document is valid, and the API answers what it documents when fuzzed
 # from it (schemathesis against a real `ferry server`).

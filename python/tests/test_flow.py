@@ -125,3 +125,13 @@ def test_the_agents_shim_calls_a_decorated_flow_with_the_run_parameters(tmp_path
 
 def _plain() -> None:
     pass
+
+
+def test_empty_parentheses_are_the_bare_decorator() -> None:
+    @flow()
+    def with_parens(x: int) -> int:
+        return x * 2
+
+    assert isinstance(with_parens, Flow)
+    assert with_parens(4) == 8
+    assert with_parens.name == "with-parens"

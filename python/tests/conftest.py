@@ -35,13 +35,19 @@ T = TypeVar("T")
 
 
 def pytest_report_header(config: pytest.Config) -> List[str]:
-    return [f"ferry python tests: backends {', '.join(BACKENDS)}; FERRY_BIN={os.environ.get('FERRY_BIN')}"]
+    return [
+        f"ferry python tests: backends {', '.join(BACKENDS)}; "
+        f"FERRY_BIN={os.environ.get('FERRY_BIN')}"
+    ]
 
 
 def ferry_bin() -> str:
     path = os.environ.get("FERRY_BIN")
     if not path:
-        pytest.fail("FERRY_BIN is not set: run scripts/python-tests.sh (it builds the binary)", pytrace=False)
+        pytest.fail(
+            "FERRY_BIN is not set: run scripts/python-tests.sh (it builds the binary)",
+            pytrace=False,
+        )
     assert os.access(path, os.X_OK), f"FERRY_BIN={path} is not an executable"
     return path
 
@@ -53,10 +59,14 @@ def require_emulators() -> None:
     for name in EMULATOR_ENDPOINTS:
         url = os.environ.get(name)
         if not url:
-            pytest.fail(f'{NOT_UP} ({name} is not set: eval "$(scripts/emulators.sh env)")', pytrace=False)
+            pytest.fail(
+                f'{NOT_UP} ({name} is not set: eval "$(scripts/emulators.sh env)")', pytrace=False
+            )
         parsed = urllib.parse.urlsplit(url)
         try:
-            socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=2).close()
+            socket.create_connection(
+                (parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=2
+            ).close()
         except OSError:
             pytest.fail(f"{NOT_UP} (nothing accepts connections at {name}={url})", pytrace=False)
 

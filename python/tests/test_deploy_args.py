@@ -50,24 +50,34 @@ def mod(project: Path) -> Any:
     return load_module(project / "flows" / "etl.py")
 
 
-def test_the_entrypoint_is_the_flows_file_relative_to_path_and_its_top_level_name(project: Path, mod: Any) -> None:
+def test_the_entrypoint_is_the_flows_file_relative_to_path_and_its_top_level_name(
+    project: Path, mod: Any
+) -> None:
     assert entrypoint_of(mod.nightly_etl, project) == "flows/etl.py:nightly_etl"
     assert entrypoint_of(mod.nightly_etl, project / "flows") == "etl.py:nightly_etl"
-    assert entrypoint_of(mod.nightly_etl, str(project / "flows" / "..")) == "flows/etl.py:nightly_etl"
+    assert (
+        entrypoint_of(mod.nightly_etl, str(project / "flows" / "..")) == "flows/etl.py:nightly_etl"
+    )
     # Bound under another name than the function's: the name the agent can look up.
     assert entrypoint_of(mod.alias, project) == "flows/etl.py:alias"
 
 
-def test_the_entrypoint_of_a_symlinked_project_is_relative_to_the_real_directory(project: Path, mod: Any, tmp_path: Path) -> None:
+def test_the_entrypoint_of_a_symlinked_project_is_relative_to_the_real_directory(
+    project: Path, mod: Any, tmp_path: Path
+) -> None:
     link = tmp_path / "link"
     link.symlink_to(project)
     assert entrypoint_of(mod.nightly_etl, link) == "flows/etl.py:nightly_etl"
 
 
-def test_a_flow_outside_path_or_not_at_top_level_is_refused(project: Path, mod: Any, tmp_path: Path) -> None:
+def test_a_flow_outside_path_or_not_at_top_level_is_refused(
+    project: Path, mod: Any, tmp_path: Path
+) -> None:
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(ValueError, match=r"^path: the flow's file .*etl\.py is not inside the project directory"):
+    with pytest.raises(
+        ValueError, match=r"^path: the flow's file .*etl\.py is not inside the project directory"
+    ):
         entrypoint_of(mod.nightly_etl, other)
     with pytest.raises(ValueError, match=r"^path: .* is not a directory"):
         entrypoint_of(mod.nightly_etl, project / "README.md")
@@ -119,16 +129,24 @@ def test_every_argument_becomes_its_build_flag(project: Path, mod: Any) -> None:
          ["--schedule", "cron(0 12 ? * MON-FRI *)", "--timezone", "UTC"]),
     ],
 )  # fmt: skip
-def test_each_schedule_kind_becomes_its_flag(project: Path, mod: Any, kwargs: Dict[str, Any], flags: List[str]) -> None:
+def test_each_schedule_kind_becomes_its_flag(
+    project: Path, mod: Any, kwargs: Dict[str, Any], flags: List[str]
+) -> None:
     args = deploy_args(mod.nightly_etl, name="n", path=project, **kwargs)
     at = args.index("--path") + 2
     assert args[at : at + len(flags)] == flags
 
 
-def test_parameters_are_checked_against_the_signature_unless_it_takes_kwargs(project: Path, mod: Any) -> None:
-    with pytest.raises(ValueError, match=r"^parameters: 'dya' not accepted by nightly_etl\(day, limit\)"):
+def test_parameters_are_checked_against_the_signature_unless_it_takes_kwargs(
+    project: Path, mod: Any
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"^parameters: 'dya' not accepted by nightly_etl\(day, limit\)"
+    ):
         deploy_args(mod.nightly_etl, name="n", path=project, parameters={"dya": 1})
-    args = deploy_args(mod.takes_anything, name="n", path=project, parameters={"anything": [1, None]})
+    args = deploy_args(
+        mod.takes_anything, name="n", path=project, parameters={"anything": [1, None]}
+    )
     assert args[args.index("--params-json") + 1] == '{"anything": [1, null]}'
 
 
@@ -175,7 +193,12 @@ def recording_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize(("kwargs", "error", "argument"), BAD)
 def test_a_bad_argument_is_refused_naming_it_before_ferry_runs(
-    project: Path, mod: Any, recording_bin: Path, kwargs: Dict[str, Any], error: Type[Exception], argument: str
+    project: Path,
+    mod: Any,
+    recording_bin: Path,
+    kwargs: Dict[str, Any],
+    error: Type[Exception],
+    argument: str,
 ) -> None:
     call: Dict[str, Any] = {"name": "nightly", "path": project, **kwargs}
     with pytest.raises(error, match=rf"^{argument}: "):
@@ -183,16 +206,22 @@ def test_a_bad_argument_is_refused_naming_it_before_ferry_runs(
     assert not recording_bin.exists(), "ferry ran although an argument was bad"
 
 
-def test_a_cli_failure_raises_ferry_error_with_its_message_and_exit_code(project: Path, mod: Any, recording_bin: Path) -> None:
+def test_a_cli_failure_raises_ferry_error_with_its_message_and_exit_code(
+    project: Path, mod: Any, recording_bin: Path
+) -> None:
     with pytest.raises(FerryError) as e:
         mod.nightly_etl.deploy("nightly", path=project)
     assert e.value.message == "fake"
     assert e.value.exit_code == 9
     assert "--json" in e.value.command and "-a" in e.value.command
-    assert recording_bin.read_text().startswith("deployment build flows/etl.py:nightly_etl -n nightly")
+    assert recording_bin.read_text().startswith(
+        "deployment build flows/etl.py:nightly_etl -n nightly"
+    )
 
 
-def test_without_ferry_bin_or_ferry_on_path_deploy_says_how_to_get_one(project: Path, mod: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_ferry_bin_or_ferry_on_path_deploy_says_how_to_get_one(
+    project: Path, mod: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FERRY_BIN", raising=False)
     monkeypatch.setenv("PATH", str(project))
     with pytest.raises(FerryError, match="set FERRY_BIN to its path or put `ferry` on PATH"):
@@ -202,7 +231,9 @@ def test_without_ferry_bin_or_ferry_on_path_deploy_says_how_to_get_one(project: 
         mod.nightly_etl.deploy("nightly", path=project)
 
 
-def test_run_agent_refuses_bad_arguments_before_registering(project: Path, mod: Any, recording_bin: Path) -> None:
+def test_run_agent_refuses_bad_arguments_before_registering(
+    project: Path, mod: Any, recording_bin: Path
+) -> None:
     with pytest.raises(ValueError, match="^work_queue: "):
         mod.nightly_etl.run_agent("bad queue")
     with pytest.raises(TypeError, match="^agent_args: "):

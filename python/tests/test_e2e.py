@@ -45,7 +45,9 @@ async def async_report(who: str) -> None:
 
 
 if __name__ == "__main__":
-    report.run_agent(name="served", parameters={"who": "served"}, agent_args=["--poll-interval", "0.2"])
+    report.run_agent(
+        name="served", parameters={"who": "served"}, agent_args=["--poll-interval", "0.2"]
+    )
     print("run_agent returned")
 '''
 
@@ -78,7 +80,13 @@ def test_a_deployed_flow_runs_on_an_agent_with_its_parameters_and_runtime(
     assert d.entrypoint == "flows/report.py:report"
     assert d.parameters == {"who": "deployed"}
     assert (d.schedules[0].cron, d.schedules[0].timezone) == ("0 0 1 1 *", "Europe/Berlin")
-    assert (d.retries, d.timeout_seconds, d.tags, d.version, d.env) == (1, 300, ["python"], "v1", {"GREETING": "hi"})
+    assert (d.retries, d.timeout_seconds, d.tags, d.version, d.env) == (
+        1,
+        300,
+        ["python"],
+        "v1",
+        {"GREETING": "hi"},
+    )
     assert d.bundle_sha256 and len(d.bundle_sha256) == 64
     assert d.manifest is None
     stored = server.json("deployment", "inspect", "report/py")
@@ -94,7 +102,11 @@ def test_a_deployed_flow_runs_on_an_agent_with_its_parameters_and_runtime(
     out = server.ok("deployment", "run", "report/py", "--param", "n=5", "--watch", timeout=LONG)
     got = reported(out)
     # The ad-hoc run (the cron's next fire time, on 1 January, may be listed as upcoming).
-    runs = [r for r in server.json("flow-run", "ls", "--deployment", "report/py") if r["state"].lower() != "scheduled"]
+    runs = [
+        r
+        for r in server.json("flow-run", "ls", "--deployment", "report/py")
+        if r["state"].lower() != "scheduled"
+    ]
     assert [r["state"].lower() for r in runs] == ["completed"], runs
     assert got == {
         "who": "deployed",
@@ -173,8 +185,11 @@ def test_run_agent_registers_serves_a_run_and_stops_cleanly_on_sigterm_or_ctrl_c
     reader = threading.Thread(target=lambda: stderr.extend(err), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any("serving work queue 'default'" in l for l in stderr) or proc.poll() is not None,
-                 LONG, "run_agent to register and start the agent")  # fmt: skip
+        wait_for(
+            lambda: any("serving work queue" in line for line in stderr) or proc.poll() is not None,
+            LONG,
+            "run_agent to register and start the agent",
+        )
         assert proc.poll() is None, "".join(stderr)
         d = server.json("deployment", "inspect", "report/served")
         assert d["spec"]["entrypoint"] == "flows/report.py:report"
@@ -193,7 +208,9 @@ def test_run_agent_registers_serves_a_run_and_stops_cleanly_on_sigterm_or_ctrl_c
     reader.join(timeout=10)
     assert proc.returncode == 0, "".join(stderr)
     # The agent's own lines, then the script's: the agent stopped as on Ctrl-C, then returned.
-    assert stdout.endswith("Agent stopped: 1 runs claimed, 1 finished\nrun_agent returned\n"), stdout
+    assert stdout.endswith(
+        "Agent stopped: 1 runs claimed, 1 finished\nrun_agent returned\n"
+    ), stdout
     assert not os.path.exists(f"/proc/{agents[0]}"), "the agent outlived run_agent"
 
 
@@ -208,4 +225,7 @@ def test_run_agent_raises_the_agents_exit_status_when_it_fails(
         mod.report.run_agent(path=project, parameters={"who": "x"}, agent_args=["--no-such-flag"])
     assert e.value.exit_code == 2
     # It registered before the agent refused its flag.
-    assert server.json("deployment", "inspect", "report/local")["spec"]["entrypoint"] == "flows/report.py:report"
+    assert (
+        server.json("deployment", "inspect", "report/local")["spec"]["entrypoint"]
+        == "flows/report.py:report"
+    )

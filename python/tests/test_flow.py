@@ -53,7 +53,11 @@ def test_an_async_flow_returns_a_coroutine_to_await_and_takes_its_options() -> N
     assert fetch_it.__name__ == "fetch_it"
     assert fetch_it.__doc__ == "Fetches."
     assert fetch_it.name == "async-job"
-    assert (fetch_it.retries, fetch_it.retry_delay_seconds, fetch_it.timeout_seconds) == (3, 60, 600)
+    assert (fetch_it.retries, fetch_it.retry_delay_seconds, fetch_it.timeout_seconds) == (
+        3,
+        60,
+        600,
+    )
 
 
 def test_the_default_flow_name_is_the_function_name_with_dashes() -> None:
@@ -93,7 +97,14 @@ def test_bad_flow_options_are_refused_at_decoration_naming_the_option(
 def test_the_package_is_typed_and_exports_its_api() -> None:
     package = Path(ferry.__file__).parent
     assert (package / "py.typed").is_file()
-    assert set(ferry.__all__) >= {"flow", "Flow", "Deployment", "FerryError", "runtime", "NotInRunError"}
+    assert set(ferry.__all__) >= {
+        "flow",
+        "Flow",
+        "Deployment",
+        "FerryError",
+        "runtime",
+        "NotInRunError",
+    }
 
 
 def shim() -> str:
@@ -104,7 +115,9 @@ def shim() -> str:
 
 
 @pytest.mark.parametrize("function", ["sync_flow", "async_flow"])
-def test_the_agents_shim_calls_a_decorated_flow_with_the_run_parameters(tmp_path: Path, function: str) -> None:
+def test_the_agents_shim_calls_a_decorated_flow_with_the_run_parameters(
+    tmp_path: Path, function: str
+) -> None:
     (tmp_path / "flows.py").write_text(
         "from ferry import flow\n\n"
         "@flow(retries=1)\n"

@@ -32,10 +32,14 @@ def inside(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("outside")
-@pytest.mark.parametrize("attribute", ["run_id", "attempt", "parameters", "scheduled_time", "deployment"])
+@pytest.mark.parametrize(
+    "attribute", ["run_id", "attempt", "parameters", "scheduled_time", "deployment"]
+)
 def test_outside_a_run_each_value_raises_naming_itself_and_in_run_is_false(attribute: str) -> None:
     assert runtime.in_run is False
-    with pytest.raises(NotInRunError, match=rf"ferry\.runtime\.{attribute}: not inside a Ferry run"):
+    with pytest.raises(
+        NotInRunError, match=rf"ferry\.runtime\.{attribute}: not inside a Ferry run"
+    ):
         getattr(runtime, attribute)
 
 
@@ -51,7 +55,9 @@ def test_inside_a_run_the_values_are_typed() -> None:
 
 
 @pytest.mark.usefixtures("inside")
-def test_a_z_suffix_and_an_offset_parse_to_the_same_instant(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_z_suffix_and_an_offset_parse_to_the_same_instant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("FERRY_SCHEDULED_TIME", "2026-12-01T21:00:05Z")
     z = runtime.scheduled_time
     monkeypatch.setenv("FERRY_SCHEDULED_TIME", "2026-12-01T22:00:05+01:00")

@@ -69,7 +69,8 @@ def _seconds(argument: str, value: object, *, minimum: int, maximum: Optional[in
     """Whole seconds from an int, a whole float or a timedelta."""
     if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
         raise TypeError(
-            f"{argument}: expected seconds (int) or a datetime.timedelta, got {type(value).__name__}"
+            f"{argument}: expected seconds (int) or a datetime.timedelta, "
+            f"got {type(value).__name__}"
         )
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if not math.isfinite(seconds) or seconds != int(seconds):
@@ -113,7 +114,9 @@ def _str_map(argument: str, value: object) -> Dict[str, str]:
         if "=" in k:
             raise ValueError(f"{argument}: key {k!r} must not contain '='")
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-            raise TypeError(f"{argument}: {k!r}: expected a str or a number, got {type(v).__name__}")
+            raise TypeError(
+                f"{argument}: {k!r}: expected a str or a number, got {type(v).__name__}"
+            )
         out[k] = str(v)
     return out
 
@@ -228,7 +231,9 @@ class Flow(Generic[P, R]):
         )
         if output is not None:
             if not isinstance(output, (str, os.PathLike)):
-                raise TypeError(f"output: expected a str or os.PathLike, got {type(output).__name__}")
+                raise TypeError(
+                    f"output: expected a str or os.PathLike, got {type(output).__name__}"
+                )
             manifest = str(Path(os.fspath(output)).resolve())
             return _build_and_apply(args, manifest, keep=True)
         with tempfile.TemporaryDirectory(prefix="ferry-deploy-") as tmp:
@@ -256,7 +261,9 @@ class Flow(Generic[P, R]):
         queue = "default" if work_queue is None else work_queue
         _check_name("work_queue", queue)
         if isinstance(agent_args, str) or not all(isinstance(a, str) for a in agent_args):
-            raise TypeError("agent_args: expected a sequence of str (extra `ferry agent start` flags)")
+            raise TypeError(
+                "agent_args: expected a sequence of str (extra `ferry agent start` flags)"
+            )
         if "work_queue" in deploy_kwargs:
             raise TypeError("run_agent: give the work queue as work_queue=, the first argument")
         # Check everything before registering anything.
@@ -274,7 +281,9 @@ class Flow(Generic[P, R]):
         code = _run_foreground(command, env)
         if code != 0:
             raise FerryError(
-                f"the agent serving {queue!r} ended with status {code}", exit_code=code, command=command
+                f"the agent serving {queue!r} ended with status {code}",
+                exit_code=code,
+                command=command,
             )
 
 
@@ -410,7 +419,16 @@ def deploy_args(
     `f.deploy(...)`; every argument checked, ValueError/TypeError naming the first bad one."""
     _check_name("name", name)
     _check_name("work_queue", work_queue)
-    given = [k for k, v in (("cron", cron), ("interval", interval), ("rrule", rrule), ("schedule", schedule)) if v is not None]
+    given = [
+        k
+        for k, v in (
+            ("cron", cron),
+            ("interval", interval),
+            ("rrule", rrule),
+            ("schedule", schedule),
+        )
+        if v is not None
+    ]
     if len(given) > 1:
         raise ValueError(
             f"{given[0]}/{given[1]}: give at most one schedule kind (cron=, interval=, rrule= or "
@@ -435,10 +453,14 @@ def deploy_args(
         elif isinstance(anchor_date, str) and anchor_date.strip():
             args += ["--anchor-date", anchor_date]
         else:
-            raise TypeError(f"anchor_date: expected a datetime or an RFC 3339 str, got {anchor_date!r}")
+            raise TypeError(
+                f"anchor_date: expected a datetime or an RFC 3339 str, got {anchor_date!r}"
+            )
     if timezone is not None:
         if not given:
-            raise ValueError("timezone: only with a schedule (cron=, interval=, rrule= or schedule=)")
+            raise ValueError(
+                "timezone: only with a schedule (cron=, interval=, rrule= or schedule=)"
+            )
         args += ["--timezone", _opt_str("timezone", timezone) or ""]
     if parameters is not None:
         args += ["--params-json", _parameters_json(f, parameters)]
@@ -455,7 +477,9 @@ def deploy_args(
     if infra is not None:
         text = _opt_str("infra", infra) or ""
         if not text.startswith(("ecs/", "process/")):
-            raise ValueError(f"infra: {text!r} must be ecs/NAME or process/NAME (see `ferry infra ls`)")
+            raise ValueError(
+                f"infra: {text!r} must be ecs/NAME or process/NAME (see `ferry infra ls`)"
+            )
         args += ["-ib", text]
     override_map = _str_map("overrides", overrides)
     if override_map and infra is None:
@@ -471,7 +495,10 @@ def deploy_args(
             raise ValueError(f"env: {k!r}: FERRY_ names are Ferry's own (set for every run)")
         args += ["--env", f"{k}={v}"]
     if concurrency_limit is not None:
-        args += ["--concurrency-limit", str(_count("concurrency_limit", concurrency_limit, minimum=1))]
+        args += [
+            "--concurrency-limit",
+            str(_count("concurrency_limit", concurrency_limit, minimum=1)),
+        ]
     args += ["--retries", str(f.retries), "--retry-delay", str(f.retry_delay_seconds)]
     if f.timeout_seconds is not None:
         args += ["--timeout", str(f.timeout_seconds)]
@@ -480,7 +507,9 @@ def deploy_args(
 
 def _parameters_json(f: Flow[Any, Any], parameters: Mapping[str, Any]) -> str:
     if not isinstance(parameters, Mapping):
-        raise TypeError(f"parameters: expected a mapping of str to JSON values, got {type(parameters).__name__}")
+        raise TypeError(
+            f"parameters: expected a mapping of str to JSON values, got {type(parameters).__name__}"
+        )
     for k in parameters:
         if not isinstance(k, str):
             raise TypeError(f"parameters: keys must be str, got {k!r}")
@@ -492,7 +521,9 @@ def _parameters_json(f: Flow[Any, Any], parameters: Mapping[str, Any]) -> str:
         signature = inspect.signature(f.fn)
     except (TypeError, ValueError):
         return text
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    accepts_any = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+    )
     if not accepts_any:
         known = {
             n

@@ -75,7 +75,9 @@ def _value(attribute: str) -> Any:
         try:
             return int(raw)
         except ValueError:
-            raise RuntimeError(f"ferry.runtime.attempt: {variable}={raw!r} is not a number") from None
+            raise RuntimeError(
+                f"ferry.runtime.attempt: {variable}={raw!r} is not a number"
+            ) from None
     if attribute == "parameters":
         try:
             parsed = json.loads(raw or "{}")

@@ -193,7 +193,8 @@ def test_run_agent_registers_serves_a_run_and_stops_cleanly_on_sigterm_or_ctrl_c
         assert proc.poll() is None, "".join(stderr)
         d = server.json("deployment", "inspect", "report/served")
         assert d["spec"]["entrypoint"] == "flows/report.py:report"
-        agents = children_of(proc.pid)
+        # The line is printed just before the agent starts.
+        agents = wait_for(lambda: children_of(proc.pid), LONG, "the agent process")
         assert len(agents) == 1, agents
 
         out = server.ok("deployment", "run", "report/served", "--watch", timeout=LONG)

@@ -23,7 +23,7 @@ pub struct PackedBundle {
     /// Files of the project left out because they are Ferry's own output: deployment
     /// manifests, bundles written beside them (`*.ferry-bundle.tar.gz`) and the paths the caller
     /// excluded. Relative, `/`-separated, sorted. (The junk that is always left out —
-    /// `__pycache__/`, `*.pyc`, `.venv/`, `.git` — is not listed.)
+    /// `__pycache__/`, `*.pyc`, `.venv/` and any other virtualenv, `.git` — is not listed.)
     pub left_out: Vec<String>,
 }
 
@@ -37,6 +37,9 @@ pub const MANIFEST_HEADER: &str = "# Ferry deployment manifest";
 /// Directory names never packed: they are rebuilt where the flow runs and differ from machine
 /// to machine (so the digest of an unchanged project would change).
 const JUNK_DIRS: [&str; 3] = [".git", "__pycache__", ".venv"];
+/// A directory holding this file is a Python virtualenv (`venv/`, `env/`, …, whatever its
+/// name): never packed, like `.venv/` (its interpreter links point outside the project).
+const VENV_MARKER: &str = "pyvenv.cfg";
 /// File-name suffixes never packed (compiled Python).
 const JUNK_SUFFIXES: [&str; 2] = [".pyc", ".pyo"];
 
@@ -192,6 +195,7 @@ fn collect(
             let dir = e.file_type().is_some_and(|t| t.is_dir());
             !(name == ".git"
                 || (dir && JUNK_DIRS.contains(&name.as_ref()))
+                || (dir && e.depth() > 0 && e.path().join(VENV_MARKER).is_file())
                 || (!dir && JUNK_SUFFIXES.iter().any(|s| name.ends_with(s))))
         });
     let canonical_root = fs::canonicalize(root).map_err(|e| BundleError::io(root, e))?;
@@ -495,6 +499,8 @@ mod tests {
         write(root, "flows/__pycache__/etl.cpython-312.pyc", "junk");
         write(root, "flows/old.pyc", "junk");
         write(root, ".venv/bin/python", "junk");
+        write(root, "venv/pyvenv.cfg", "home = /usr/bin\n");
+        write(root, "venv/bin/python", "junk");
         write(root, "out.txt", "soon excluded");
         let second = pack_dir_excluding(
             root,

@@ -4,8 +4,9 @@
 #                                   of the task's RunTask override)
 # Flows run as `python3` subprocesses of the agent, so the base is a slim Python image.
 #
-# Build context: this Dockerfile and a `ferry` binary next to it (scripts/agent-image.sh build
-# stages both; the binary must be built for glibc <= the base's, i.e. on Debian 12 or older).
+# Build context: the repo root (this Dockerfile, `python/src/ferry`) with a `ferry` binary next to
+# this file (scripts/agent-image.sh build stages exactly those; the binary must be built for
+# glibc <= the base's, i.e. on Debian 12 or older).
 #
 #   docker build -t ferry-agent:TAG .                       # production base (python:3.12-slim)
 #   docker build --build-arg BASE=localhost/ferry-base:bookworm -t ferry-agent:dev .
@@ -38,6 +39,11 @@ ENV FERRY_PYTHON=python3 \
 RUN groupadd --system --gid 10001 ferry \
     && useradd --system --uid 10001 --gid 10001 --home-dir /home/ferry --create-home \
         --shell /usr/sbin/nologin ferry
+
+# The Python package (`from ferry import flow, runtime` in a flow), pure Python, on the path of
+# every interpreter in the image: flows written with the SDK import it when they run.
+COPY python/src/ferry /opt/ferry-python/ferry
+ENV PYTHONPATH=/opt/ferry-python
 
 # Last, so a new binary rebuilds only this layer (its mode, 0755, comes from the context).
 COPY ferry /usr/local/bin/ferry

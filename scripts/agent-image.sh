@@ -277,6 +277,9 @@ cmd_build() {
     rm -rf "$ctx"
     mkdir -p "$ctx"
     cp "$REPO_ROOT/Dockerfile" "$ctx/Dockerfile"
+    mkdir -p "$ctx/python/src"
+    cp -r "$REPO_ROOT/python/src/ferry" "$ctx/python/src/ferry"
+    find "$ctx/python" -name __pycache__ -prune -exec rm -rf {} +
     # A debug build is mostly debug info (~370 MB of ~440 MB): drop it unless asked to keep it.
     if [[ "${FERRY_IMAGE_STRIP:-1}" != 0 ]] && command -v strip >/dev/null 2>&1; then
         strip --strip-debug -o "$ctx/ferry" "$bin" || die "strip --strip-debug $bin failed; set FERRY_IMAGE_STRIP=0 to copy it as is"
@@ -293,6 +296,9 @@ cmd_build() {
         die "building $tag failed (log: $DIR/build.log, end above)"
     }
     rm -rf "$ctx"
+    # Flows written with the Python package import it in the image.
+    ctr run --rm --entrypoint python3 "$tag" -c 'import ferry, ferry.runtime' \
+        || die "the image $tag cannot import the ferry Python package (Dockerfile's COPY python/src/ferry)"
     new_id="$(ctr image inspect --format '{{.Id}}' "$tag")"
     # The previous build of this tag is now untagged: remove it (by id) so disk does not fill up.
     if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then

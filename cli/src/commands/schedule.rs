@@ -26,6 +26,7 @@ pub(crate) fn spec_from_args(a: &ScheduleArgs) -> Result<Option<ScheduleSpec>> {
     }
     let spec = ScheduleSpec {
         cron: a.cron.clone(),
+        schedule: a.schedule.clone(),
         interval: a.interval,
         anchor_date,
         rrule: a.rrule.clone(),

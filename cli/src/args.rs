@@ -436,13 +436,18 @@ pub enum InfraCmd {
 
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
-    /// Standard 5-field cron expression, or @hourly/@daily/@weekly/@monthly/@yearly.
+    /// Standard 5-field POSIX cron expression, or @hourly/@daily/@weekly/@monthly/@yearly
+    /// (for AWS's 6-field cron(...) use --schedule).
     #[arg(long, group = "schedule_kind")]
     pub cron: Option<String>,
+    /// EventBridge Scheduler expression: 'cron(0 12 ? * MON-FRI *)', 'rate(5 minutes)' or
+    /// 'at(2027-01-01T09:00:00)' (one time), in --timezone.
+    #[arg(long, group = "schedule_kind")]
+    pub schedule: Option<String>,
     /// Interval: seconds (3600) or with a unit (1h, 90m, "1h 30m", 1d).
     #[arg(long, group = "schedule_kind", value_parser = parse_whole_seconds)]
     pub interval: Option<u64>,
-    /// Anchor of an interval schedule (RFC 3339), or DTSTART of an RRULE.
+    /// Anchor of an interval or rate(...) schedule (RFC 3339), or DTSTART of an RRULE.
     #[arg(long)]
     pub anchor_date: Option<String>,
     /// RFC 5545 recurrence rule, e.g. "FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=9".

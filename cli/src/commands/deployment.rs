@@ -33,6 +33,8 @@ fn schedule_summary(d: &Deployment) -> String {
                 format!("every {i}s")
             } else if let Some(r) = &s.rrule {
                 format!("rrule {r}")
+            } else if let Some(e) = &s.schedule {
+                e.clone()
             } else {
                 "?".into()
             };

@@ -7,9 +7,11 @@ use crate::output;
 
 /// The schedule the flags describe (`None` when no --cron/--interval/--rrule is given).
 pub(crate) fn spec_from_args(a: &ScheduleArgs) -> Result<Option<ScheduleSpec>> {
-    if a.cron.is_none() && a.interval.is_none() && a.rrule.is_none() {
+    if a.cron.is_none() && a.interval.is_none() && a.rrule.is_none() && a.schedule.is_none() {
         if a.anchor_date.is_some() || a.timezone.is_some() {
-            bail!("--anchor-date/--timezone need a schedule: add --cron, --interval or --rrule");
+            bail!(
+                "--anchor-date/--timezone need a schedule: add --cron, --interval, --rrule or --schedule"
+            );
         }
         return Ok(None);
     }
@@ -26,6 +28,7 @@ pub(crate) fn spec_from_args(a: &ScheduleArgs) -> Result<Option<ScheduleSpec>> {
     }
     let spec = ScheduleSpec {
         cron: a.cron.clone(),
+        schedule: a.schedule.clone(),
         interval: a.interval,
         anchor_date,
         rrule: a.rrule.clone(),
@@ -45,7 +48,8 @@ pub fn run(cmd: ScheduleCmd) -> Result<()> {
         out,
     } = cmd;
     let spec = spec_from_args(&schedule)?.context(
-        "give a schedule: --cron EXPR, --interval DURATION (e.g. 3600, 1h) or --rrule RULE",
+        "give a schedule: --cron EXPR, --interval DURATION (e.g. 3600, 1h), --rrule RULE or \
+         --schedule 'cron(...)'|'rate(...)'|'at(...)'",
     )?;
     let parsed = Schedule::parse(&spec).map_err(|e| anyhow!("--{}: {}", e.field, e.message))?;
     let after = match after {
@@ -66,6 +70,14 @@ pub fn run(cmd: ScheduleCmd) -> Result<()> {
                 .to_rfc3339_opts(SecondsFormat::Secs, false)
         })
         .collect();
+    if times.len() < count {
+        // A one-time at(...) or a cron(...) whose years end: say why the list is short.
+        let last = times.last().map_or_else(
+            || format!("after {}", after.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            |t| format!("after {t}"),
+        );
+        eprintln!("the schedule fires no more {last}");
+    }
     if out.json {
         return output::json(&times);
     }

@@ -133,4 +133,23 @@ mod tests {
         let all = plan(&s, t(1, 30), t(6, 30), CatchUp::All { max: 3 });
         assert_eq!(&all.fire_times[..3], &[t(4, 0), t(5, 0), t(6, 0)]);
     }
+
+    #[test]
+    fn a_one_time_schedule_is_written_once_and_then_nothing() {
+        let spec: ScheduleSpec =
+            serde_json::from_value(serde_json::json!({ "schedule": "at(2026-05-04T12:00:00)" }))
+                .unwrap();
+        let once = vec![Schedule::parse(&spec).unwrap()];
+        let p = plan(&once, t(10, 0), t(10, 0), CatchUp::Skip);
+        assert_eq!(p.fire_times, [t(12, 0)]);
+        assert!(p.next_tick_at > t(10, 0));
+        // From the new cursor, and once it has passed: nothing more.
+        let again = plan(&once, p.scheduled_until, t(13, 0), CatchUp::All { max: 5 });
+        assert!(again.fire_times.is_empty(), "{:?}", again.fire_times);
+        // Missed while nothing ticked: the catch-up policy decides, as for any schedule.
+        let missed = plan(&once, t(9, 0), t(13, 0), CatchUp::Latest);
+        assert_eq!(missed.fire_times, [t(12, 0)]);
+        let skipped = plan(&once, t(9, 0), t(13, 0), CatchUp::Skip);
+        assert!(skipped.fire_times.is_empty());
+    }
 }

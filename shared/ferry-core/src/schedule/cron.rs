@@ -131,6 +131,17 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
         )));
     }
     let trimmed = expr.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    if ["cron(", "rate(", "at("]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        return Err(err(format!(
+            "{trimmed:?} is an EventBridge Scheduler expression, and `cron` takes 5-field POSIX \
+             cron: give it as the schedule instead (--schedule '{trimmed}', or \
+             `schedule: \"{trimmed}\"` in a manifest)"
+        )));
+    }
     let expanded = if trimmed.starts_with('@') {
         match nickname(trimmed) {
             Some(fields) => fields,
@@ -150,10 +161,17 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
     };
     let fields: Vec<&str> = expanded.split_whitespace().collect();
     if fields.len() != 5 {
-        let hint = if fields.len() == 6 || fields.len() == 7 {
-            " (seconds and year fields are not supported; drop them)"
+        let hint = if fields.len() == 6 {
+            format!(
+                " (seconds and year fields are not supported here; if this is EventBridge cron \
+                 (minutes hours day-of-month month day-of-week year, 1 = Sunday, ? in one day \
+                 field), write it as --schedule 'cron({expanded})', or `schedule: \"cron(...)\"` \
+                 in a manifest)"
+            )
+        } else if fields.len() == 7 {
+            " (seconds and year fields are not supported; drop them)".to_string()
         } else {
-            ""
+            String::new()
         };
         return Err(err(format!(
             "{CRON_FORMS}, got {} fields in {expr:?}{hint}",
@@ -163,8 +181,15 @@ fn parse_cron(expr: &str) -> Result<croner::Cron, ScheduleError> {
     let mut sets = [0_u64; 5];
     for (i, (text, spec)) in fields.iter().zip(FIELDS.iter()).enumerate() {
         sets[i] = parse_field(text, spec).map_err(|problem| {
+            let eventbridge = if problem.contains("non-standard") {
+                " — they are EventBridge (Quartz) cron, which has 6 fields: \
+                 --schedule 'cron(minutes hours day-of-month month day-of-week year)', \
+                 e.g. cron(0 12 ? * MON-FRI *)"
+            } else {
+                ""
+            };
             err(format!(
-                "invalid {} field {text:?} in {expr:?}: {problem} (allowed: {}; syntax: *, n, a-b, */n, a-b/n, comma lists)",
+                "invalid {} field {text:?} in {expr:?}: {problem} (allowed: {}; syntax: *, n, a-b, */n, a-b/n, comma lists){eventbridge}",
                 spec.name, spec.allowed
             ))
         })?;
@@ -291,7 +316,7 @@ fn parse_value(s: &str, spec: &FieldSpec) -> Result<u32, String> {
         || quartz_suffix
     {
         return Err(format!(
-            "{s:?} uses a non-standard extension (L, W, #, ?), which is not supported"
+            "{s:?} uses a non-standard extension (L, W, #, ?), which 5-field cron does not support"
         ));
     }
     Err(format!("{s:?} is not a number or name"))
@@ -742,7 +767,7 @@ mod tests {
         fn cron_agrees_with_a_calendar_search(e in expr(), after in instant()) {
             let text = e.text();
             let spec = ScheduleSpec {
-                cron: Some(text.clone()), interval: None, anchor_date: None, rrule: None,
+                cron: Some(text.clone()), interval: None, anchor_date: None, rrule: None, schedule: None,
                 timezone: "UTC".into(), active: true,
             };
             let expected = e.oracle_next(after.naive_utc());
@@ -772,7 +797,7 @@ mod tests {
             let tz = ZONES[zone];
             let text = e.text();
             let spec = ScheduleSpec {
-                cron: Some(text.clone()), interval: None, anchor_date: None, rrule: None,
+                cron: Some(text.clone()), interval: None, anchor_date: None, rrule: None, schedule: None,
                 timezone: tz.name().into(), active: true,
             };
             if let Ok(s) = Schedule::parse(&spec) {

@@ -8,7 +8,7 @@ use super::dst::{resolve_local, Ascending};
 use super::{default_anchor, ScheduleError};
 
 /// Longest accepted interval: ten years of 365 days.
-const MAX_INTERVAL_SECS: u64 = 3650 * 86_400;
+pub(super) const MAX_INTERVAL_SECS: u64 = 3650 * 86_400;
 const NANOS_PER_SEC: i128 = 1_000_000_000;
 
 /// A parsed interval schedule.
@@ -57,6 +57,20 @@ impl Interval {
                 anchor_ns: to_nanos(anchor),
                 step_ns: i128::from(step) * NANOS_PER_SEC,
             })
+        }
+    }
+
+    /// Every `secs` seconds in absolute time from `anchor` (default 2020-01-01T00:00 in `tz`),
+    /// whole days included: an EventBridge `rate(1 day)` is 24 hours, not a calendar day.
+    /// `secs` is checked by the caller (1 to 10 years).
+    pub(super) fn absolute(secs: u64, anchor: Option<DateTime<FixedOffset>>, tz: Tz) -> Self {
+        let anchor = match anchor {
+            Some(a) => a.with_timezone(&Utc),
+            None => resolve_local(tz, default_anchor()).unwrap_or_default(),
+        };
+        Interval::Every {
+            anchor_ns: to_nanos(anchor),
+            step_ns: i128::from(secs) * NANOS_PER_SEC,
         }
     }
 
@@ -261,7 +275,7 @@ mod tests {
             prop_assume!(!interval.is_multiple_of(86_400));
             let spec = ScheduleSpec {
                 cron: None, interval: Some(interval), anchor_date: Some(anchor.fixed_offset()),
-                rrule: None, timezone: ZONES[zone].name().into(), active: true,
+                rrule: None, schedule: None, timezone: ZONES[zone].name().into(), active: true,
             };
             let s = Schedule::parse(&spec).unwrap();
             let fires: Vec<_> = s.iter_after(after).take(3).collect();

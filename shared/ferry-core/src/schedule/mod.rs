@@ -1,7 +1,7 @@
 //! Schedule math: when a deployment's schedules fire.
 //!
-//! A [`ScheduleSpec`] is what a user declares (exactly one of `cron`, `interval` or `rrule`,
-//! plus a time zone); [`Schedule::parse`] validates it into a [`Schedule`], whose fire times
+//! A [`ScheduleSpec`] is what a user declares (exactly one of `cron`, `interval`, `rrule` or
+//! `schedule`, plus a time zone); [`Schedule::parse`] validates it into a [`Schedule`], whose fire times
 //! are computed here without I/O or clock reads (every instant comes in as an argument).
 //!
 //! # Cron
@@ -34,6 +34,32 @@
 //!
 //! So a daily job runs exactly once on every local calendar day, transition days included.
 //!
+//! # EventBridge Scheduler expressions (`schedule`)
+//!
+//! `schedule` holds what AWS users write in EventBridge Scheduler's `ScheduleExpression`, with
+//! `timezone` as its `ScheduleExpressionTimezone`:
+//! - `cron(minutes hours day-of-month month day-of-week year)`: AWS's (Quartz's) cron, NOT
+//!   POSIX: six fields; day-of-week `1-7` with 1 = Sunday (`SUN`-`SAT`; `0` is refused);
+//!   `?` in exactly one of the two day fields (the other field alone picks the days, there is
+//!   no OR); `*`, `n`, `a-b`, `*/n`, `n/n` (from n to the end of the field), lists; ranges
+//!   wrap (`20-2` in hours is 20:00-02:59, as in AWS's own example); years 1970-2199. Day
+//!   rules, each alone in its field: `L` (last day of the month), `LW` (its last weekday),
+//!   `nW` (the Monday-Friday nearest day n, not leaving the month; no fire in a month without
+//!   day n), and in day-of-week `L` (Saturday), `nL` (the month's last such day), `n#k` (its
+//!   k-th such day, k 1-5; a month without one has no fire). Matching is done by the `cron`
+//!   crate (Quartz semantics, which lacks `L W #`: those filter its days here). Fire times are
+//!   computed up to the end of 2100, the crate's last year.
+//!   DST follows EventBridge Scheduler, NOT the policy below: a wall time skipped by
+//!   spring-forward does not fire that day; a repeated wall time fires once, at its first
+//!   occurrence.
+//! - `rate(N unit)` with `minute`/`hour`/`day` singular for N = 1 and plural otherwise (as
+//!   AWS demands): every N units in absolute time, days as 24 hours (as EventBridge Scheduler
+//!   does: across DST a daily rate moves by an hour on the wall clock). The phase is
+//!   `anchor_date` (AWS's `StartDate`), default 2020-01-01T00:00:00 in the time zone, so
+//!   `rate(5 minutes)` fires at :00, :05, ... and `rate(1 hour)` on the hour.
+//! - `at(yyyy-mm-ddThh:mm:ss)`: once, at that wall time in the time zone, then never; a wall
+//!   time that is repeated fires at its first occurrence, one that does not exist is refused.
+//!
 //! # Interval
 //!
 //! `interval` seconds (1 s to 10 years) with `anchor_date` as the phase (default
@@ -62,6 +88,7 @@
 
 mod cron;
 mod dst;
+mod eventbridge;
 mod interval;
 mod rrule;
 #[cfg(test)]
@@ -73,6 +100,7 @@ use serde::{Deserialize, Serialize};
 
 use self::cron::CronSchedule;
 use self::dst::parse_timezone;
+use self::eventbridge::Expression;
 use self::interval::Interval;
 use self::rrule::RRuleSchedule;
 
@@ -84,7 +112,8 @@ fn default_true() -> bool {
     true
 }
 
-/// A schedule as a user declares it (wire/YAML/JSON form). Exactly one of cron / interval / rrule.
+/// A schedule as a user declares it (wire/YAML/JSON form). Exactly one of cron / interval /
+/// rrule / schedule.
 /// Unknown fields are refused by name (a `time_zone` typo must not silently mean UTC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -102,6 +131,10 @@ pub struct ScheduleSpec {
     /// RFC 5545 recurrence rule (optionally with DTSTART/RDATE/EXDATE lines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rrule: Option<String>,
+    /// EventBridge Scheduler expression: `cron(0 12 ? * MON-FRI *)`, `rate(5 minutes)` or
+    /// `at(2027-01-01T09:00:00)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// IANA name, default "UTC"
     #[serde(default = "default_timezone")]
     pub timezone: String,
@@ -114,7 +147,8 @@ pub struct ScheduleSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct ScheduleError {
-    /// One of "cron", "interval", "anchor_date", "rrule", "timezone", "schedule".
+    /// One of "cron", "interval", "anchor_date", "rrule", "timezone", "schedule" (an
+    /// EventBridge expression, or which kind is given).
     pub field: &'static str,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -144,6 +178,8 @@ enum Kind {
     /// Every `interval` seconds from an anchor.
     Interval(Interval),
     RRule(RRuleSchedule),
+    /// EventBridge Scheduler `cron(...)`, `rate(...)` or `at(...)`.
+    EventBridge(Expression),
 }
 
 impl Schedule {
@@ -153,6 +189,7 @@ impl Schedule {
             ("cron", spec.cron.is_some()),
             ("interval", spec.interval.is_some()),
             ("rrule", spec.rrule.is_some()),
+            ("schedule", spec.schedule.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -166,7 +203,7 @@ impl Schedule {
             return Err(ScheduleError::new(
                 "schedule",
                 format!(
-                    "exactly one of cron, interval or rrule is required, got {got} \
+                    "exactly one of cron, interval, rrule or schedule is required, got {got} \
                      (use one schedule entry per kind)"
                 ),
             ));
@@ -182,6 +219,8 @@ impl Schedule {
             Kind::Cron(Box::new(CronSchedule::parse(cron)?))
         } else if let Some(interval) = spec.interval {
             Kind::Interval(Interval::parse(interval, spec.anchor_date, tz)?)
+        } else if let Some(text) = &spec.schedule {
+            Kind::EventBridge(Expression::parse(text, spec.anchor_date, tz)?)
         } else {
             let text = spec.rrule.as_deref().unwrap_or_default();
             Kind::RRule(RRuleSchedule::parse(text, spec.anchor_date, tz)?)
@@ -204,18 +243,27 @@ impl Schedule {
     }
 
     /// The schedule in words, with its time zone: "At 09:00, on Monday (Europe/Berlin)",
-    /// "Every 1h 30m (UTC)", "RRULE FREQ=WEEKLY;BYDAY=MO (UTC)".
+    /// "Every 1h 30m (UTC)", "RRULE FREQ=WEEKLY;BYDAY=MO (UTC)", "Every 5 minutes (UTC)",
+    /// "Once at 2027-01-01 09:00:00 (UTC)".
     pub fn describe(&self) -> String {
-        let what = match (&self.spec.cron, self.spec.interval, &self.spec.rrule) {
-            (Some(expr), _, _) => cron::describe(expr),
-            (None, Some(secs), _) => format!("Every {}", compact_duration(secs)),
-            (None, None, Some(rule)) => {
+        let what = match (&self.kind, &self.spec.cron, &self.spec.rrule) {
+            (Kind::EventBridge(expr), _, _) => {
+                expr.describe(self.spec.schedule.as_deref().unwrap_or_default())
+            }
+            (_, Some(expr), _) => cron::describe(expr),
+            (Kind::Interval(_), _, _) => {
+                format!(
+                    "Every {}",
+                    compact_duration(self.spec.interval.unwrap_or_default())
+                )
+            }
+            (_, _, Some(rule)) => {
                 format!(
                     "RRULE {}",
                     rule.split_whitespace().collect::<Vec<_>>().join(" ")
                 )
             }
-            (None, None, None) => String::new(),
+            _ => String::new(),
         };
         let off = if self.spec.active { "" } else { ", inactive" };
         format!("{what} ({}{off})", self.tz)
@@ -233,6 +281,7 @@ impl Schedule {
             Kind::Cron(cron) => Box::new(cron.iter_after(tz, after)),
             Kind::Interval(interval) => interval.iter_after(tz, after),
             Kind::RRule(rule) => Box::new(rule.iter_after(tz, after)),
+            Kind::EventBridge(expr) => expr.iter_after(tz, after),
         };
         inner
     }

@@ -128,6 +128,37 @@ def test_a_deployed_flow_runs_on_an_agent_with_its_parameters_and_runtime(
     assert "ASYNC hello async" in out
 
 
+def test_an_eventbridge_schedule_is_deployed_as_written_and_a_mixed_up_one_is_refused(
+    embedded_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = embedded_server
+    project = write_project(server.work / "proj", {"flows/report.py": FLOWS})
+    mod = load_module(project / "flows" / "report.py")
+    server.use(monkeypatch)
+
+    d = mod.report.deploy(
+        "weekdays",
+        path=project,
+        parameters={"who": "eb"},
+        schedule="cron(0 12 ? * MON-FRI *)",
+        timezone="America/New_York",
+    )
+    assert [(s.schedule, s.cron, s.timezone) for s in d.schedules] == [
+        ("cron(0 12 ? * MON-FRI *)", None, "America/New_York")
+    ]
+    stored = server.json("deployment", "inspect", "report/weekdays")
+    assert stored["spec"]["schedules"][0]["schedule"] == "cron(0 12 ? * MON-FRI *)"
+
+    # POSIX cron written as EventBridge cron: the CLI's explanation comes back, nothing is stored.
+    with pytest.raises(FerryError) as e:
+        mod.report.deploy(
+            "mixed", path=project, parameters={"who": "x"}, schedule="cron(0 12 * * MON-FRI)"
+        )
+    assert "?" in e.value.message and "--cron" in e.value.message, e.value.message
+    names = [x["spec"]["name"] for x in server.json("deployment", "ls")]
+    assert names == ["weekdays"], names
+
+
 def test_a_refusal_by_the_api_is_a_ferry_error_and_output_keeps_the_manifest(
     embedded_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -360,7 +360,21 @@ fn service_runs_the_agent_it_describes(kind: &str) {
         "-a",
     ]);
     let id = s.ok(&["deployment", "run", "job/svc"]).trim().to_owned();
-    s.wait_state(&id, "Completed", Duration::from_secs(30));
+    // (`Server::run` reads without the token: the CLI sends it.)
+    let run = s.wait_for(Duration::from_secs(30), || {
+        let r = s.json(&["flow-run", "inspect", &id]);
+        matches!(
+            r["state"].as_str(),
+            Some("completed" | "failed" | "crashed")
+        )
+        .then_some(r)
+    });
+    assert_eq!(
+        run["state"],
+        "completed",
+        "{run}\nlog: {}",
+        s.ok(&["flow-run", "logs", &id])
+    );
 
     // SIGTERM (what each service manager sends) ends it cleanly, well within its stop timeout.
     let term = Command::new("kill")

@@ -230,7 +230,10 @@ fn the_workflows_ferry_steps_apply_every_deployment_at_the_pushed_commit() {
         let d = s.json(&["deployment", "inspect", id]);
         assert_eq!(d["spec"]["version"], first, "{id}: {d}");
         assert_eq!(d["revision"], 1, "{id}");
-        assert!(d["spec"]["bundle"]["sha256"].as_str().is_some(), "{id}: {d}");
+        assert!(
+            d["spec"]["bundle"]["sha256"].as_str().is_some(),
+            "{id}: {d}"
+        );
     }
 
     // The next push: the same deployments, now at its commit.
@@ -252,5 +255,5 @@ fn the_workflows_ferry_steps_apply_every_deployment_at_the_pushed_commit() {
         .trim()
         .to_owned();
     let _agent = s.agent(&["-q", "default"]);
-    s.wait_state(&id, "Completed", std::time::Duration::from_secs(30));
+    s.wait_state(&id, "completed", std::time::Duration::from_secs(30));
 }

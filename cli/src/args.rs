@@ -143,6 +143,14 @@ pub enum AgentCmd {
     /// process). Exits 0 if the run completed, 1 if it ended otherwise, 3 if there was nothing
     /// to take (finished, cancelled, or another task's).
     Execute(ExecuteArgs),
+    /// Print a ready service definition that runs `ferry agent start` with these queues and
+    /// options, this binary and this environment's Ferry settings (never a token's value):
+    /// a systemd unit, a supervisor program, a launchd job, or the command that deploys the
+    /// agent service on ECS Fargate. Save stdout to a file; stderr says how to install it.
+    #[command(
+        after_help = "Examples:\n  ferry agent install systemd -q prod -q etl --limit 4 > ferry-agent.service\n  ferry agent install supervisor -q prod > /etc/supervisor/conf.d/ferry-agent.conf\n  ferry agent install launchd -q default > ~/Library/LaunchAgents/dev.ferry.agent.plist\n  ferry agent install fargate -q prod"
+    )]
+    Install(InstallArgs),
     /// List the agents seen polling in the last 7 days (online: polled within 60 s).
     Ls {
         /// Only agents serving this work queue.
@@ -158,6 +166,33 @@ pub enum AgentCmd {
         #[arg(long, default_value = "10", value_parser = parse_seconds)]
         kill_grace: std::time::Duration,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// What to print.
+    #[arg(value_enum)]
+    pub kind: InstallKind,
+    #[command(flatten)]
+    pub start: AgentStartArgs,
+    /// File the service reads its secrets from (FERRY_API_TOKEN, AWS keys: their values are
+    /// never printed), one KEY=VALUE a line; default FERRY_HOME/agent.env.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+}
+
+/// Where `ferry agent install` installs an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InstallKind {
+    /// A systemd unit (Linux): journald logs.
+    Systemd,
+    /// A supervisor program (supervisord's INI): log files.
+    Supervisor,
+    /// A launchd job (macOS, a LaunchAgent plist): log files.
+    Launchd,
+    /// The command that deploys the always-on agent service on ECS Fargate (`ferry aws deploy
+    /// --agent-stack`).
+    Fargate,
 }
 
 /// A duration: a number of seconds (`30`, `0.5`) or numbers with units (`30s`, `5m`,

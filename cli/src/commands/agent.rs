@@ -10,6 +10,8 @@ use crate::args::{AgentArgs, AgentCmd, AgentStartArgs, ExecuteArgs, Via};
 use crate::client::Client;
 use crate::server::{backend, build_ferry, ferry_home, init_tracing, shutdown_signal};
 
+mod install;
+
 fn default_name() -> String {
     format!("{}-{}", ferry_agent::host_name(), std::process::id())
 }
@@ -24,8 +26,10 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The agent configuration the flags describe.
-pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
+/// The queues of `agent start`'s flags, once the flags are checked (a limit of at least 1, valid
+/// queue names, a valid `--name`, a lease of at least 3 s): what `agent start` would refuse,
+/// `agent install` refuses too.
+fn checked_queues(args: &AgentArgs) -> Result<Vec<ferry_core::QueueName>> {
     anyhow::ensure!(args.limit >= 1, "--limit: must be at least 1");
     let queues = args
         .queues
@@ -33,6 +37,19 @@ pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
         .map(|q| ferry_core::QueueName::parse("--work-queue", q))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(name) = &args.name {
+        check_name(name)?;
+    }
+    anyhow::ensure!(
+        args.lease.as_secs_f64() >= 3.0,
+        "--lease: must be at least 3 seconds"
+    );
+    Ok(queues)
+}
+
+/// The agent configuration the flags describe.
+pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
+    let queues = checked_queues(args)?;
     let name = args.name.clone().unwrap_or_else(default_name);
     check_name(&name)?;
     let mut cfg = one_run_config(name, args.lease, args.kill_grace, args.shutdown_grace)?;
@@ -260,6 +277,10 @@ pub async fn run(cmd: AgentCmd) -> Result<()> {
     match cmd {
         AgentCmd::Start(args) => start(args).await,
         AgentCmd::Execute(args) => execute(args).await,
+        AgentCmd::Install(args) => {
+            checked_queues(&args.start.agent)?;
+            install::run(&args)
+        }
         AgentCmd::Ls { work_queue, out } => {
             super::queue::agent_ls(work_queue.as_deref(), out.json).await
         }

@@ -565,7 +565,9 @@ pub struct BuildArgs {
     /// Default parameters as one JSON object (or @FILE to read it from a file).
     #[arg(long, visible_alias = "params")]
     pub params_json: Option<String>,
-    /// Environment variable KEY=VALUE for the flow process.
+    /// Environment variable KEY=VALUE for the flow process. VALUE may be a secret reference
+    /// the agent resolves at run time: ssm:/path, secretsmanager:NAME[#key], secret:NAME
+    /// (docs/secrets.md); write \ssm:... for a literal value.
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
     /// Infrastructure profile: each run gets a task of its own (`ecs/NAME`, `process/NAME`;

@@ -151,12 +151,9 @@ fn a_malformed_reference_is_refused_at_build_naming_the_variable_and_nothing_is_
     let s = Server::start();
     let proj = project(&s);
     for (env, needle) in [
-        ("PW=ssm:", "env.PW: needs an SSM parameter name"),
-        (
-            "PW=secretsmanager:db#",
-            "env.PW: the JSON key after '#' is empty",
-        ),
-        ("PW=secret:../x", "env.PW: a secret name has"),
+        ("PW=ssm:", "needs an SSM parameter name"),
+        ("PW=secretsmanager:db#", "the JSON key after '#' is empty"),
+        ("PW=secret:../x", "a secret name has"),
     ] {
         let err = s.fails(&[
             "deployment",
@@ -172,6 +169,11 @@ fn a_malformed_reference_is_refused_at_build_naming_the_variable_and_nothing_is_
             "--env",
             env,
         ]);
+        // The flag, and the manifest's field.
+        assert!(
+            err.contains("--env: ") && err.contains("(env.PW in the manifest)"),
+            "{env}: {err}"
+        );
         assert!(err.contains(needle), "{env}: {err}");
         assert!(
             err.contains("write \\"),

@@ -42,6 +42,27 @@ pub enum Command {
     /// the AWS backend, a token-protected server): a proxy that forwards every request to
     /// FERRY_API_URL signed with SigV4 (FERRY_API_AUTH=iam) or with FERRY_API_TOKEN.
     Ui(UiArgs),
+    /// Secrets of the embedded store (FERRY_HOME/secrets), referenced in a deployment's env as
+    /// secret:NAME (on AWS use ssm:/path or secretsmanager:NAME[#key]).
+    #[command(subcommand)]
+    Secret(SecretCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Store secret NAME (replacing it): the value is read from stdin (one trailing newline
+    /// dropped), or typed at a prompt that does not echo it; never from the command line.
+    Set {
+        /// Letters, digits, '_', '-', '.'.
+        name: String,
+    },
+    /// List the secrets' names (never their values).
+    Ls {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Remove secret NAME.
+    Rm { name: String },
 }
 
 #[derive(Debug, Args)]
@@ -584,7 +605,9 @@ pub struct BuildArgs {
     /// Default parameters as one JSON object (or @FILE to read it from a file).
     #[arg(long, visible_alias = "params")]
     pub params_json: Option<String>,
-    /// Environment variable KEY=VALUE for the flow process.
+    /// Environment variable KEY=VALUE for the flow process. VALUE may be a secret reference
+    /// the agent resolves at run time: ssm:/path, secretsmanager:NAME[#key], secret:NAME
+    /// (docs/secrets.md); write \ssm:... for a literal value.
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
     /// Infrastructure profile: each run gets a task of its own (`ecs/NAME`, `process/NAME`;

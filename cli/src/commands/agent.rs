@@ -89,6 +89,7 @@ fn one_run_config(
         shutdown_grace,
         heartbeat_every: lease / 6,
         guard: Some(Arc::new(spawn_guard(kill_grace)?)),
+        secrets: super::secret::agent_sources()?,
     })
 }
 

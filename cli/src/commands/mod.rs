@@ -5,6 +5,7 @@ mod flow_run;
 mod infra;
 mod queue;
 mod schedule;
+mod secret;
 mod ui;
 mod watch;
 
@@ -29,6 +30,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Dev(args) => crate::server::dev(args).await,
         Command::Aws(cmd) => aws::run(cmd).await,
         Command::Ui(args) => ui::run(args).await,
+        Command::Secret(cmd) => secret::run(cmd),
     }
 }
 

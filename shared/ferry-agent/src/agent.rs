@@ -42,6 +42,9 @@ pub struct AgentConfig {
     /// Kills this agent's flows if the agent dies (see [`crate::guard`]); `None` in tests
     /// that run the agent in-process without the `ferry` binary.
     pub guard: Option<Arc<crate::guard::ProcessGuard>>,
+    /// Where the deployment's secret references (`ssm:`, `secretsmanager:`, `secret:`) are
+    /// resolved.
+    pub secrets: crate::secrets::SecretSources,
 }
 
 /// What an agent did before it stopped.

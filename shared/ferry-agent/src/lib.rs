@@ -13,8 +13,10 @@ mod lifecycle;
 mod one_shot;
 pub mod plane;
 pub mod process;
+pub mod secrets;
 
 pub use agent::{failure_pause, host_name, Agent, AgentConfig, AgentReport, PRESENCE_EVERY};
 pub use guard::ProcessGuard;
 pub use one_shot::{execute_launched, OneShotEnd};
 pub use plane::{ClaimRequest, ControlPlane, Direct, PlaneError};
+pub use secrets::SecretSources;

@@ -128,6 +128,16 @@ async fn execute_inner(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Secret references become values in the child's environment only, just before it starts.
+    let resolved = crate::secrets::resolve_env(&ctx.cfg.secrets, &mut env);
+    let (left, resolved) = holding_lease(ctx, &mut run, &mut hb, resolved).await;
+    if left {
+        return Ok(false);
+    }
+    let masker = match resolved {
+        Ok(m) => Arc::new(m),
+        Err(reason) => return fail(ctx, run, None, reason).await,
+    };
     env.extend([
         ("FERRY_RUN_ID".into(), run.id.to_string()),
         ("FERRY_DEPLOYMENT".into(), run.deployment.to_string()),
@@ -158,7 +168,7 @@ async fn execute_inner(
     tracing::info!("run started");
 
     let (tx, rx) = mpsc::channel::<OutputLine>(1024);
-    let writer = tokio::spawn(write_logs(ctx.plane.clone(), run.clone(), rx));
+    let writer = tokio::spawn(write_logs(ctx.plane.clone(), run.clone(), rx, masker));
     let cancel = CancellationToken::new();
     let (guard, group) = (ctx.cfg.guard.clone(), Arc::new(AtomicU32::new(0)));
     let started_group = group.clone();
@@ -357,12 +367,13 @@ fn error_line(line: &str) -> Option<String> {
     Some(line[..end].to_owned())
 }
 
-/// Forwards output lines to the log sink in batches (every 200 ms or 500 lines). Returns the
-/// last stderr line worth quoting (see [`error_line`]).
+/// Forwards output lines, secret values masked, to the log sink in batches (every 200 ms or
+/// 500 lines). Returns the last stderr line worth quoting (see [`error_line`]).
 async fn write_logs(
     plane: Arc<dyn ControlPlane>,
     run: FlowRun,
     mut rx: mpsc::Receiver<OutputLine>,
+    masker: Arc<crate::secrets::Masker>,
 ) -> Option<String> {
     let mut last_error = None;
     let mut batch = Vec::new();
@@ -370,7 +381,8 @@ async fn write_logs(
     loop {
         tokio::select! {
             line = rx.recv() => match line {
-                Some(l) => {
+                Some(mut l) => {
+                    l.line = masker.mask(l.line);
                     if l.stream == Stream::Stderr && !l.line.trim().is_empty() {
                         last_error = error_line(&l.line);
                     }

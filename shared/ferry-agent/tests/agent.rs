@@ -95,6 +95,7 @@ async fn claim_and_run_one(
         shutdown_grace: Duration::from_secs(1),
         heartbeat_every,
         guard: None,
+        secrets: Default::default(),
     };
     let agent = Agent::new(ferry.clone(), cfg);
     let (mut tasks, shutdown, kill) = (

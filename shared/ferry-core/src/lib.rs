@@ -19,6 +19,7 @@ pub mod ports;
 pub mod queue;
 pub mod run;
 pub mod schedule;
+pub mod secret;
 pub mod slot;
 pub mod state;
 #[cfg(any(test, feature = "testkit"))]

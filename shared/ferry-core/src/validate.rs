@@ -161,6 +161,7 @@ pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError
         ));
     }
     check_env("env", &spec.env)?;
+    crate::secret::check_env_references(&spec.env)?;
     if let Infrastructure::Process { python: Some(p) } = &spec.infrastructure {
         check_no_nul("infrastructure.python", p, "an interpreter path")?;
     }
@@ -283,5 +284,19 @@ mod tests {
             // An environment value may be a secret: never echoed.
             assert!(!e.message.contains("abc"), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn a_malformed_secret_reference_in_env_is_refused_naming_the_variable() {
+        let mut s = spec();
+        s.env
+            .insert("DB_PASSWORD".into(), "secretsmanager:prod/db#".into());
+        let e = refused(&s);
+        assert_eq!(e.field, "env.DB_PASSWORD");
+        let mut s = spec();
+        s.env
+            .insert("DB_PASSWORD".into(), "ssm:/prod/db/password".into());
+        s.env.insert("LITERAL".into(), "\\ssm:kept as text".into());
+        assert!(validate_spec(&s).is_ok());
     }
 }

@@ -447,7 +447,7 @@ async fn a_run_page_shows_its_result_cut_beyond_a_few_kb_with_a_link_to_the_raw_
     assert_eq!(a.status, StatusCode::OK);
     assert!(
         a.body
-            .contains("<pre id=\"result\">{\n  &#34;name&#34;: &#34;&lt;b&gt;&#34;,"),
+            .contains("<pre id=\"result\">{\n  &#34;name&#34;: &#34;&#60;b&#62;&#34;,"),
         "the result is pretty, escaped JSON: {}",
         a.body
     );

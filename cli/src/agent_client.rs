@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_agent::{ClaimRequest, ControlPlane, PlaneError};
 use ferry_api::agent_api::{
-    ClaimBody, ClaimedRun, DownloadUrl, FinishBody, HeartbeatAnswer, HeartbeatBody,
+    ClaimBody, ClaimedRun, DownloadUrl, FinishBody, FlowResult, HeartbeatAnswer, HeartbeatBody,
     HeartbeatOutcome, LogLines, RunEnd, StartAnswer, MAX_LOG_LINES,
 };
 use ferry_app::Heartbeat;
@@ -246,6 +246,19 @@ impl ControlPlane for ApiPlane {
                 reason: cut(reason),
             },
             other => other,
+        };
+        let body = to_json(&FinishBody { end })?;
+        self.retried(&self.run_path(run, "finish"), Some(body))
+            .await
+    }
+
+    async fn complete(
+        &self,
+        run: &FlowRun,
+        result: Option<serde_json::Value>,
+    ) -> Result<FlowRun, PlaneError> {
+        let end = RunEnd::Completed {
+            result: result.map(|value| FlowResult { value }),
         };
         let body = to_json(&FinishBody { end })?;
         self.retried(&self.run_path(run, "finish"), Some(body))

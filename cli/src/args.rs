@@ -687,6 +687,14 @@ pub enum FlowRunCmd {
         /// The run's id, or a unique start of it (at least 4 characters).
         id: String,
     },
+    /// Print what a completed Python flow returned (pretty JSON; --json: the raw value, for jq).
+    Result {
+        /// The run's id, or a unique start of it (at least 4 characters).
+        id: String,
+        /// Print the value as compact JSON on one line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a run's log (-f: follow until the run ends).
     Logs {
         /// The run's id, or a unique start of it (at least 4 characters).

@@ -191,6 +191,22 @@ pub async fn run(cmd: FlowRunCmd) -> Result<()> {
             if let Some(c) = r.exit_code {
                 println!("exit code:      {c}");
             }
+            match &r.result {
+                Some(ferry_core::result::RunResult::Inline { value }) => {
+                    let text = value.to_string();
+                    if text.chars().count() > 80 {
+                        let cut: String = text.chars().take(77).collect();
+                        println!("result:         {cut}... (ferry flow-run result {})", r.id);
+                    } else {
+                        println!("result:         {text}");
+                    }
+                }
+                Some(ferry_core::result::RunResult::Stored { bytes, .. }) => println!(
+                    "result:         {bytes} bytes of JSON (ferry flow-run result {})",
+                    r.id
+                ),
+                None => {}
+            }
             println!("history:");
             output::table(
                 &["  AT", "STATE", "MESSAGE"],
@@ -205,6 +221,16 @@ pub async fn run(cmd: FlowRunCmd) -> Result<()> {
                     })
                     .collect(),
             );
+        }
+        FlowRunCmd::Result { id, json } => {
+            let value: serde_json::Value = client
+                .get(&format!("/flow-runs/{}/result", enc(&id)))
+                .await?;
+            if json {
+                println!("{value}");
+            } else {
+                output::json(&value)?;
+            }
         }
         FlowRunCmd::Logs { id, follow } => {
             let r = get_run(&client, &id).await?;

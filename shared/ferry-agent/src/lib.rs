@@ -13,6 +13,7 @@ mod lifecycle;
 mod one_shot;
 pub mod plane;
 pub mod process;
+mod result;
 pub mod secrets;
 
 pub use agent::{failure_pause, host_name, Agent, AgentConfig, AgentReport, PRESENCE_EVERY};

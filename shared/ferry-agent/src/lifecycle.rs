@@ -151,6 +151,8 @@ async fn execute_inner(
             serde_json::Value::Object(run.parameters.clone()).to_string(),
         ),
     ]);
+    let result_file = crate::result::ResultFile::new(&ctx.cfg.work_dir, &run, entry);
+    env.extend(result_file.env());
     let timeout = deployment.spec.timeout_seconds.map(Duration::from_secs);
     let spec = ExecSpec {
         argv: process::entrypoint_argv(entry, &python),
@@ -235,7 +237,7 @@ async fn execute_inner(
                 reason: "the agent shut down before the run finished".into(),
             }
         }
-        (ExecOutcome::Exited(0), _) => RunEvent::Complete,
+        (ExecOutcome::Exited(0), _) => RunEvent::Complete { result: None },
         (ExecOutcome::Exited(code), _) => RunEvent::Fail {
             exit_code: Some(*code),
             reason: match &python_error {
@@ -259,7 +261,7 @@ async fn execute_inner(
             reason: m.clone(),
         },
     };
-    let done = ctx.plane.finish(&run, event).await?;
+    let done = crate::result::finish(ctx.plane.as_ref(), &run, event, &result_file).await?;
     log(
         ctx,
         &done,

@@ -65,6 +65,14 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Records how a run ended (`Complete`, `Fail`, `Crash`, `ConfirmCancelled`) and its
     /// retry; returns the run as stored.
     async fn finish(&self, run: &FlowRun, event: RunEvent) -> Result<FlowRun, PlaneError>;
+    /// Records that a held run completed, with what its flow returned (`None`: nothing to
+    /// store); the control plane places the value (inline or in the code store) and writes it
+    /// with the Completed state. Returns the run as stored.
+    async fn complete(
+        &self,
+        run: &FlowRun,
+        result: Option<serde_json::Value>,
+    ) -> Result<FlowRun, PlaneError>;
     /// Appends lines to a held run's log.
     async fn append_logs(&self, run: &FlowRun, lines: &[LogLine]) -> Result<(), PlaneError>;
     /// A bundle's bytes (`None`: not stored); the caller verifies the digest.
@@ -118,6 +126,14 @@ impl ControlPlane for Direct {
 
     async fn finish(&self, run: &FlowRun, event: RunEvent) -> Result<FlowRun, PlaneError> {
         Ok(self.ferry.finish(run.clone(), event).await?)
+    }
+
+    async fn complete(
+        &self,
+        run: &FlowRun,
+        result: Option<serde_json::Value>,
+    ) -> Result<FlowRun, PlaneError> {
+        Ok(self.ferry.complete(run.clone(), result).await?)
     }
 
     async fn append_logs(&self, run: &FlowRun, lines: &[LogLine]) -> Result<(), PlaneError> {

@@ -44,6 +44,11 @@ const GROUP_POLL: Duration = Duration::from_millis(50);
 /// `FERRY_PARAMETERS`, and runs the result with `asyncio.run` if it is a coroutine. An exception
 /// prints its traceback and exits 1; a missing function or bad parameters exit 2; `SystemExit`
 /// keeps its code.
+///
+/// When `FERRY_RESULT_PATH` is set, the function's return value (the coroutine's, for an
+/// `async def`) is written there as compact JSON, `None` as `null` (`crate::result` reads it).
+/// A value `json.dumps` refuses (or NaN/Infinity, which are not JSON) is not written: a
+/// `ferry:` warning on stderr names its type, and the run still completes.
 pub const PYTHON_SHIM: &str = r#"import asyncio, importlib.util, inspect, json, os, sys, traceback
 
 path, name = sys.argv[1], sys.argv[2]
@@ -68,11 +73,25 @@ try:
         sys.exit(2)
     result = function(**params)
     if inspect.iscoroutine(result):
-        asyncio.run(result)
+        result = asyncio.run(result)
 except Exception as e:
     # The traceback without this shim's own frame.
     traceback.print_exception(type(e), e, e.__traceback__.tb_next)
     sys.exit(1)
+
+out = os.environ.get("FERRY_RESULT_PATH")
+if out:
+    try:
+        text = json.dumps(result, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except Exception as e:
+        kind = type(result).__name__
+        print(f"ferry: the flow's return value (a {kind}) is not JSON-serialisable: no result stored ({e})", file=sys.stderr)
+    else:
+        try:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            print(f"ferry: cannot write the flow's return value to {out}: {e}: no result stored", file=sys.stderr)
 "#;
 
 /// Which stream a line came from.

@@ -229,6 +229,19 @@ impl ferry_core::ports::CodeStore for SlowCodeStore {
     ) -> Result<bool, ferry_core::ports::CodeStoreError> {
         self.inner.has_bundle(digest).await
     }
+    async fn put_result(
+        &self,
+        run: ferry_core::RunId,
+        json: &[u8],
+    ) -> Result<String, ferry_core::ports::CodeStoreError> {
+        self.inner.put_result(run, json).await
+    }
+    async fn get_result(
+        &self,
+        run: ferry_core::RunId,
+    ) -> Result<Option<Vec<u8>>, ferry_core::ports::CodeStoreError> {
+        self.inner.get_result(run).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

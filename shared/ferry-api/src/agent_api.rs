@@ -5,7 +5,8 @@
 //! acts on the run as stored, for the agent named in the path only when it holds the run's
 //! lease (a copy of the run sent by a client is never written).
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,6 +37,9 @@ pub const LEASE_SECONDS: std::ops::RangeInclusive<f64> = 3.0..=3_600.0;
 /// Longest reason of a run's end, in bytes.
 pub const MAX_REASON_BYTES: usize = 4_096;
 
+/// Largest finish body: a result of [`ferry_core::result::MAX_RESULT_BYTES`] and the rest.
+pub const MAX_FINISH_BODY_BYTES: usize = ferry_core::result::MAX_RESULT_BYTES + 64 * 1024;
+
 /// The agent routes, to be nested under `/v1`.
 pub(crate) fn routes() -> Router<ApiState> {
     Router::new()
@@ -43,7 +47,10 @@ pub(crate) fn routes() -> Router<ApiState> {
         .route("/agents/{name}/runs/{id}/heartbeat", post(heartbeat))
         .route("/agents/{name}/runs/{id}/start", post(start))
         .route("/agents/{name}/runs/{id}/release", post(release))
-        .route("/agents/{name}/runs/{id}/finish", post(finish))
+        .route(
+            "/agents/{name}/runs/{id}/finish",
+            post(finish.layer(DefaultBodyLimit::max(MAX_FINISH_BODY_BYTES))),
+        )
         .route("/agents/{name}/runs/{id}/logs", post(append_logs))
         .route("/bundles/{sha256}/download-url", get(bundle_download_url))
 }
@@ -271,7 +278,13 @@ pub(crate) async fn release(
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum RunEnd {
     /// The process exited 0.
-    Completed,
+    Completed {
+        /// What a `file.py:function` flow returned (absent: nothing to store). Recorded with
+        /// the Completed state: inline, or in the code store beyond 16 KiB; at most 4 MiB of
+        /// JSON (see docs/results.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<FlowResult>,
+    },
     /// The process failed (non-zero exit, signal, timeout, bundle refused).
     Failed {
         /// Its exit code, if it exited.
@@ -289,11 +302,22 @@ pub enum RunEnd {
     Cancelled,
 }
 
+/// A flow's return value, wrapped so that a returned `None` (`{"value": null}`) differs from
+/// no result at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowResult {
+    /// The JSON value.
+    #[schema(value_type = Value)]
+    pub value: serde_json::Value,
+}
+
 impl RunEnd {
-    /// The run event this end records.
+    /// The run event this end records; a completed end's result is placed by
+    /// [`ferry_app::Ferry::complete`], not here (the event gets none).
     pub fn into_event(self) -> RunEvent {
         match self {
-            RunEnd::Completed => RunEvent::Complete,
+            RunEnd::Completed { .. } => RunEvent::Complete { result: None },
             RunEnd::Failed { exit_code, reason } => RunEvent::Fail { exit_code, reason },
             RunEnd::Crashed { reason } => RunEvent::Crash { reason },
             RunEnd::Cancelled => RunEvent::ConfirmCancelled,
@@ -303,7 +327,7 @@ impl RunEnd {
     /// The end a run event records, if it ends a run.
     pub fn from_event(event: RunEvent) -> Option<Self> {
         match event {
-            RunEvent::Complete => Some(RunEnd::Completed),
+            RunEvent::Complete { .. } => Some(RunEnd::Completed { result: None }),
             RunEvent::Fail { exit_code, reason } => Some(RunEnd::Failed { exit_code, reason }),
             RunEvent::Crash { reason } => Some(RunEnd::Crashed { reason }),
             RunEvent::ConfirmCancelled => Some(RunEnd::Cancelled),
@@ -341,6 +365,22 @@ pub(crate) async fn finish(
                 format!("at most {MAX_REASON_BYTES} bytes"),
             ));
         }
+    }
+    if let RunEnd::Completed { result } = body.end {
+        let value = result.map(|r| r.value);
+        if let Some(v) = &value {
+            let bytes = ferry_core::result::canonical(v).len();
+            if bytes > ferry_core::result::MAX_RESULT_BYTES {
+                return Err(bad(
+                    "end.result",
+                    format!(
+                        "{bytes} bytes of JSON, over the {} bytes a result may have: send no result",
+                        ferry_core::result::MAX_RESULT_BYTES
+                    ),
+                ));
+            }
+        }
+        return Ok(Json(s.ferry.complete_held(id, &name, value).await?));
     }
     Ok(Json(
         s.ferry
@@ -410,7 +450,7 @@ mod tests {
     #[test]
     fn every_run_end_maps_to_its_event_and_back() {
         for end in [
-            RunEnd::Completed,
+            RunEnd::Completed { result: None },
             RunEnd::Failed {
                 exit_code: Some(3),
                 reason: "exit code 3".into(),

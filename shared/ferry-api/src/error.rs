@@ -117,7 +117,7 @@ impl IntoResponse for ApiError {
                 Some(v.field.clone()),
                 v.to_string(),
             ),
-            ApiError::App(e @ AppError::NotFound { .. }) => {
+            ApiError::App(e @ (AppError::NotFound { .. } | AppError::NoResult { .. })) => {
                 body(StatusCode::NOT_FOUND, "not_found", None, e.to_string())
             }
             ApiError::App(e @ AppError::IdempotencyKeyReused { .. }) => body(

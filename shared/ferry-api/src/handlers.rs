@@ -489,6 +489,21 @@ pub(crate) async fn run_logs(
     ))
 }
 
+/// What run `id`'s flow returned (a `file.py:function` flow's JSON-serialisable return value,
+/// `null` for `None`), as stored with its Completed state. 404 names why there is none: not
+/// finished, not completed, an executable flow, or a value that was not JSON-serialisable or
+/// over the 4 MiB cap (docs/results.md).
+#[utoipa::path(get, path = "/v1/flow-runs/{id}/result", params(("id" = String, Path)),
+    responses((status = 200, body = serde_json::Value, description = "the value the flow returned"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn run_result(
+    State(s): State<ApiState>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = s.ferry.resolve_run_id(&id).await?;
+    Ok(Json(s.ferry.run_result(id).await?))
+}
+
 // ------------------------------------------------------------------ bundles
 
 /// Result of a bundle upload.

@@ -117,6 +117,7 @@ impl std::str::FromStr for Backend {
         handlers::get_run,
         handlers::cancel_run,
         handlers::run_logs,
+        handlers::run_result,
         handlers::put_bundle,
         handlers::head_bundle,
         handlers::bundle_upload_url,
@@ -260,6 +261,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/flow-runs/{id}", get(get_run))
         .route("/flow-runs/{id}/cancel", post(cancel_run))
         .route("/flow-runs/{id}/logs", get(run_logs))
+        .route("/flow-runs/{id}/result", get(run_result))
         .route(
             "/bundles/{sha256}",
             put(put_bundle.layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES)))

@@ -312,3 +312,166 @@ async fn bad_agent_requests_are_refused_with_a_4xx_naming_the_field() {
         .await;
     assert_eq!(v["url"], Value::Null);
 }
+
+impl App {
+    /// Claims and starts run `id` as agent a1.
+    async fn claim_and_start(&self, id: &str) {
+        let claimed = self
+            .ok("POST", "/v1/agents/a1/claims", Some(claim_body()))
+            .await;
+        assert_eq!(claimed[0]["run"]["id"], id, "{claimed}");
+        self.ok("POST", &format!("/v1/agents/a1/runs/{id}/start"), None)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_result_sent_with_the_finish_is_stored_and_served_inline_or_as_an_object() {
+    let app = app().await;
+    let id = app
+        .run_due_now(json!({"entrypoint": "flows/f.py:main"}))
+        .await;
+    // Before the end: 404 naming why.
+    let (status, body) = app
+        .call("GET", &format!("/v1/flow-runs/{id}/result"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["kind"], "not_found");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not finished"),
+        "{body}"
+    );
+    app.claim_and_start(&id).await;
+    let value = json!({"rows": 3, "nothing": null});
+    let end = json!({"end": {"state": "completed", "result": {"value": value}}});
+    // Twice (a lost answer retried): the second answers the completed run unchanged.
+    for _ in 0..2 {
+        let done = app
+            .ok(
+                "POST",
+                &format!("/v1/agents/a1/runs/{id}/finish"),
+                Some(end.clone()),
+            )
+            .await;
+        assert_eq!(done["state"], "completed");
+        assert_eq!(done["result"], json!({"kind": "inline", "value": value}));
+    }
+    let got = app
+        .ok("GET", &format!("/v1/flow-runs/{id}/result"), None)
+        .await;
+    assert_eq!(got, value);
+    // A prefix of the id names the run too.
+    let got = app
+        .ok("GET", &format!("/v1/flow-runs/{}/result", &id[..13]), None)
+        .await;
+    assert_eq!(got, value);
+
+    // 100 KB: an object in the code store, referenced with its size and digest.
+    let big = json!(vec!["y".repeat(1000); 100]);
+    let run = app
+        .ok("POST", "/v1/deployments/flow/d/runs", Some(json!({})))
+        .await;
+    let id = run["id"].as_str().unwrap();
+    app.claim_and_start(id).await;
+    let done = app
+        .ok(
+            "POST",
+            &format!("/v1/agents/a1/runs/{id}/finish"),
+            Some(json!({"end": {"state": "completed", "result": {"value": big}}})),
+        )
+        .await;
+    assert_eq!(done["result"]["kind"], "stored", "{}", done["result"]);
+    assert_eq!(done["result"]["bytes"], 100 * 1003 + 1);
+    assert_eq!(
+        done["result"]["sha256"].as_str().unwrap().len(),
+        64,
+        "{}",
+        done["result"]
+    );
+    let got = app
+        .ok("GET", &format!("/v1/flow-runs/{id}/result"), None)
+        .await;
+    assert_eq!(got, big);
+}
+
+#[tokio::test]
+async fn a_run_without_a_result_is_a_404_naming_why() {
+    let app = app().await;
+    // An executable (`run.sh`) completes without one.
+    let id = app.run_due_now(json!({})).await;
+    app.claim_and_start(&id).await;
+    let done = app
+        .ok(
+            "POST",
+            &format!("/v1/agents/a1/runs/{id}/finish"),
+            Some(json!({"end": {"state": "completed"}})),
+        )
+        .await;
+    assert_eq!(done["state"], "completed");
+    assert!(done.get("result").is_none(), "{done}");
+    let (status, body) = app
+        .call("GET", &format!("/v1/flow-runs/{id}/result"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("executable"),
+        "{body}"
+    );
+    // A failed run: "ended failed".
+    let run = app
+        .ok("POST", "/v1/deployments/flow/d/runs", Some(json!({})))
+        .await;
+    let id = run["id"].as_str().unwrap();
+    app.claim_and_start(id).await;
+    app.ok(
+        "POST",
+        &format!("/v1/agents/a1/runs/{id}/finish"),
+        Some(json!({"end": {"state": "failed", "reason": "exit code 1"}})),
+    )
+    .await;
+    let (status, body) = app
+        .call("GET", &format!("/v1/flow-runs/{id}/result"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("ended failed"),
+        "{body}"
+    );
+    // An unknown run is the usual 404.
+    let (status, body) = app
+        .call(
+            "GET",
+            "/v1/flow-runs/00000000-0000-7000-8000-000000000000/result",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not found"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_result_over_the_cap_is_refused_naming_the_field_and_the_run_stays_running() {
+    let app = app().await;
+    let id = app
+        .run_due_now(json!({"entrypoint": "flows/f.py:main"}))
+        .await;
+    app.claim_and_start(&id).await;
+    let huge = json!("z".repeat(ferry_core::result::MAX_RESULT_BYTES));
+    let (status, body) = app
+        .call(
+            "POST",
+            &format!("/v1/agents/a1/runs/{id}/finish"),
+            Some(json!({"end": {"state": "completed", "result": {"value": huge}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "end.result", "{body}");
+    let run = app.ok("GET", &format!("/v1/flow-runs/{id}"), None).await;
+    assert_eq!(run["state"], "running");
+}

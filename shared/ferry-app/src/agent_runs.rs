@@ -440,7 +440,11 @@ impl Ferry {
 
     /// Run `id` as stored, and whether `agent` holds its lease. The API's agent endpoints
     /// act on the stored run, never on a copy the client sends.
-    async fn held_by(&self, id: RunId, agent: &str) -> Result<(FlowRun, bool), AppError> {
+    pub(crate) async fn held_by(
+        &self,
+        id: RunId,
+        agent: &str,
+    ) -> Result<(FlowRun, bool), AppError> {
         let run = self.get_run(id).await?;
         let held = run.lease.as_ref().is_some_and(|l| l.agent_id == agent);
         Ok((run, held))
@@ -487,7 +491,7 @@ impl Ferry {
     ) -> Result<FlowRun, AppError> {
         if !matches!(
             event,
-            RunEvent::Complete
+            RunEvent::Complete { .. }
                 | RunEvent::Fail { .. }
                 | RunEvent::Crash { .. }
                 | RunEvent::ConfirmCancelled

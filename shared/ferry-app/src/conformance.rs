@@ -230,8 +230,24 @@ pub async fn finishing_a_run_releases_its_slots(s: Arc<dyn Store>) {
             .unwrap(),
         1
     );
-    let done = transition(&started, RunEvent::Complete, t0()).unwrap();
+    let result = ferry_core::result::RunResult::Inline {
+        value: serde_json::json!({"rows": 3, "names": ["a", "é"], "ok": true, "none": null}),
+    };
+    let done = transition(
+        &started,
+        RunEvent::Complete {
+            result: Some(result.clone()),
+        },
+        t0(),
+    )
+    .unwrap();
     s.update_run(&done, started.version).await.unwrap();
+    let stored = s.get_run(done.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.result,
+        Some(result),
+        "the result is stored with the Complete transition"
+    );
     assert_eq!(
         s.slot_holders(&SlotKey::Deployment(dep_id()))
             .await
@@ -643,6 +659,27 @@ pub async fn code_store_suite(c: Arc<dyn ferry_core::ports::CodeStore>) {
     c.put_bundle(&sha, &bytes).await.unwrap();
     assert!(c.has_bundle(&sha).await.unwrap());
     assert_eq!(c.get_bundle(&sha).await.unwrap().unwrap(), bytes);
+
+    // Results: keyed by run id, absent until put, a second put replaces the first, runs apart.
+    let run = RunId::adhoc(t0(), [3; 10]);
+    let other = RunId::adhoc(t0(), [4; 10]);
+    assert!(c.get_result(run).await.unwrap().is_none());
+    let big: Vec<u8> = serde_json::to_vec(&"r".repeat(200_000)).unwrap();
+    let location = c.put_result(run, &big).await.unwrap();
+    assert!(
+        location.contains(&run.to_string()),
+        "the location {location} names the run"
+    );
+    assert_eq!(c.get_result(run).await.unwrap().unwrap(), big);
+    assert!(c.get_result(other).await.unwrap().is_none());
+    c.put_result(run, b"{\"rows\":3}").await.unwrap();
+    assert_eq!(c.get_result(run).await.unwrap().unwrap(), b"{\"rows\":3}");
+    assert!(
+        !c.has_bundle(&BundleDigest::of(b"{\"rows\":3}"))
+            .await
+            .unwrap(),
+        "a result is not a bundle"
+    );
 }
 
 /// The log-sink checks: appends are read back in order, pages follow offsets (from anywhere in

@@ -15,6 +15,14 @@ pub enum AppError {
         /// Its id.
         id: String,
     },
+    /// The run exists but has no result, and why (404).
+    #[error("flow run {run} has no result: {why}")]
+    NoResult {
+        /// The run.
+        run: ferry_core::RunId,
+        /// Why (see `ferry_core::result::why_none`).
+        why: String,
+    },
     /// An idempotency key sent again with a different request (409).
     #[error("idempotency_key {key:?} was already used for run {run} with other {differs}: send the same request again to get that run, or use a new key")]
     IdempotencyKeyReused {

@@ -20,6 +20,7 @@ mod flow_runs;
 mod infra;
 mod launches;
 mod queues;
+mod results;
 mod retry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -97,7 +97,9 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("heartbeat")
             };
             let d = meter.snapshot();
-            ferry.finish(*r, RunEvent::Complete).await?;
+            ferry
+                .finish(*r, RunEvent::Complete { result: None })
+                .await?;
             let e = meter.snapshot();
             add(&mut claim, delta(a, b));
             add(&mut start, delta(b, c));

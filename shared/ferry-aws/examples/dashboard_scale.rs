@@ -130,7 +130,7 @@ fn run(i: usize, at: DateTime<Utc>, state: StateType) -> anyhow::Result<FlowRun>
         StateType::Scheduled => r,
         StateType::Late => step(&r, RunEvent::MarkLate, 60)?,
         StateType::Running => running(&r)?,
-        StateType::Completed => step(&running(&r)?, RunEvent::Complete, 30)?,
+        StateType::Completed => step(&running(&r)?, RunEvent::Complete { result: None }, 30)?,
         StateType::Failed => step(
             &running(&r)?,
             RunEvent::Fail {

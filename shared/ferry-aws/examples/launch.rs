@@ -225,7 +225,9 @@ async fn main() -> anyhow::Result<()> {
             ferry_app::Heartbeat::Renewed(r) => *r,
             other => anyhow::bail!("heartbeat: {other:?}"),
         };
-        ferry.finish(run, RunEvent::Complete).await?;
+        ferry
+            .finish(run, RunEvent::Complete { result: None })
+            .await?;
     }
     let s3 = meter.snapshot();
     stop.cancel();

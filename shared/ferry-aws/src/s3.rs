@@ -4,6 +4,7 @@
 //! Layout in the bucket:
 //! - `bundles/<sha256>.tar.gz` — a bundle, stored with its SHA-256 checksum
 //!   (`x-amz-checksum-sha256`) so S3 itself checks the upload;
+//! - `results/<run-id>.json` — a run's result too large to keep on the run (docs/results.md);
 //! - `logs/<run-id>/<first-line-number, 12 digits>.jsonl` — one chunk per `append`, its lines
 //!   numbered from the number in the key. A run's chunks hold at most
 //!   [`MAX_RUN_LOG_BYTES`](ferry_core::log_cap::MAX_RUN_LOG_BYTES) in all (then a marker line,
@@ -32,6 +33,8 @@ use ferry_core::ports::{CodeStore, CodeStoreError, LogError, LogLine, LogPage, L
 const BUNDLES: &str = "bundles/";
 /// Key prefix of run logs.
 const LOGS: &str = "logs/";
+/// Key prefix of run results.
+const RESULTS: &str = "results/";
 /// How many times an append re-reads the run's chunks after losing a conditional write.
 const APPEND_ATTEMPTS: usize = 5;
 
@@ -111,6 +114,10 @@ impl S3CodeStore {
 
     fn key(digest: &BundleDigest) -> String {
         format!("{BUNDLES}{digest}.tar.gz")
+    }
+
+    fn result_key(run: RunId) -> String {
+        format!("{RESULTS}{run}.json")
     }
 
     /// A presigned PUT of the bundle `digest`, valid for
@@ -248,6 +255,41 @@ impl CodeStore for S3CodeStore {
             }
             Err(e) => Err(backend(e)),
         }
+    }
+
+    async fn put_result(&self, run: RunId, json: &[u8]) -> Result<String, CodeStoreError> {
+        let key = Self::result_key(run);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(ByteStream::from(json.to_vec()))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(format!("s3://{}/{key}", self.bucket))
+    }
+
+    async fn get_result(&self, run: RunId) -> Result<Option<Vec<u8>>, CodeStoreError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(Self::result_key(run))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                    || status_of(&e) == Some(404) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        Ok(Some(out.body.collect().await.map_err(backend)?.to_vec()))
     }
 }
 

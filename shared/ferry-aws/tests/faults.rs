@@ -630,7 +630,10 @@ async fn agent(
                     tokio::time::sleep(Duration::from_millis(5 + rng.next() % 20)).await;
                     stats.in_flight.fetch_sub(1, Ordering::SeqCst);
                     let t1 = Instant::now();
-                    match ferry.finish(started, RunEvent::Complete).await {
+                    match ferry
+                        .finish(started, RunEvent::Complete { result: None })
+                        .await
+                    {
                         Ok(r) if r.state == StateType::Completed => {
                             stats.completed.lock().unwrap().push((name.clone(), r.id));
                             stats.windows.lock().unwrap().push((t0, t1));

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod log_cap;
 pub mod ports;
 pub mod queue;
+pub mod result;
 pub mod run;
 pub mod schedule;
 pub mod secret;

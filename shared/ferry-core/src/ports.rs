@@ -425,6 +425,12 @@ pub trait CodeStore: Send + Sync {
     async fn get_bundle(&self, digest: &BundleDigest) -> Result<Option<Vec<u8>>, CodeStoreError>;
     /// Whether the bundle is stored.
     async fn has_bundle(&self, digest: &BundleDigest) -> Result<bool, CodeStoreError>;
+    /// Stores run `run`'s result (its JSON text, see [`crate::result`]) as an object keyed by
+    /// the run's id, replacing one stored before; returns where it is (shown, not parsed).
+    async fn put_result(&self, run: RunId, json: &[u8]) -> Result<String, CodeStoreError>;
+    /// Run `run`'s stored result, `None` if absent. The caller checks it against the digest
+    /// recorded on the run.
+    async fn get_result(&self, run: RunId) -> Result<Option<Vec<u8>>, CodeStoreError>;
 }
 
 /// Which stream a log line came from.

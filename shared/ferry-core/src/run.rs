@@ -111,6 +111,10 @@ pub struct FlowRun {
     /// Its latest launch, once launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<crate::launch::Launch>,
+    /// What the flow returned, on a Completed run of a `file.py:function` flow whose return
+    /// value was JSON-serialisable and within the cap (see [`crate::result`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<crate::result::RunResult>,
     /// Concurrency slots held while Pending/Running (queue and/or deployment).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
@@ -160,6 +164,7 @@ impl FlowRun {
             log_location: None,
             infra: None,
             launch: None,
+            result: None,
             slots: Vec::new(),
             version: 0,
             created_at: now,

@@ -161,7 +161,10 @@ pub enum RunEvent {
         expires_at: DateTime<Utc>,
     },
     /// The process exited 0.
-    Complete,
+    Complete {
+        /// What the flow returned, recorded with the Completed state in the same write.
+        result: Option<crate::result::RunResult>,
+    },
     /// The process failed.
     Fail {
         /// Exit code if it exited.
@@ -194,7 +197,7 @@ impl RunEvent {
             RunEvent::TakeOver { .. } => "take_over",
             RunEvent::Start { .. } => "start",
             RunEvent::Heartbeat { .. } => "heartbeat",
-            RunEvent::Complete => "complete",
+            RunEvent::Complete { .. } => "complete",
             RunEvent::Fail { .. } => "fail",
             RunEvent::Crash { .. } => "crash",
             RunEvent::Cancel { .. } => "cancel",
@@ -225,7 +228,7 @@ pub fn next_state(from: StateType, event: &RunEvent) -> Option<StateType> {
         (Pending, RunEvent::RecordTask { .. } | RunEvent::TakeOver { .. }) => Some(Pending),
         (Pending, RunEvent::Start { .. }) => Some(Running),
         (Pending | Running | Cancelling, RunEvent::Heartbeat { .. }) => Some(from),
-        (Running | Cancelling, RunEvent::Complete) => Some(Completed),
+        (Running | Cancelling, RunEvent::Complete { .. }) => Some(Completed),
         (Pending | Running | Cancelling, RunEvent::Fail { .. }) => Some(Failed),
         (Pending | Running | Cancelling, RunEvent::Crash { .. }) => Some(Crashed),
         (Scheduled | Late | Pending, RunEvent::Cancel { .. }) => Some(Cancelled),
@@ -296,7 +299,10 @@ pub fn transition(
             }
             return Ok(next);
         }
-        RunEvent::Complete => next.exit_code = Some(0),
+        RunEvent::Complete { result } => {
+            next.exit_code = Some(0);
+            next.result = result;
+        }
         RunEvent::Fail { exit_code, reason } => {
             next.exit_code = exit_code;
             message = Some(reason);
@@ -381,7 +387,12 @@ mod tests {
             Just(RunEvent::Heartbeat {
                 expires_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 2, 0).unwrap()
             }),
-            Just(RunEvent::Complete),
+            Just(RunEvent::Complete { result: None }),
+            Just(RunEvent::Complete {
+                result: Some(crate::result::RunResult::Inline {
+                    value: serde_json::json!({"rows": 3})
+                })
+            }),
             Just(RunEvent::Fail {
                 exit_code: Some(1),
                 reason: "exit 1".into()
@@ -574,6 +585,8 @@ mod tests {
                             prop_assert_eq!(next.history.last().map(|h| h.state), Some(next.state));
                         }
                         prop_assert!(next.history.len() <= MAX_HISTORY);
+                        // Only the Complete transition records a result.
+                        prop_assert!(next.result.is_none() || next.state == StateType::Completed, "a {} run has a result", next.state);
                         r = next;
                     }
                     Err(err) => prop_assert_eq!(err.state, r.state),

@@ -3,11 +3,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use ferry_core::digest::BundleDigest;
+use ferry_core::ids::RunId;
 use ferry_core::ports::{CodeStore, CodeStoreError};
 use tokio::io::AsyncWriteExt;
 
-/// Bundles as files `<root>/<sha[0..2]>/<sha>.tar.gz`, written atomically and durably
-/// (a temp file per upload, fsync, rename, fsync of the directory).
+/// Bundles as files `<root>/<sha[0..2]>/<sha>.tar.gz` and run results as
+/// `<root>/results/<run-id>.json`, written atomically and durably (a temp file per upload,
+/// fsync, rename, fsync of the directory).
 #[derive(Debug, Clone)]
 pub struct FsCodeStore {
     root: PathBuf,
@@ -24,6 +26,10 @@ impl FsCodeStore {
         self.root
             .join(&sha256[..2])
             .join(format!("{sha256}.tar.gz"))
+    }
+
+    fn result_path(&self, run: RunId) -> PathBuf {
+        self.root.join("results").join(format!("{run}.json"))
     }
 }
 
@@ -84,6 +90,28 @@ impl CodeStore for FsCodeStore {
 
     async fn has_bundle(&self, digest: &BundleDigest) -> Result<bool, CodeStoreError> {
         tokio::fs::try_exists(self.path(digest)).await.map_err(io)
+    }
+
+    async fn put_result(&self, run: RunId, json: &[u8]) -> Result<String, CodeStoreError> {
+        let path = self.result_path(run);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+        let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{run}.{}.{n}.tmp", std::process::id()));
+        let written = write_durably(&tmp, json, &path).await;
+        if written.is_err() {
+            tokio::fs::remove_file(&tmp).await.ok();
+        }
+        written.map_err(io)?;
+        Ok(path.display().to_string())
+    }
+
+    async fn get_result(&self, run: RunId) -> Result<Option<Vec<u8>>, CodeStoreError> {
+        match tokio::fs::read(self.result_path(run)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
     }
 }
 

@@ -44,7 +44,9 @@ impl UiError {
                 (StatusCode::BAD_REQUEST, format!("{field}: {message}"))
             }
             UiError::App(AppError::Invalid(v)) => (StatusCode::BAD_REQUEST, v.to_string()),
-            UiError::App(e @ AppError::NotFound { .. }) => (StatusCode::NOT_FOUND, e.to_string()),
+            UiError::App(e @ (AppError::NotFound { .. } | AppError::NoResult { .. })) => {
+                (StatusCode::NOT_FOUND, e.to_string())
+            }
             UiError::App(e @ AppError::IdempotencyKeyReused { .. }) => {
                 (StatusCode::CONFLICT, e.to_string())
             }

@@ -51,6 +51,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: UiState) -> Router<S> {
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::page))
         .route("/runs/{id}/live", get(runs::live))
+        .route("/runs/{id}/result", get(runs::result))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/work-queues", get(queues::list))
         .route("/work-queues/{name}/pause", post(queues::pause))

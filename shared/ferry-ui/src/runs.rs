@@ -1,5 +1,5 @@
 //! `/runs` (the list, filtered, updating live) and `/runs/<id>` (one run: its states, its
-//! parameters, its log following live, cancel).
+//! parameters, its result, its log following live, cancel; `/runs/<id>/result` the raw result).
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -19,6 +19,8 @@ use crate::UiState;
 const PAGE: usize = 50;
 /// Log lines per read.
 const LOG_PAGE: usize = 5_000;
+/// Most bytes of a result's pretty JSON shown in the page; the rest is behind the raw link.
+pub(crate) const RESULT_PAGE_BYTES: usize = 4 * 1024;
 
 /// One run as a row of a table.
 pub(crate) struct RunRow {
@@ -271,12 +273,47 @@ struct RunPage {
     /// The states as consecutive bars from each change to the next (or now).
     states: Timeline,
     parameters: String,
+    result: RunResultView,
     logs: Vec<String>,
     next_offset: u64,
     cancellable: bool,
     is_final: bool,
     live_url: String,
     error: Option<String>,
+}
+
+/// The run's result as the page shows it.
+enum RunResultView {
+    /// Pretty JSON, cut to [`RESULT_PAGE_BYTES`] when `truncated` (of `bytes` in all).
+    Value {
+        text: String,
+        truncated: bool,
+        bytes: usize,
+    },
+    /// Why there is none.
+    None(String),
+}
+
+impl RunResultView {
+    fn of(result: Result<serde_json::Value, ferry_app::AppError>) -> Result<Self, UiError> {
+        match result {
+            Ok(value) => {
+                let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
+                let bytes = pretty.len();
+                let mut end = bytes.min(RESULT_PAGE_BYTES);
+                while !pretty.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Ok(RunResultView::Value {
+                    text: pretty[..end].to_owned(),
+                    truncated: end < bytes,
+                    bytes,
+                })
+            }
+            Err(ferry_app::AppError::NoResult { why, .. }) => Ok(RunResultView::None(why)),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 fn log_text(l: &LogLine) -> String {
@@ -335,6 +372,7 @@ async fn resolve(s: &UiState, id: &str) -> Result<RunId, UiError> {
 async fn run_page(s: &UiState, id: RunId, error: Option<String>) -> Result<RunPage, UiError> {
     let run = s.ferry.get_run(id).await?;
     let logs = s.ferry.run_logs(id, 0, LOG_PAGE).await?;
+    let result = RunResultView::of(s.ferry.result_of(&run).await)?;
     let now = s.ferry.now();
     Ok(RunPage {
         chrome: Chrome::new(s, "runs"),
@@ -348,6 +386,7 @@ async fn run_page(s: &UiState, id: RunId, error: Option<String>) -> Result<RunPa
         history: history(&run),
         states: state_timeline(&run, now),
         parameters: serde_json::to_string_pretty(&run.parameters).unwrap_or_default(),
+        result,
         logs: logs.lines.iter().map(log_text).collect(),
         next_offset: logs.next_offset,
         cancellable: !run.state.is_terminal() && run.state != StateType::Cancelling,
@@ -438,6 +477,16 @@ impl IntoResponse for LiveError {
         let (status, message) = self.0.status_and_message();
         (status, Json(serde_json::json!({ "message": message }))).into_response()
     }
+}
+
+/// `GET /runs/<id>/result`: the run's result as raw JSON (what `GET /v1/flow-runs/<id>/result`
+/// answers), behind the dashboard's own sign-in; a run without one is the HTML 404 naming why.
+pub(crate) async fn result(
+    State(s): State<UiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, UiError> {
+    let id = resolve(&s, &id).await?;
+    Ok(Json(s.ferry.run_result(id).await?))
 }
 
 /// `POST /runs/<id>/cancel`: back to the run's page; a run that already finished is shown

@@ -424,3 +424,80 @@ async fn run_now_creates_a_run_with_the_form_s_parameters_and_bad_json_creates_n
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+impl App {
+    /// A run of `etl/nightly` claimed, started and completed with `result`.
+    async fn completed_with(&self, result: Option<serde_json::Value>) -> ferry_core::FlowRun {
+        let run = self.run(serde_json::json!({})).await;
+        let ferry_app::Claim::Claimed(run, _) = self.ferry.claim(&run, "a1").await.unwrap() else {
+            panic!("the run was not claimed");
+        };
+        let run = self.ferry.start(*run, None).await.unwrap().unwrap();
+        self.ferry.complete(run, result).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_run_page_shows_its_result_cut_beyond_a_few_kb_with_a_link_to_the_raw_json() {
+    let app = app(None).await;
+    let small = app
+        .completed_with(Some(serde_json::json!({"rows": 3, "name": "<b>"})))
+        .await;
+    let a = app.get(&format!("/runs/{}", small.id), &[]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.body
+            .contains("<pre id=\"result\">{\n  &#34;name&#34;: &#34;&#60;b&#62;&#34;,"),
+        "the result is pretty, escaped JSON: {}",
+        a.body
+    );
+    assert!(a.body.contains(&format!(
+        "<a id=\"result-raw\" href=\"/runs/{}/result\">",
+        small.id
+    )));
+
+    // 20 KB: stored as an object, shown cut at 4 KiB, whole behind the link.
+    let value = serde_json::json!(vec!["v".repeat(100); 200]);
+    let big = app.completed_with(Some(value.clone())).await;
+    let a = app.get(&format!("/runs/{}", big.id), &[]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let shown = a
+        .body
+        .split("<pre id=\"result\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap();
+    assert_eq!(
+        shown.replace("&#34;", "\"").len(),
+        RESULT_PAGE_BYTES,
+        "cut at 4 KiB"
+    );
+    assert!(a.body.contains("The whole result (raw JSON)"), "{}", a.body);
+    let raw = app.get(&format!("/runs/{}/result", big.id), &[]).await;
+    assert_eq!(raw.status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&raw.body).unwrap(),
+        value
+    );
+
+    // No result: the page says why.
+    let none = app.completed_with(None).await;
+    let a = app.get(&format!("/runs/{}", none.id), &[]).await;
+    assert!(
+        a.body.contains("<p id=\"result-none\" class=\"muted\">No result: its flow returned nothing Ferry could store"),
+        "{}",
+        a.body
+    );
+    let pending = app.run(serde_json::json!({})).await;
+    let a = app.get(&format!("/runs/{}", pending.id), &[]).await;
+    assert!(
+        a.body.contains("No result: it has not finished"),
+        "{}",
+        a.body
+    );
+    let raw = app.get(&format!("/runs/{}/result", pending.id), &[]).await;
+    assert_eq!(raw.status, StatusCode::NOT_FOUND);
+}
+
+/// The page shows at most this many bytes of a result's pretty JSON.
+const RESULT_PAGE_BYTES: usize = 4 * 1024;

@@ -164,10 +164,10 @@ fn check_remote_name(
         Some(format!("needs {what} after the prefix"))
     } else if name.len() > MAX_REMOTE_NAME {
         Some(format!("{what} has at most {MAX_REMOTE_NAME} characters"))
-    } else if let Some(c) = name.chars().find(|c| !allowed(*c)) {
-        Some(format!("{c:?} cannot appear in {what}"))
     } else {
-        None
+        name.chars()
+            .find(|c| !allowed(*c))
+            .map(|c| format!("{c:?} cannot appear in {what}"))
     };
     match problem {
         Some(p) => Err(ValidationError::new(

@@ -162,6 +162,28 @@ impl S3CodeStore {
                 .collect(),
         })
     }
+
+    /// The bytes of object `key` in the bucket; `None` when there is no such object.
+    async fn get_object(&self, key: String) -> Result<Option<Vec<u8>>, CodeStoreError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                    || status_of(&e) == Some(404) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        Ok(Some(out.body.collect().await.map_err(backend)?.to_vec()))
+    }
 }
 
 #[async_trait]
@@ -215,24 +237,9 @@ impl CodeStore for S3CodeStore {
     }
 
     async fn get_bundle(&self, digest: &BundleDigest) -> Result<Option<Vec<u8>>, CodeStoreError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(Self::key(digest))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key())
-                    || status_of(&e) == Some(404) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(backend(e)),
+        let Some(bytes) = self.get_object(Self::key(digest)).await? else {
+            return Ok(None);
         };
-        let bytes = out.body.collect().await.map_err(backend)?.to_vec();
         digest.verify(&bytes)?;
         Ok(Some(bytes))
     }
@@ -272,24 +279,7 @@ impl CodeStore for S3CodeStore {
     }
 
     async fn get_result(&self, run: RunId) -> Result<Option<Vec<u8>>, CodeStoreError> {
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(Self::result_key(run))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key())
-                    || status_of(&e) == Some(404) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(backend(e)),
-        };
-        Ok(Some(out.body.collect().await.map_err(backend)?.to_vec()))
+        self.get_object(Self::result_key(run)).await
     }
 }
 

@@ -70,8 +70,17 @@ async fn execute_inner(
     deployment: Deployment,
 ) -> Result<bool, PlaneError> {
     // A prefetched run starts at its scheduled time, not before; its lease is renewed meanwhile.
+    // The first renewal is at once when the claim took a third of the lease to reach us (a slow
+    // store or API), else after one period.
     let mut hb = tokio::time::interval(ctx.cfg.heartbeat_every);
-    hb.tick().await;
+    let left = run
+        .lease
+        .as_ref()
+        .and_then(|l| (l.expires_at - ctx.plane.now()).to_std().ok())
+        .unwrap_or_default();
+    if left > ctx.cfg.heartbeat_every * 4 {
+        hb.tick().await;
+    }
     loop {
         let wait = (run.scheduled_time - ctx.plane.now())
             .to_std()

@@ -136,6 +136,11 @@ impl Ferry {
     /// Runs of a deployment found at its limit are skipped for the rest of the poll and the
     /// queue is read on past them (up to [`SCAN_BUDGET`] runs), so one deployment at its limit
     /// never starves the others behind it.
+    ///
+    /// A poll stops claiming once it has taken a third of the lease (a slow or throttled store):
+    /// each run's lease starts when it is claimed, so the first run of a long batch would
+    /// otherwise reach its agent with its lease nearly spent and be reaped before its first
+    /// heartbeat. What was left is claimed by the next poll.
     pub async fn claim_batch(
         &self,
         agent_id: &str,
@@ -144,11 +149,12 @@ impl Ferry {
         free: usize,
     ) -> Result<Vec<(FlowRun, Deployment)>, AppError> {
         let mut claimed = Vec::new();
+        let until = self.now() + self.settings().lease / 3;
         for q in self.queues_to_serve(queues).await? {
-            if claimed.len() >= free {
+            if claimed.len() >= free || (!claimed.is_empty() && self.now() >= until) {
                 break;
             }
-            self.claim_from(&q, agent_id, prefetch, free, &mut claimed)
+            self.claim_from(&q, agent_id, prefetch, (free, until), &mut claimed)
                 .await?;
         }
         Ok(claimed)
@@ -159,7 +165,7 @@ impl Ferry {
         q: &WorkQueue,
         agent_id: &str,
         prefetch: std::time::Duration,
-        free: usize,
+        (free, until): (usize, DateTime<Utc>),
         claimed: &mut Vec<(FlowRun, Deployment)>,
     ) -> Result<(), AppError> {
         let now = self.now();
@@ -186,7 +192,7 @@ impl Ferry {
             after = page.last().cloned();
             let mut skipped = false;
             for run in spread(page, now) {
-                if claimed.len() >= free {
+                if claimed.len() >= free || (!claimed.is_empty() && self.now() >= until) {
                     return Ok(());
                 }
                 if full_deployments.contains(&run.deployment) {

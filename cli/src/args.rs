@@ -302,6 +302,15 @@ pub struct AgentArgs {
     /// On shutdown, how long running runs may go on before they are killed (e.g. 30, 1m).
     #[arg(long, default_value = "30", value_parser = parse_seconds)]
     pub shutdown_grace: std::time::Duration,
+    /// Warm starts: a warm process is replaced after forking this many runs.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub warm_max_runs: u64,
+    /// Warm starts: a warm process is replaced once its resident memory is over this (MiB).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(16..))]
+    pub warm_max_rss: u64,
+    /// Warm starts: a warm process unused this long exits (e.g. 600, 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_seconds)]
+    pub warm_idle: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -637,6 +646,10 @@ pub struct BuildArgs {
     /// Python interpreter for `file.py:function` entrypoints.
     #[arg(long)]
     pub python: Option<String>,
+    /// Start runs warm: forked from a Python process that imported the flow once (Python
+    /// entrypoints; see docs/agent.md for when to use it).
+    #[arg(long)]
+    pub warm: bool,
     /// Manifest to write (default `<name>-deployment.yaml`).
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,

@@ -137,6 +137,11 @@ def test_each_schedule_kind_becomes_its_flag(
     assert args[at : at + len(flags)] == flags
 
 
+def test_warm_becomes_the_warm_flag_only_when_true(project: Path, mod: Any) -> None:
+    assert "--warm" in deploy_args(mod.nightly_etl, name="n", path=project, warm=True)
+    assert "--warm" not in deploy_args(mod.nightly_etl, name="n", path=project)
+
+
 def test_parameters_are_checked_against_the_signature_unless_it_takes_kwargs(
     project: Path, mod: Any
 ) -> None:
@@ -177,6 +182,8 @@ BAD = [
     ({"concurrency_limit": 0}, ValueError, "concurrency_limit"),
     ({"path": 3}, TypeError, "path"),
     ({"output": 3}, TypeError, "output"),
+    ({"warm": "yes"}, TypeError, "warm"),
+    ({"warm": True, "infra": "ecs/x"}, ValueError, "warm"),
 ]
 
 

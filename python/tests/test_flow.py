@@ -1,5 +1,5 @@
 """@flow: the decorated function stays the function; the options are checked at decoration;
-the agent's shim (PYTHON_SHIM in shared/ferry-agent/src/process.rs, read from the source)
+the agent's shim (shared/ferry-agent/src/shim.py, read from the source)
 calls it as it calls a plain function."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -108,10 +107,7 @@ def test_the_package_is_typed_and_exports_its_api() -> None:
 
 
 def shim() -> str:
-    source = (REPO_ROOT / "shared" / "ferry-agent" / "src" / "process.rs").read_text()
-    match = re.search(r'pub const PYTHON_SHIM: &str = r#"(.*?)"#;', source, re.S)
-    assert match, "PYTHON_SHIM not found in shared/ferry-agent/src/process.rs"
-    return match.group(1)
+    return (REPO_ROOT / "shared" / "ferry-agent" / "src" / "shim.py").read_text()
 
 
 @pytest.mark.parametrize("function", ["sync_flow", "async_flow"])

@@ -57,6 +57,11 @@ pub(crate) fn config(args: &AgentArgs) -> Result<AgentConfig> {
     cfg.limit = args.limit;
     cfg.poll_interval = args.poll_interval.max(std::time::Duration::from_millis(10));
     cfg.prefetch = args.prefetch;
+    cfg.warm = ferry_agent::WarmLimits {
+        max_runs: args.warm_max_runs,
+        max_rss_kb: args.warm_max_rss.saturating_mul(1024),
+        idle: args.warm_idle,
+    };
     Ok(cfg)
 }
 
@@ -90,6 +95,7 @@ fn one_run_config(
         heartbeat_every: lease / 6,
         guard: Some(Arc::new(spawn_guard(kill_grace)?)),
         secrets: super::secret::agent_sources()?,
+        warm: ferry_agent::WarmLimits::default(),
     })
 }
 

@@ -172,6 +172,7 @@ fn spec_from_build(args: &BuildArgs) -> Result<DeploymentSpec> {
         concurrency_limit: args.concurrency_limit,
         paused: false,
         catchup,
+        warm: args.warm,
     };
     validate_spec(&spec).map_err(|e| anyhow!("{}", flag_error(&e)))?;
     Ok(spec)
@@ -198,6 +199,7 @@ fn flag_error(e: &ferry_core::ValidationError) -> String {
         "timeout_seconds" => "--timeout",
         "concurrency_limit" => "--concurrency-limit",
         "catchup" => "--catchup",
+        "warm" => "--warm",
         _ => return e.to_string(),
     };
     format!("{flag}: {} ({field} in the manifest)", e.message)

@@ -191,6 +191,7 @@ class Flow(Generic[P, R]):
         description: Optional[str] = None,
         concurrency_limit: Optional[int] = None,
         python: Optional[str] = None,
+        warm: bool = False,
         output: Optional[PathArg] = None,
     ) -> Deployment:
         """Registers this flow as deployment `FLOW/NAME` (as `ferry deployment build -a` does)
@@ -199,7 +200,9 @@ class Flow(Generic[P, R]):
         `path` is the project directory packed into the bundle (default: the working
         directory); the flow's file must be inside it. At most one of `cron`, `interval`,
         `rrule` and `schedule` (an EventBridge expression: `cron(...)`, `rate(...)`,
-        `at(...)`). `output` keeps the manifest (and its bundle beside it) at that path;
+        `at(...)`). `warm=True` forks each run from a warm process that imported the flow
+        once (`ferry deployment build --warm`; see docs/agent.md, "Warm starts"). `output`
+        keeps the manifest (and its bundle beside it) at that path;
         without it they are written to a temporary directory and removed.
 
         Bad arguments raise ValueError or TypeError naming the argument before anything
@@ -228,6 +231,7 @@ class Flow(Generic[P, R]):
             description=description,
             concurrency_limit=concurrency_limit,
             python=python,
+            warm=warm,
         )
         if output is not None:
             if not isinstance(output, (str, os.PathLike)):
@@ -414,6 +418,7 @@ def deploy_args(
     description: Optional[str] = None,
     concurrency_limit: Optional[int] = None,
     python: Optional[str] = None,
+    warm: bool = False,
 ) -> List[str]:
     """The `ferry deployment build` arguments (without `-o`, `-a`, `--json`) for
     `f.deploy(...)`; every argument checked, ValueError/TypeError naming the first bad one."""
@@ -499,6 +504,12 @@ def deploy_args(
             "--concurrency-limit",
             str(_count("concurrency_limit", concurrency_limit, minimum=1)),
         ]
+    if not isinstance(warm, bool):
+        raise TypeError(f"warm: expected a bool, got {type(warm).__name__}")
+    if warm and infra is not None:
+        raise ValueError("warm: not with infra= (each run is a task of its own: nothing stays warm)")
+    if warm:
+        args.append("--warm")
     args += ["--retries", str(f.retries), "--retry-delay", str(f.retry_delay_seconds)]
     if f.timeout_seconds is not None:
         args += ["--timeout", str(f.timeout_seconds)]

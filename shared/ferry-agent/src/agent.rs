@@ -45,6 +45,8 @@ pub struct AgentConfig {
     /// Where the deployment's secret references (`ssm:`, `secretsmanager:`, `secret:`) are
     /// resolved.
     pub secrets: crate::secrets::SecretSources,
+    /// When a warm process (deployments with `warm: true`) is replaced.
+    pub warm: crate::warm::WarmLimits,
 }
 
 /// What an agent did before it stopped.
@@ -69,6 +71,7 @@ pub struct Agent {
     cache: Arc<BundleCache>,
     active: Arc<AtomicUsize>,
     wake: Arc<Notify>,
+    warm: Arc<crate::warm::WarmPool>,
 }
 
 impl Agent {
@@ -80,7 +83,9 @@ impl Agent {
     /// An agent that reaches the control plane through `plane`.
     pub fn with_plane(plane: Arc<dyn ControlPlane>, cfg: AgentConfig) -> Self {
         let cache = Arc::new(BundleCache::new(cfg.cache_dir.clone()));
+        let warm = Arc::new(crate::warm::WarmPool::new(&cfg.work_dir, cfg.warm));
         Self {
+            warm,
             plane,
             cfg: Arc::new(cfg),
             cache,
@@ -231,6 +236,7 @@ impl Agent {
             plane: self.plane.clone(),
             cfg: self.cfg.clone(),
             cache: self.cache.clone(),
+            warm: Some(self.warm.clone()),
             shutdown: shutdown.clone(),
             kill: kill.clone(),
         };

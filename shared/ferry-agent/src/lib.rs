@@ -15,9 +15,12 @@ pub mod plane;
 pub mod process;
 mod result;
 pub mod secrets;
+pub mod warm;
+mod warm_run;
 
 pub use agent::{failure_pause, host_name, Agent, AgentConfig, AgentReport, PRESENCE_EVERY};
 pub use guard::ProcessGuard;
 pub use one_shot::{execute_launched, OneShotEnd};
 pub use plane::{ClaimRequest, ControlPlane, Direct, PlaneError};
 pub use secrets::SecretSources;
+pub use warm::{WarmLimits, WarmPool};

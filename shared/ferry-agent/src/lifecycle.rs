@@ -19,11 +19,14 @@ use crate::agent::AgentConfig;
 use crate::bundle_cache::BundleCache;
 use crate::plane::{ControlPlane, PlaneError};
 use crate::process::{self, ExecOutcome, ExecSpec, OutputLine, Stream};
+use crate::warm_run as warm;
 
 pub(crate) struct RunContext {
     pub plane: Arc<dyn ControlPlane>,
     pub cfg: Arc<AgentConfig>,
     pub cache: Arc<BundleCache>,
+    /// The agent's warm processes; `None` where runs always start cold (a one-run agent).
+    pub warm: Option<Arc<crate::warm::WarmPool>>,
     /// The agent stops claiming: prefetched runs not yet started are given back.
     pub shutdown: CancellationToken,
     /// The shutdown grace is over: running processes are killed.
@@ -69,9 +72,8 @@ async fn execute_inner(
     mut run: FlowRun,
     deployment: Deployment,
 ) -> Result<bool, PlaneError> {
-    // A prefetched run starts at its scheduled time, not before; its lease is renewed meanwhile.
-    // The first renewal is at once when the claim took a third of the lease to reach us (a slow
-    // store or API), else after one period.
+    // The lease is renewed all along. The first renewal is at once when the claim took a third
+    // of the lease to reach us (a slow store or API), else after one period.
     let mut hb = tokio::time::interval(ctx.cfg.heartbeat_every);
     let left = run
         .lease
@@ -81,55 +83,40 @@ async fn execute_inner(
     if left > ctx.cfg.heartbeat_every * 4 {
         hb.tick().await;
     }
-    loop {
-        let wait = (run.scheduled_time - ctx.plane.now())
-            .to_std()
-            .unwrap_or_default();
-        if wait.is_zero() {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = ctx.shutdown.cancelled() => {
-                ctx.plane.release(&run).await?;
-                tracing::info!("agent shutting down: released the run before its start");
-                return Ok(false);
-            }
-            _ = hb.tick() => match ctx.plane.heartbeat(&run).await? {
-                Heartbeat::Renewed(r) => run = *r,
-                Heartbeat::CancelRequested(r) | Heartbeat::Lost(r) => {
-                    // Cancelled while pending: it is already final (or someone else's).
-                    tracing::info!(state = %r.state, "run left us before it started");
-                    return Ok(false);
-                }
-            },
-        }
-    }
 
     // Removed whichever way this function returns.
     let work = WorkDir(ctx.cfg.work_dir.join(run.id.to_string()));
     let entry = &deployment.spec.entrypoint;
-    let cwd = match &deployment.spec.bundle {
-        Some(b) => {
-            log(ctx, &run, format!("fetching bundle sha256 {}", b.sha256)).await;
-            // A large bundle can take longer than a lease to fetch: the lease is renewed
-            // meanwhile.
-            let fetched =
-                holding_lease(ctx, &mut run, &mut hb, fetch_bundle(ctx, &b.sha256, &work));
-            let (left, fetched) = fetched.await;
-            if left {
-                return Ok(false);
-            }
-            if let Err(reason) = fetched {
-                return fail(ctx, run, None, reason).await;
-            }
-            work.0.clone()
-        }
-        None => std::env::current_dir().unwrap_or_else(|_| ".".into()),
-    };
     let python = match &deployment.spec.infrastructure {
         Infrastructure::Process { python: Some(p) } => p.clone(),
         _ => ctx.cfg.python.clone(),
+    };
+    // Everything a run needs is made ready before its scheduled time (a prefetched run then
+    // only forks or spawns when due): its code — a warm process, or the bundle unpacked —, its
+    // environment, its secrets.
+    let mut warm = warm::plan(ctx, &deployment, &python);
+    if let Some(plan) = &warm {
+        let ready = plan.prepare(ctx, &deployment);
+        let (left, ready) = holding_lease(ctx, &mut run, &mut hb, ready).await;
+        if left {
+            return Ok(false);
+        }
+        if let Err(reason) = ready {
+            log(ctx, &run, format!("cold start: {reason}")).await;
+            warm = None;
+        }
+    }
+    // A warm run starts in its warm process's directory: `cwd` is for a cold start (a warm run
+    // that falls back unpacks its bundle then).
+    let mut cwd = match (&warm, &deployment.spec.bundle) {
+        (None, Some(b)) => {
+            match unpack_holding_lease(ctx, &mut run, &mut hb, &b.sha256, &work).await {
+                Some(Ok(())) => work.0.clone(),
+                Some(Err(reason)) => return fail(ctx, run, None, reason).await,
+                None => return Ok(false),
+            }
+        }
+        _ => std::env::current_dir().unwrap_or_else(|_| ".".into()),
     };
     let mut env: Vec<(String, String)> = deployment
         .spec
@@ -163,13 +150,32 @@ async fn execute_inner(
     let result_file = crate::result::ResultFile::new(&ctx.cfg.work_dir, &run, entry);
     env.extend(result_file.env());
     let timeout = deployment.spec.timeout_seconds.map(Duration::from_secs);
-    let spec = ExecSpec {
-        argv: process::entrypoint_argv(entry, &python),
-        cwd,
-        env,
-        timeout,
-        kill_grace: ctx.cfg.kill_grace,
-    };
+
+    // A prefetched run starts at its scheduled time, not before.
+    loop {
+        let wait = (run.scheduled_time - ctx.plane.now())
+            .to_std()
+            .unwrap_or_default();
+        if wait.is_zero() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.shutdown.cancelled() => {
+                ctx.plane.release(&run).await?;
+                tracing::info!("agent shutting down: released the run before its start");
+                return Ok(false);
+            }
+            _ = hb.tick() => match ctx.plane.heartbeat(&run).await? {
+                Heartbeat::Renewed(r) => run = *r,
+                Heartbeat::CancelRequested(r) | Heartbeat::Lost(r) => {
+                    // Cancelled while pending: it is already final (or someone else's).
+                    tracing::info!(state = %r.state, "run left us before it started");
+                    return Ok(false);
+                }
+            },
+        }
+    }
 
     let Some(started) = ctx.plane.start(&run).await? else {
         tracing::info!("run was cancelled before it started");
@@ -178,18 +184,55 @@ async fn execute_inner(
     run = started;
     tracing::info!("run started");
 
+    // A warm run forks now; one that cannot starts cold (its bundle unpacked only now).
+    let forked = match &warm {
+        Some(plan) => match plan.fork(ctx, &deployment, &run, &work.0, &env).await {
+            Ok(f) => {
+                log(ctx, &run, f.note).await;
+                Some(f.started)
+            }
+            Err(reason) => {
+                log(ctx, &run, format!("cold start: {reason}")).await;
+                if let Some(b) = &deployment.spec.bundle {
+                    match unpack_holding_lease(ctx, &mut run, &mut hb, &b.sha256, &work).await {
+                        Some(Ok(())) => cwd = work.0.clone(),
+                        Some(Err(reason)) => return fail(ctx, run, None, reason).await,
+                        None => return Ok(false),
+                    }
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let spec = ExecSpec {
+        argv: process::entrypoint_argv(entry, &python),
+        cwd,
+        env,
+        timeout,
+        kill_grace: ctx.cfg.kill_grace,
+    };
+
     let (tx, rx) = mpsc::channel::<OutputLine>(1024);
     let writer = tokio::spawn(write_logs(ctx.plane.clone(), run.clone(), rx, masker));
     let cancel = CancellationToken::new();
     let (guard, group) = (ctx.cfg.guard.clone(), Arc::new(AtomicU32::new(0)));
     let started_group = group.clone();
-    let exec_fut = process::run(spec, tx, cancel.clone(), move |pid| {
+    let on_start = move |pid| {
         tracing::debug!(pid, "flow process started");
         if let Some(g) = guard {
             g.watch(pid);
         }
         started_group.store(pid, Ordering::SeqCst);
-    });
+    };
+    let exec_fut = async {
+        match forked {
+            Some(started) => {
+                process::supervise_started(started, &spec, tx, cancel.clone(), on_start).await
+            }
+            None => process::run(spec.clone(), tx, cancel.clone(), on_start).await,
+        }
+    };
     tokio::pin!(exec_fut);
     let mut stop: Option<StopReason> = None;
     let outcome = loop {
@@ -301,6 +344,21 @@ impl Drop for WorkDir {
             }
         }
     }
+}
+
+/// Logs the fetch, then fetches and unpacks bundle `sha256` into `work` while renewing the
+/// lease. `None`: the run left this agent meanwhile; `Some(Err)`: the reason the run fails.
+async fn unpack_holding_lease(
+    ctx: &RunContext,
+    run: &mut FlowRun,
+    hb: &mut tokio::time::Interval,
+    sha256: &str,
+    work: &WorkDir,
+) -> Option<Result<(), String>> {
+    log(ctx, run, format!("fetching bundle sha256 {sha256}")).await;
+    // A large bundle can take longer than a lease to fetch: the lease is renewed meanwhile.
+    let (left, fetched) = holding_lease(ctx, run, hb, fetch_bundle(ctx, sha256, work)).await;
+    (!left).then_some(fetched)
 }
 
 /// Fetches (through the cache) and unpacks bundle `sha256` into `work`; `Err` is the reason

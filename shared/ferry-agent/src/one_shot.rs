@@ -49,6 +49,7 @@ pub async fn execute_launched(
         })
     };
     let ctx = RunContext {
+        warm: None,
         plane: Arc::new(Direct::new(ferry.clone())),
         cache: Arc::new(BundleCache::new(cfg.cache_dir.clone())),
         cfg: Arc::new(cfg),

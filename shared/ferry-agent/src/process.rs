@@ -37,7 +37,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the group is checked for survivors during the kill grace period.
 const GROUP_POLL: Duration = Duration::from_millis(50);
 
-/// The Python shim run with `python -u -c PYTHON_SHIM <file.py> <function>`.
+/// The Python shim (`shim.py` beside this file), run with
+/// `python -u -c PYTHON_SHIM <file.py> <function>` for a cold run and with `--warm` first for a
+/// warm process ([`crate::warm`]).
 ///
 /// It imports the file as module `__ferry_flow__` (the file's directory and the working directory
 /// first on `sys.path`), calls `function(**parameters)` with the JSON object in
@@ -49,50 +51,7 @@ const GROUP_POLL: Duration = Duration::from_millis(50);
 /// `async def`) is written there as compact JSON, `None` as `null` (`crate::result` reads it).
 /// A value `json.dumps` refuses (or NaN/Infinity, which are not JSON) is not written: a
 /// `ferry:` warning on stderr names its type, and the run still completes.
-pub const PYTHON_SHIM: &str = r#"import asyncio, importlib.util, inspect, json, os, sys, traceback
-
-path, name = sys.argv[1], sys.argv[2]
-sys.argv = [path]
-sys.path[:0] = [os.path.dirname(os.path.abspath(path)), os.getcwd()]
-
-try:
-    params = json.loads(os.environ.get("FERRY_PARAMETERS") or "{}")
-except ValueError as e:
-    sys.exit(f"ferry: FERRY_PARAMETERS is not valid JSON: {e}")
-if not isinstance(params, dict):
-    sys.exit("ferry: FERRY_PARAMETERS must be a JSON object")
-
-try:
-    spec = importlib.util.spec_from_file_location("__ferry_flow__", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["__ferry_flow__"] = module
-    spec.loader.exec_module(module)
-    function = getattr(module, name, None)
-    if not callable(function):
-        print(f"ferry: module {path} has no function {name}", file=sys.stderr)
-        sys.exit(2)
-    result = function(**params)
-    if inspect.iscoroutine(result):
-        result = asyncio.run(result)
-except Exception as e:
-    # The traceback without this shim's own frame.
-    traceback.print_exception(type(e), e, e.__traceback__.tb_next)
-    sys.exit(1)
-
-out = os.environ.get("FERRY_RESULT_PATH")
-if out:
-    try:
-        text = json.dumps(result, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except Exception as e:
-        kind = type(result).__name__
-        print(f"ferry: the flow's return value (a {kind}) is not JSON-serialisable: no result stored ({e})", file=sys.stderr)
-    else:
-        try:
-            with open(out, "w", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as e:
-            print(f"ferry: cannot write the flow's return value to {out}: {e}: no result stored", file=sys.stderr)
-"#;
+pub const PYTHON_SHIM: &str = include_str!("shim.py");
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,13 +160,58 @@ pub async fn run(
             display_program(&spec.argv[0])
         ));
     };
+    let started = Started {
+        pid,
+        stdout: child.stdout.take().map(|p| Box::new(p) as Output),
+        stderr: child.stderr.take().map(|p| Box::new(p) as Output),
+        exit: Box::pin(async move { child.wait().await }),
+        program: display_program(&spec.argv[0]),
+    };
+    supervise_started(started, &spec, lines, cancel, on_start).await
+}
+
+/// A pipe the run's output is read from.
+pub type Output = Box<dyn AsyncRead + Unpin + Send>;
+
+/// A started process's exit status, once it exited and was reaped.
+pub type Exit = std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<ExitStatus>> + Send>>;
+
+/// A run's process once started, however it was started (spawned here, or forked by a warm
+/// process): its pid (also its process group id), its output pipes, and its exit status.
+pub struct Started {
+    /// The pid, which is also the process group id.
+    pub pid: u32,
+    /// The child's standard output.
+    pub stdout: Option<Output>,
+    /// The child's standard error.
+    pub stderr: Option<Output>,
+    /// Resolves once the process exited (and was reaped), with its status.
+    pub exit: Exit,
+    /// What it runs, for messages.
+    pub program: String,
+}
+
+/// Drives a started run to its end, as [`run`] describes: output lines, timeout, cancel, the
+/// group killed when the leader is gone.
+pub async fn supervise_started(
+    started: Started,
+    spec: &ExecSpec,
+    lines: mpsc::Sender<OutputLine>,
+    cancel: CancellationToken,
+    on_start: impl FnOnce(u32) + Send,
+) -> ExecOutcome {
+    let Started {
+        pid,
+        stdout,
+        stderr,
+        mut exit,
+        program,
+    } = started;
     let pgid = Pid::from_raw(pid as i32);
     let mut guard = GroupGuard { pgid, armed: true };
     on_start(pid);
     tracing::debug!(pid, "flow process started");
 
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
     let pumps = async {
         tokio::join!(
             pump(stdout, Stream::Stdout, &lines),
@@ -215,7 +219,7 @@ pub async fn run(
         )
     };
     tokio::pin!(pumps);
-    let control = supervise(&mut child, pgid, &spec, &cancel);
+    let control = supervise(&mut exit, pgid, spec, &cancel);
     tokio::pin!(control);
 
     let mut drained = false;
@@ -252,10 +256,9 @@ pub async fn run(
         (Some(Stop::Timeout), _) => ExecOutcome::TimedOut,
         (Some(Stop::Cancel), _) => ExecOutcome::Cancelled,
         (None, Ok(status)) => outcome_of(status),
-        (None, Err(e)) => ExecOutcome::SpawnFailed(format!(
-            "lost track of {} (pid {pid}): {e}",
-            display_program(&spec.argv[0])
-        )),
+        (None, Err(e)) => {
+            ExecOutcome::SpawnFailed(format!("lost track of {program} (pid {pid}): {e}"))
+        }
     }
 }
 
@@ -270,7 +273,7 @@ fn outcome_of(status: ExitStatus) -> ExecOutcome {
 
 /// Waits for the leader to exit, or stops the group on timeout or cancellation.
 async fn supervise(
-    child: &mut Child,
+    exit: &mut Exit,
     pgid: Pid,
     spec: &ExecSpec,
     cancel: &CancellationToken,
@@ -283,7 +286,7 @@ async fn supervise(
     };
     let stop = tokio::select! {
         biased;
-        status = child.wait() => return (status, None),
+        status = &mut *exit => return (status, None),
         _ = cancel.cancelled() => Stop::Cancel,
         _ = timeout => Stop::Timeout,
     };
@@ -291,7 +294,7 @@ async fn supervise(
     let _ = killpg(pgid, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + spec.kill_grace;
 
-    let status = tokio::time::timeout_at(deadline, child.wait()).await.ok();
+    let status = tokio::time::timeout_at(deadline, &mut *exit).await.ok();
     if status.is_some() {
         // The leader is gone; give the rest of the group the same grace.
         while group_alive(pgid) && tokio::time::Instant::now() < deadline {
@@ -304,7 +307,7 @@ async fn supervise(
     }
     let status = match status {
         Some(s) => s,
-        None => child.wait().await,
+        None => exit.await,
     };
     (status, Some(stop))
 }

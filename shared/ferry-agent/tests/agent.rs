@@ -96,6 +96,7 @@ async fn claim_and_run_one(
         heartbeat_every,
         guard: None,
         secrets: Default::default(),
+        warm: Default::default(),
     };
     let agent = Agent::new(ferry.clone(), cfg);
     let (mut tasks, shutdown, kill) = (

@@ -282,6 +282,10 @@ pub struct DeploymentSpec {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "skip"))]
     pub catchup: CatchUp,
+    /// Start runs warm (`file.py:function` only): the agent keeps a Python process that has
+    /// imported the flow's module and forks each run from it (docs/agent.md, "Warm starts").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
 }
 
 /// A stored deployment: the spec plus what the server keeps.

@@ -165,6 +165,18 @@ pub fn validate_spec(spec: &DeploymentSpec) -> Result<ValidSpec, ValidationError
     if let Infrastructure::Process { python: Some(p) } = &spec.infrastructure {
         check_no_nul("infrastructure.python", p, "an interpreter path")?;
     }
+    if spec.warm && !matches!(spec.entrypoint, Entrypoint::Python { .. }) {
+        return Err(ValidationError::new(
+            "warm",
+            "only a `file.py:function` entrypoint starts warm (an executable starts afresh each run): use a Python entrypoint, or drop warm",
+        ));
+    }
+    if spec.warm && spec.infra_block.is_some() {
+        return Err(ValidationError::new(
+            "warm",
+            "a run on an infrastructure profile gets a task of its own, where nothing stays warm: drop warm, or infra_block",
+        ));
+    }
     if spec.infra_block.is_none() && !spec.infra_overrides.is_empty() {
         return Err(ValidationError::new(
             "infra_overrides",

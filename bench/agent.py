@@ -18,7 +18,7 @@ import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time, 
 from datetime import datetime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FERRY = os.path.join(ROOT, "target", "release", "ferry")
+FERRY = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "ferry")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -4,6 +4,7 @@
 //! the same use cases as an agent with direct access. Authentication is the CLI's
 //! ([`Client`]: FERRY_API_TOKEN, or SigV4 with FERRY_API_AUTH=iam).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use ferry_api::agent_api::{
     ClaimBody, ClaimedRun, DownloadUrl, FinishBody, FlowResult, HeartbeatAnswer, HeartbeatBody,
     HeartbeatOutcome, LogLines, RunEnd, StartAnswer, MAX_LOG_LINES,
 };
+use ferry_api::long_poll::WAIT_HEADER;
 use ferry_app::Heartbeat;
 use ferry_core::agent::{AgentPath, AgentPresence};
 use ferry_core::digest::BundleDigest;
@@ -39,16 +41,22 @@ pub struct ApiPlane {
     client: Client,
     agent: String,
     lease: Duration,
+    /// How long a claim that finds nothing asks the server to wait (0: plain polling).
+    long_poll: Duration,
+    /// Whether the server granted the last claim a wait (the API Lambda answers at once).
+    server_waits: AtomicBool,
 }
 
 impl ApiPlane {
     /// The API client `client` acting for the agent named `agent`, whose claims last `lease`
-    /// without a heartbeat.
-    pub fn new(client: Client, agent: String, lease: Duration) -> Self {
+    /// without a heartbeat and wait up to `long_poll` for work (`--long-poll`; zero: none).
+    pub fn new(client: Client, agent: String, lease: Duration, long_poll: Duration) -> Self {
         Self {
             client,
             agent,
             lease,
+            long_poll,
+            server_waits: AtomicBool::new(!long_poll.is_zero()),
         }
     }
 
@@ -89,19 +97,27 @@ impl ApiPlane {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<reqwest::Response, PlaneError> {
+        self.send_within(REQUEST_TIMEOUT, method, path, body).await
+    }
+
+    /// [`ApiPlane::send`] waiting up to `timeout` for the answer.
+    async fn send_within(
+        &self,
+        timeout: Duration,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response, PlaneError> {
         let url = self.client.base_url();
-        let resp = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.client.call(method, path, body.as_ref()),
-        )
-        .await
-        .map_err(|_| {
-            PlaneError::Unavailable(format!(
-                "the Ferry API at {url} did not answer within {}s",
-                REQUEST_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(|e| PlaneError::Unavailable(format!("{e:#}")))?;
+        let resp = tokio::time::timeout(timeout, self.client.call(method, path, body.as_ref()))
+            .await
+            .map_err(|_| {
+                PlaneError::Unavailable(format!(
+                    "the Ferry API at {url} did not answer within {}s",
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| PlaneError::Unavailable(format!("{e:#}")))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -145,6 +161,25 @@ impl ApiPlane {
                 }
                 other => return other,
             }
+        }
+    }
+}
+
+impl ApiPlane {
+    /// Records whether the server grants long polls (its [`WAIT_HEADER`]); says once when it
+    /// does not (the API Lambda), as the agent then polls every `--poll-interval`.
+    fn note_granted_wait(&self, resp: &reqwest::Response) {
+        let granted = resp
+            .headers()
+            .get(WAIT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|secs| secs > 0.0);
+        if self.server_waits.swap(granted, Ordering::Relaxed) && !granted {
+            tracing::info!(
+                "the Ferry API at {} answers claims at once (no long poll: the API Lambda); polling every --poll-interval",
+                self.client.base_url()
+            );
         }
     }
 }
@@ -195,6 +230,10 @@ impl ControlPlane for ApiPlane {
         Utc::now()
     }
 
+    fn long_polls(&self) -> bool {
+        self.server_waits.load(Ordering::Relaxed)
+    }
+
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<(FlowRun, Deployment)>, PlaneError> {
         // Not retried: a claim whose answer was lost holds its runs until their leases expire.
         let body = ClaimBody {
@@ -202,11 +241,25 @@ impl ControlPlane for ApiPlane {
             prefetch_seconds: req.prefetch.as_secs_f64(),
             free: u32::try_from(req.free).unwrap_or(u32::MAX).min(1000),
             lease_seconds: Some(self.lease.as_secs_f64()),
+            wait_seconds: (!self.long_poll.is_zero()).then(|| self.long_poll.as_secs_f64()),
         };
         let path = format!("/agents/{}/claims", path_segment(&req.agent));
-        let claimed: Vec<ClaimedRun> = self
-            .request(Method::POST, &path, Some(to_json(&body)?))
+        // The answer of a long poll comes after its wait.
+        let resp = self
+            .send_within(
+                self.long_poll + REQUEST_TIMEOUT,
+                Method::POST,
+                &path,
+                Some(to_json(&body)?),
+            )
             .await?;
+        if !self.long_poll.is_zero() {
+            self.note_granted_wait(&resp);
+        }
+        let claimed: Vec<ClaimedRun> = resp
+            .json()
+            .await
+            .map_err(|e| PlaneError::Unavailable(format!("decoding the answer to {path}: {e}")))?;
         Ok(claimed.into_iter().map(|c| (c.run, c.deployment)).collect())
     }
 

@@ -29,6 +29,7 @@ async fn app() -> App {
         ferry,
         token: None,
         backend: ferry_api::Backend::Embedded,
+        claim_waits: ferry_api::ClaimWaits::wait_in_process(),
     });
     App { router, _dir: dir }
 }

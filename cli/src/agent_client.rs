@@ -45,6 +45,8 @@ pub struct ApiPlane {
     long_poll: Duration,
     /// Whether the server granted the last claim a wait (the API Lambda answers at once).
     server_waits: AtomicBool,
+    /// Whether the server refused `wait_seconds` (a server from before long polls).
+    wait_refused: AtomicBool,
 }
 
 impl ApiPlane {
@@ -57,6 +59,7 @@ impl ApiPlane {
             lease,
             long_poll,
             server_waits: AtomicBool::new(!long_poll.is_zero()),
+            wait_refused: AtomicBool::new(false),
         }
     }
 
@@ -236,24 +239,45 @@ impl ControlPlane for ApiPlane {
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<(FlowRun, Deployment)>, PlaneError> {
         // Not retried: a claim whose answer was lost holds its runs until their leases expire.
+        let long_poll = if self.wait_refused.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.long_poll
+        };
         let body = ClaimBody {
             queues: req.queues.iter().map(|q| q.to_string()).collect(),
             prefetch_seconds: req.prefetch.as_secs_f64(),
             free: u32::try_from(req.free).unwrap_or(u32::MAX).min(1000),
             lease_seconds: Some(self.lease.as_secs_f64()),
-            wait_seconds: (!self.long_poll.is_zero()).then(|| self.long_poll.as_secs_f64()),
+            wait_seconds: (!long_poll.is_zero()).then(|| long_poll.as_secs_f64()),
         };
         let path = format!("/agents/{}/claims", path_segment(&req.agent));
         // The answer of a long poll comes after its wait.
-        let resp = self
+        let sent = self
             .send_within(
-                self.long_poll + REQUEST_TIMEOUT,
+                long_poll + REQUEST_TIMEOUT,
                 Method::POST,
                 &path,
                 Some(to_json(&body)?),
             )
-            .await?;
-        if !self.long_poll.is_zero() {
+            .await;
+        let resp = match sent {
+            // A server from before long polls refuses the unknown field (nothing was claimed):
+            // poll it the old way from now on.
+            Err(PlaneError::Refused(why))
+                if !long_poll.is_zero() && why.contains("wait_seconds") =>
+            {
+                self.wait_refused.store(true, Ordering::Relaxed);
+                self.server_waits.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    "the Ferry API at {} does not take long polls ({why}): polling every --poll-interval; upgrade the server, or pass --long-poll 0",
+                    self.client.base_url()
+                );
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
+        if !long_poll.is_zero() {
             self.note_granted_wait(&resp);
         }
         let claimed: Vec<ClaimedRun> = resp

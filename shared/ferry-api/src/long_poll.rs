@@ -136,11 +136,12 @@ impl WaitTicket {
     }
 }
 
-/// How long until the earliest waiting run of `queues` that a claim could not take yet comes
-/// within the look-ahead (`prefetch`; none for a queue with a concurrency limit, as in
-/// [`Ferry::claim_batch`]); `None` when none does within `within`. Runs already within the
-/// look-ahead are skipped: the claim just left them (a limit reached, a paused deployment),
-/// and what frees them (a run finishing here) wakes the claim.
+/// How long until the earliest waiting run of `queues` that a claim could not take yet may be
+/// claimed: when it comes within the look-ahead (`prefetch`; none for a queue with a
+/// concurrency limit, as in [`Ferry::claim_batch`]), or, for a run already within it, when it
+/// is due (a run of a limited deployment is never claimed ahead). `None` when none does within
+/// `within`. Runs already due are skipped: the claim just left them (a limit reached, a paused
+/// deployment), and what frees them (a run finishing here) wakes the claim.
 pub async fn next_claimable_in(
     ferry: &Ferry,
     queues: &[QueueName],
@@ -165,8 +166,22 @@ pub async fn next_claimable_in(
         let page = ferry
             .claimable_runs(&q.name, until, None, NEXT_DUE_PAGE)
             .await?;
-        if let Some(run) = page.iter().find(|r| r.scheduled_time > horizon) {
-            let at = run.scheduled_time - ahead;
+        let next = page
+            .iter()
+            .filter_map(|r| {
+                if r.scheduled_time > horizon {
+                    // Claimable ahead once within the look-ahead.
+                    Some(r.scheduled_time - ahead)
+                } else if r.scheduled_time > now {
+                    // Within it but left by the claim: a limited deployment's run is claimed
+                    // only when due.
+                    Some(r.scheduled_time)
+                } else {
+                    None
+                }
+            })
+            .min();
+        if let Some(at) = next {
             earliest = Some(earliest.map_or(at, |e| e.min(at)));
         }
     }

@@ -610,6 +610,42 @@ async fn a_waiting_claim_takes_a_run_when_it_comes_due() {
 }
 
 #[tokio::test]
+async fn a_waiting_claim_takes_a_limited_deployment_s_run_when_it_is_due() {
+    let app = app().await;
+    app.run_due_now(json!({"concurrency_limit": 1})).await;
+    let (_, first, _, _) = app.long_poll("a1", 0.0).await;
+    assert_eq!(first.len(), 1);
+    for (step, body) in [
+        ("start", None),
+        ("finish", Some(json!({"end": {"state": "completed"}}))),
+    ] {
+        app.ok(
+            "POST",
+            &format!("/v1/agents/a1/runs/{}/{step}", first[0]),
+            body,
+        )
+        .await;
+    }
+    let later = app
+        .ok(
+            "POST",
+            "/v1/deployments/flow/d/runs",
+            Some(json!({"start_in_seconds": 2})),
+        )
+        .await;
+    // Within a 10 s look-ahead, but a limited deployment's run is claimed only when due: the
+    // claim waits for that, not for its whole wait.
+    let body = json!({"queues": ["default"], "prefetch_seconds": 10, "free": 4,
+                      "lease_seconds": 5, "wait_seconds": 15});
+    let started = Instant::now();
+    let v = app.ok("POST", "/v1/agents/a2/claims", Some(body)).await;
+    let took = started.elapsed();
+    assert_eq!(v[0]["run"]["id"], later["id"], "{v}");
+    assert!(took >= Duration::from_millis(900), "claimed after {took:?}");
+    assert!(took < Duration::from_secs(5), "claimed after {took:?}");
+}
+
+#[tokio::test]
 async fn the_lambda_s_api_answers_a_long_poll_at_once_granting_no_wait() {
     let app = app_with(ClaimWaits::answer_at_once()).await;
     let (status, ids, granted, took) = app.long_poll("a1", 20.0).await;

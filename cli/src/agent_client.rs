@@ -249,7 +249,7 @@ impl ControlPlane for ApiPlane {
             prefetch_seconds: req.prefetch.as_secs_f64(),
             free: u32::try_from(req.free).unwrap_or(u32::MAX).min(1000),
             lease_seconds: Some(self.lease.as_secs_f64()),
-            wait_seconds: (!long_poll.is_zero()).then(|| long_poll.as_secs_f64()),
+            wait_seconds: (!long_poll.is_zero()).then_some(long_poll.as_secs_f64()),
         };
         let path = format!("/agents/{}/claims", path_segment(&req.agent));
         // The answer of a long poll comes after its wait.

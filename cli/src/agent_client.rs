@@ -4,6 +4,7 @@
 //! the same use cases as an agent with direct access. Authentication is the CLI's
 //! ([`Client`]: FERRY_API_TOKEN, or SigV4 with FERRY_API_AUTH=iam).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use ferry_api::agent_api::{
     ClaimBody, ClaimedRun, DownloadUrl, FinishBody, FlowResult, HeartbeatAnswer, HeartbeatBody,
     HeartbeatOutcome, LogLines, RunEnd, StartAnswer, MAX_LOG_LINES,
 };
+use ferry_api::long_poll::WAIT_HEADER;
 use ferry_app::Heartbeat;
 use ferry_core::agent::{AgentPath, AgentPresence};
 use ferry_core::digest::BundleDigest;
@@ -39,16 +41,25 @@ pub struct ApiPlane {
     client: Client,
     agent: String,
     lease: Duration,
+    /// How long a claim that finds nothing asks the server to wait (0: plain polling).
+    long_poll: Duration,
+    /// Whether the server granted the last claim a wait (the API Lambda answers at once).
+    server_waits: AtomicBool,
+    /// Whether the server refused `wait_seconds` (a server from before long polls).
+    wait_refused: AtomicBool,
 }
 
 impl ApiPlane {
     /// The API client `client` acting for the agent named `agent`, whose claims last `lease`
-    /// without a heartbeat.
-    pub fn new(client: Client, agent: String, lease: Duration) -> Self {
+    /// without a heartbeat and wait up to `long_poll` for work (`--long-poll`; zero: none).
+    pub fn new(client: Client, agent: String, lease: Duration, long_poll: Duration) -> Self {
         Self {
             client,
             agent,
             lease,
+            long_poll,
+            server_waits: AtomicBool::new(!long_poll.is_zero()),
+            wait_refused: AtomicBool::new(false),
         }
     }
 
@@ -89,19 +100,27 @@ impl ApiPlane {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<reqwest::Response, PlaneError> {
+        self.send_within(REQUEST_TIMEOUT, method, path, body).await
+    }
+
+    /// [`ApiPlane::send`] waiting up to `timeout` for the answer.
+    async fn send_within(
+        &self,
+        timeout: Duration,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response, PlaneError> {
         let url = self.client.base_url();
-        let resp = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.client.call(method, path, body.as_ref()),
-        )
-        .await
-        .map_err(|_| {
-            PlaneError::Unavailable(format!(
-                "the Ferry API at {url} did not answer within {}s",
-                REQUEST_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(|e| PlaneError::Unavailable(format!("{e:#}")))?;
+        let resp = tokio::time::timeout(timeout, self.client.call(method, path, body.as_ref()))
+            .await
+            .map_err(|_| {
+                PlaneError::Unavailable(format!(
+                    "the Ferry API at {url} did not answer within {}s",
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| PlaneError::Unavailable(format!("{e:#}")))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -145,6 +164,25 @@ impl ApiPlane {
                 }
                 other => return other,
             }
+        }
+    }
+}
+
+impl ApiPlane {
+    /// Records whether the server grants long polls (its [`WAIT_HEADER`]); says once when it
+    /// does not (the API Lambda), as the agent then polls every `--poll-interval`.
+    fn note_granted_wait(&self, resp: &reqwest::Response) {
+        let granted = resp
+            .headers()
+            .get(WAIT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|secs| secs > 0.0);
+        if self.server_waits.swap(granted, Ordering::Relaxed) && !granted {
+            tracing::info!(
+                "the Ferry API at {} answers claims at once (no long poll: the API Lambda); polling every --poll-interval",
+                self.client.base_url()
+            );
         }
     }
 }
@@ -195,18 +233,57 @@ impl ControlPlane for ApiPlane {
         Utc::now()
     }
 
+    fn long_polls(&self) -> bool {
+        self.server_waits.load(Ordering::Relaxed)
+    }
+
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<(FlowRun, Deployment)>, PlaneError> {
         // Not retried: a claim whose answer was lost holds its runs until their leases expire.
+        let long_poll = if self.wait_refused.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.long_poll
+        };
         let body = ClaimBody {
             queues: req.queues.iter().map(|q| q.to_string()).collect(),
             prefetch_seconds: req.prefetch.as_secs_f64(),
             free: u32::try_from(req.free).unwrap_or(u32::MAX).min(1000),
             lease_seconds: Some(self.lease.as_secs_f64()),
+            wait_seconds: (!long_poll.is_zero()).then_some(long_poll.as_secs_f64()),
         };
         let path = format!("/agents/{}/claims", path_segment(&req.agent));
-        let claimed: Vec<ClaimedRun> = self
-            .request(Method::POST, &path, Some(to_json(&body)?))
-            .await?;
+        // The answer of a long poll comes after its wait.
+        let sent = self
+            .send_within(
+                long_poll + REQUEST_TIMEOUT,
+                Method::POST,
+                &path,
+                Some(to_json(&body)?),
+            )
+            .await;
+        let resp = match sent {
+            // A server from before long polls refuses the unknown field (nothing was claimed):
+            // poll it the old way from now on.
+            Err(PlaneError::Refused(why))
+                if !long_poll.is_zero() && why.contains("wait_seconds") =>
+            {
+                self.wait_refused.store(true, Ordering::Relaxed);
+                self.server_waits.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    "the Ferry API at {} does not take long polls ({why}): polling every --poll-interval; upgrade the server, or pass --long-poll 0",
+                    self.client.base_url()
+                );
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
+        if !long_poll.is_zero() {
+            self.note_granted_wait(&resp);
+        }
+        let claimed: Vec<ClaimedRun> = resp
+            .json()
+            .await
+            .map_err(|e| PlaneError::Unavailable(format!("decoding the answer to {path}: {e}")))?;
         Ok(claimed.into_iter().map(|c| (c.run, c.deployment)).collect())
     }
 

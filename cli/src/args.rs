@@ -264,6 +264,25 @@ pub struct AgentStartArgs {
     /// DynamoDB/S3 with FERRY_BACKEND=aws, where `direct` is the default).
     #[arg(long, value_enum)]
     pub via: Option<Via>,
+    /// Over the API: how long a poll that finds nothing waits on the server for work (0 to 20,
+    /// e.g. 20, 20s; default 20), so a new run starts at once; 0 polls every --poll-interval.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_long_poll)]
+    pub long_poll: Option<std::time::Duration>,
+}
+
+/// The long poll when `--long-poll` is not given.
+pub const DEFAULT_LONG_POLL: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `--long-poll`: a duration from 0 to the server's longest wait.
+fn parse_long_poll(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    let max = ferry_api::long_poll::MAX_WAIT_SECONDS;
+    if d.as_secs_f64() > max {
+        return Err(format!(
+            "{s:?} is longer than the {max} s a server waits: give 0 to {max} (0 polls every --poll-interval)"
+        ));
+    }
+    Ok(d)
 }
 
 /// How an agent reaches the control plane.

@@ -136,12 +136,16 @@ async fn serve(
         }
         None => (None, None),
     };
+    // ...and every agent waiting in a long poll of the claims endpoint.
+    let claim_waits = ferry_api::ClaimWaits::wait_in_process();
     let wake = tick_wake.clone();
+    let waits = claim_waits.clone();
     let ferry = ferry.with_on_run_created(move || {
         wake.notify_one();
         if let Some(w) = &agent_wake {
             w.notify_one();
         }
+        waits.wake_all();
     });
     if backend == Backend::Aws {
         follow_stream(&ferry, shutdown.clone()).await?;
@@ -155,6 +159,7 @@ async fn serve(
         ferry: ferry.clone(),
         token: token.map(Arc::from),
         backend,
+        claim_waits: claim_waits.clone(),
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -170,12 +175,14 @@ async fn serve(
         Backend::Embedded => format!("FERRY_HOME={}", ferry_home()?.display()),
     };
     println!("Ferry API listening on http://{local} ({store}); dashboard at http://{local}/");
-    let tick = tokio::spawn(tick_loop(ferry, tick_every, tick_wake));
+    let tick = tokio::spawn(tick_loop(ferry, tick_every, tick_wake, claim_waits.clone()));
     let stop = shutdown.clone();
     axum::serve(listener, ferry_api::router(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             stop.cancel();
+            // Graceful shutdown waits for every request: long polls answer now.
+            claim_waits.close();
         })
         .await
         .context("serving the API")?;
@@ -244,7 +251,14 @@ fn with_launchers(ferry: Ferry) -> Result<Ferry> {
     ))
 }
 
-async fn tick_loop(ferry: Ferry, every: std::time::Duration, wake: Arc<tokio::sync::Notify>) {
+/// The tick every `every` (and at once when `wake` is notified); a tick that wrote runs,
+/// reaped leases or freed slots wakes the claims waiting in long polls (`waits`).
+async fn tick_loop(
+    ferry: Ferry,
+    every: std::time::Duration,
+    wake: Arc<tokio::sync::Notify>,
+    waits: ferry_api::ClaimWaits,
+) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -253,10 +267,14 @@ async fn tick_loop(ferry: Ferry, every: std::time::Duration, wake: Arc<tokio::sy
             _ = wake.notified() => {}
         }
         match ferry.tick().await {
-            Ok(r) if r.runs_created + r.marked_late + r.launched + r.relaunched > 0 => {
-                tracing::info!(?r, "tick")
+            Ok(r) => {
+                if r.runs_created + r.reaped + r.slots_swept > 0 {
+                    waits.wake_all();
+                }
+                if r.runs_created + r.marked_late + r.launched + r.relaunched > 0 {
+                    tracing::info!(?r, "tick")
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "tick failed; retrying next tick")
             }

@@ -44,6 +44,7 @@ async fn the_api_router_serves_api_gateway_v2_events_unchanged() {
         ferry: f,
         token: None,
         backend: ferry_api::Backend::Aws,
+        claim_waits: ferry_api::ClaimWaits::answer_at_once(),
     });
 
     let req = lambda_http::request::from_str(&apigw_event("GET", "/v1/health", None)).unwrap();

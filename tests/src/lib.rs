@@ -303,15 +303,15 @@ impl Server {
         } else {
             &["--lease", "3"]
         };
+        // ...and so does its own `--poll-interval`.
+        let poll: &[&str] = if args.contains(&"--poll-interval") {
+            &[]
+        } else {
+            &["--poll-interval", "0.1"]
+        };
         let child = cmd
-            .args([
-                "agent",
-                "start",
-                "--poll-interval",
-                "0.1",
-                "--kill-grace",
-                "1",
-            ])
+            .args(["agent", "start", "--kill-grace", "1"])
+            .args(poll)
             .args(lease)
             .args(via)
             .args(args)

@@ -239,6 +239,11 @@ async fn start(args: AgentStartArgs) -> Result<()> {
         shutdown_signal().await;
         trigger.cancel();
     });
+    if via == Via::Direct && args.long_poll.is_some() {
+        anyhow::bail!(
+            "--long-poll applies to agents that talk to the API (--via api): an agent with direct store access polls every --poll-interval (see docs/agent.md, \"Waking agents\")"
+        );
+    }
     let (agent, through) = match via {
         Via::Direct => {
             let ferry = with_lease(direct_ferry().await?, &args.agent)?;
@@ -256,7 +261,13 @@ async fn start(args: AgentStartArgs) -> Result<()> {
             (Agent::new(ferry, cfg.clone()), through)
         }
         Via::Api => {
-            let plane = ApiPlane::new(Client::from_env()?, cfg.name.clone(), args.agent.lease);
+            let long_poll = args.long_poll.unwrap_or(crate::args::DEFAULT_LONG_POLL);
+            let plane = ApiPlane::new(
+                Client::from_env()?,
+                cfg.name.clone(),
+                args.agent.lease,
+                long_poll,
+            );
             if !connect(&plane, &shutdown).await? {
                 println!("Agent stopped before it reached the API: 0 runs claimed, 0 finished");
                 return Ok(());

@@ -13,6 +13,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         ferry,
         token: token.map(Into::into),
         backend: ferry_api::Backend::Aws,
+        // A Lambda is billed while a request waits, and no other invocation's runs wake it:
+        // claims answer at once and agents poll (see ferry_api::long_poll).
+        claim_waits: ferry_api::ClaimWaits::answer_at_once(),
     };
     lambda_http::run(ferry_api::router(state)).await
 }

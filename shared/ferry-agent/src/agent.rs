@@ -119,7 +119,18 @@ impl Agent {
                 presence_due = Instant::now() + PRESENCE_EVERY;
                 self.report_presence().await;
             }
-            let (claimed, pause) = match self.poll_once(&mut tasks, &shutdown, &kill).await {
+            let long_poll = self.plane.long_polls();
+            let polled = if long_poll {
+                // A long poll may wait 20 s: shutdown does not wait for it (a run the server
+                // claimed meanwhile is never started: its lease expires and it is reaped).
+                tokio::select! {
+                    p = self.poll_once(&mut tasks, &shutdown, &kill) => p,
+                    _ = shutdown.cancelled() => break,
+                }
+            } else {
+                self.poll_once(&mut tasks, &shutdown, &kill).await
+            };
+            let (claimed, pause) = match polled {
                 Ok(n) => {
                     if failures > 0 {
                         tracing::info!("polling again: the control plane answers");
@@ -140,7 +151,9 @@ impl Agent {
             };
             report.claimed += claimed;
             let full = self.active.load(Ordering::SeqCst) >= self.cfg.limit;
-            if claimed == 0 || full {
+            // An empty long poll already waited for work: ask again at once.
+            let waited = self.plane.long_polls() && failures == 0 && claimed == 0 && !full;
+            if (claimed == 0 || full) && !waited {
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = self.wake.notified(), if failures == 0 => {}

@@ -53,6 +53,12 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn path(&self) -> AgentPath;
     /// The control plane's time, as far as the agent can tell.
     fn now(&self) -> DateTime<Utc>;
+    /// Whether an empty [`ControlPlane::claim`] already waited for work (a long poll of the
+    /// API): the agent then claims again at once instead of pausing for its poll interval,
+    /// and stops waiting for the claim's answer when it shuts down.
+    fn long_polls(&self) -> bool {
+        false
+    }
     /// One poll's claims: the runs claimed for `req.agent`, with their deployments.
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<(FlowRun, Deployment)>, PlaneError>;
     /// Renews the lease of a held run and reports a pending cancel.

@@ -8,6 +8,7 @@
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_app::Heartbeat;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::extract::{JsonBody, PathParams};
+use crate::long_poll::{next_claimable_in, WaitEnd, MAX_WAIT_SECONDS, WAIT_HEADER};
 use crate::{ApiError, ApiState, ErrorBody};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -105,6 +107,14 @@ pub struct ClaimBody {
     #[serde(default)]
     #[schema(minimum = 3, maximum = 3600)]
     pub lease_seconds: Option<f64>,
+    /// How long a claim that finds nothing may wait for work before it answers, in seconds
+    /// (0 to 20; default 0: answer at once). The wait ends early when a run is created through
+    /// this server, a run comes within the look-ahead, or an agent here finishes a run; the
+    /// claim then tries once more. The API Lambda grants no wait (see the
+    /// `ferry-wait-seconds` header of the answer).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 20)]
+    pub wait_seconds: Option<f64>,
 }
 
 /// The use cases with the lease an agent asked for (`None`: the server's).
@@ -141,16 +151,18 @@ pub struct ClaimedRun {
 /// Claims for agent `name` what fits from its queues (the same claim loop as an agent on the
 /// direct path: `Ferry::claim_batch`). A lost answer leaves the runs leased to the agent
 /// until the lease expires; the reaper then crashes them (and retries them when the
-/// deployment has retries).
+/// deployment has retries). With `wait_seconds`, a claim that finds nothing waits for work
+/// and tries once more (a long poll: see [`crate::long_poll`]).
 #[utoipa::path(post, path = "/v1/agents/{name}/claims", params(("name" = String, Path)),
     request_body = ClaimBody,
-    responses((status = 200, body = Vec<ClaimedRun>), (status = 400, body = ErrorBody),
-              (status = 413, body = ErrorBody)))]
+    responses((status = 200, body = Vec<ClaimedRun>, headers(
+                  ("ferry-wait-seconds" = f64, description = "The wait granted, in seconds: the one asked for, or 0 where the server answers at once (the API Lambda)"))),
+              (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn claim(
     State(s): State<ApiState>,
     PathParams(name): PathParams<String>,
     JsonBody(body): JsonBody<ClaimBody>,
-) -> ApiResult<Json<Vec<ClaimedRun>>> {
+) -> ApiResult<impl IntoResponse> {
     let name = agent_name(&name)?;
     if body.queues.is_empty() || body.queues.len() > MAX_QUEUES {
         return Err(bad("queues", format!("give 1 to {MAX_QUEUES} work queues")));
@@ -171,15 +183,41 @@ pub(crate) async fn claim(
     if !(1..=MAX_CLAIM).contains(&body.free) {
         return Err(bad("free", format!("must be between 1 and {MAX_CLAIM}")));
     }
+    let asked = body.wait_seconds.unwrap_or(0.0);
+    if !(0.0..=MAX_WAIT_SECONDS).contains(&asked) {
+        return Err(bad(
+            "wait_seconds",
+            format!("must be between 0 and {MAX_WAIT_SECONDS} (how long a claim that finds nothing waits for work)"),
+        ));
+    }
     let prefetch = std::time::Duration::from_secs_f64(body.prefetch_seconds);
-    let claimed = with_lease(&s, body.lease_seconds)?
+    let wait = s
+        .claim_waits
+        .granted(std::time::Duration::from_secs_f64(asked));
+    let ferry = with_lease(&s, body.lease_seconds)?;
+    // Taken before the claim: a run created between the empty claim and the wait still wakes it.
+    let ticket = s.claim_waits.ticket();
+    let mut claimed = ferry
         .claim_batch(name, &queues, prefetch, body.free as usize)
         .await?;
-    Ok(Json(
-        claimed
-            .into_iter()
-            .map(|(run, deployment)| ClaimedRun { run, deployment })
-            .collect(),
+    if claimed.is_empty() && !wait.is_zero() {
+        let deadline = tokio::time::Instant::now() + wait;
+        let due = next_claimable_in(&ferry, &queues, prefetch, wait)
+            .await?
+            .map(|d| tokio::time::Instant::now() + d);
+        if ticket.wait(due, deadline).await != WaitEnd::Closing {
+            claimed = ferry
+                .claim_batch(name, &queues, prefetch, body.free as usize)
+                .await?;
+        }
+    }
+    let claimed: Vec<ClaimedRun> = claimed
+        .into_iter()
+        .map(|(run, deployment)| ClaimedRun { run, deployment })
+        .collect();
+    Ok((
+        [(WAIT_HEADER, wait.as_secs_f64().to_string())],
+        Json(claimed),
     ))
 }
 
@@ -270,7 +308,10 @@ pub(crate) async fn release(
     PathParams((name, id)): PathParams<(String, String)>,
 ) -> ApiResult<Json<FlowRun>> {
     let (name, id) = agent_and_run(&name, &id)?;
-    Ok(Json(s.ferry.release_held(id, &name).await?))
+    let run = s.ferry.release_held(id, &name).await?;
+    // Back in its queue: a waiting claim may take it.
+    s.claim_waits.wake_all();
+    Ok(Json(run))
 }
 
 /// How a run ended.
@@ -380,13 +421,18 @@ pub(crate) async fn finish(
                 ));
             }
         }
-        return Ok(Json(s.ferry.complete_held(id, &name, value).await?));
+        let run = s.ferry.complete_held(id, &name, value).await?;
+        // A concurrency slot is free: a waiting claim may take the run behind it.
+        s.claim_waits.wake_all();
+        return Ok(Json(run));
     }
-    Ok(Json(
-        s.ferry
-            .finish_held(id, &name, body.end.into_event())
-            .await?,
-    ))
+    let run = s
+        .ferry
+        .finish_held(id, &name, body.end.into_event())
+        .await?;
+    // A slot is free, or a retry is scheduled: a waiting claim may take it.
+    s.claim_waits.wake_all();
+    Ok(Json(run))
 }
 
 /// Body of `POST /v1/agents/{name}/runs/{id}/logs`.

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod extract;
 mod handlers;
+pub mod long_poll;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use utoipa::openapi::{RefOr, Response as OaResponse};
 use utoipa::OpenApi;
 
 pub use error::{ApiError, ErrorBody};
+pub use long_poll::ClaimWaits;
 
 /// Largest JSON request body (every route but the bundle upload). The largest JSON document is
 /// a deployment spec, capped at [`MAX_DEPLOYMENT_BYTES`] serialized compactly; this leaves room
@@ -40,6 +42,10 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// The backend, shown by `/v1/health`.
     pub backend: Backend,
+    /// How long a claim that finds nothing may wait for work (a long poll), and what wakes
+    /// it: [`ClaimWaits::wait_in_process`] for `ferry server`, [`ClaimWaits::answer_at_once`]
+    /// for the API Lambda (billed while it waits).
+    pub claim_waits: ClaimWaits,
 }
 
 /// Where Ferry keeps its state: `FERRY_BACKEND`, parsed once at start.

@@ -2,9 +2,11 @@
 //! through them, their idempotency, the lease-holder check, and 4xx (never 5xx) for bad input.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use ferry_api::ClaimWaits;
 use ferry_app::{Ferry, SystemClock};
 use ferry_embedded::{FsCodeStore, FsLogSink, SqliteStore};
 use serde_json::{json, Value};
@@ -16,19 +18,28 @@ struct App {
 }
 
 async fn app() -> App {
+    app_with(ClaimWaits::wait_in_process()).await
+}
+
+/// The API over a fresh store, whose claims wait as `claim_waits` says; a run created through
+/// it wakes them (as `ferry server` wires it).
+async fn app_with(claim_waits: ClaimWaits) -> App {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let waits = claim_waits.clone();
     let ferry = Ferry::new(
         Arc::new(SqliteStore::open(&d.join("db")).unwrap()),
         Arc::new(FsCodeStore::new(d.join("bundles"))),
         Arc::new(FsLogSink::new(d.join("logs"))),
         Arc::new(SystemClock),
-    );
+    )
+    .with_on_run_created(move || waits.wake_all());
     ferry.ensure_default_queue().await.unwrap();
     let router = ferry_api::router(ferry_api::ApiState {
         ferry,
         token: None,
         backend: ferry_api::Backend::Embedded,
+        claim_waits,
     });
     App { router, _dir: dir }
 }
@@ -239,6 +250,22 @@ async fn bad_agent_requests_are_refused_with_a_4xx_naming_the_field() {
         ),
         (
             "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(
+                json!({"queues": ["default"], "prefetch_seconds": 0, "free": 1, "wait_seconds": 21}),
+            ),
+            "wait_seconds",
+        ),
+        (
+            "POST",
+            "/v1/agents/a1/claims".into(),
+            Some(
+                json!({"queues": ["default"], "prefetch_seconds": 0, "free": 1, "wait_seconds": -1}),
+            ),
+            "wait_seconds",
+        ),
+        (
+            "POST",
             format!("/v1/agents/{long}/claims"),
             Some(claim_body()),
             "name",
@@ -295,6 +322,20 @@ async fn bad_agent_requests_are_refused_with_a_4xx_naming_the_field() {
             "{method} {uri}: {v} should name {field}"
         );
     }
+    // A refused claim (a bad wait_seconds among them) claimed nothing.
+    let run = app.ok("GET", &format!("/v1/flow-runs/{id}"), None).await;
+    assert_eq!(run["state"], "scheduled", "{run}");
+    let (_, v) = app
+        .call(
+            "POST",
+            "/v1/agents/a1/claims",
+            Some(json!({"queues": ["default"], "prefetch_seconds": 0, "free": 1, "wait_seconds": 20.5})),
+        )
+        .await;
+    assert_eq!(
+        v["message"],
+        "wait_seconds: must be between 0 and 20 (how long a claim that finds nothing waits for work)"
+    );
     // A well-formed request about a run that does not exist is a 404.
     let ghost = "01a2325a-d44f-7b77-98e9-266540ee96c9";
     let (status, _) = app
@@ -474,4 +515,143 @@ async fn a_result_over_the_cap_is_refused_naming_the_field_and_the_run_stays_run
     assert_eq!(body["field"], "end.result", "{body}");
     let run = app.ok("GET", &format!("/v1/flow-runs/{id}"), None).await;
     assert_eq!(run["state"], "running");
+}
+
+impl App {
+    /// `POST /v1/agents/{agent}/claims` asking to wait `wait` seconds: the status, the runs'
+    /// ids, the granted wait (its header) and how long the answer took.
+    async fn long_poll(
+        &self,
+        agent: &str,
+        wait: f64,
+    ) -> (StatusCode, Vec<String>, String, Duration) {
+        let body = json!({"queues": ["default"], "prefetch_seconds": 0, "free": 4,
+                          "lease_seconds": 5, "wait_seconds": wait});
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/v1/agents/{agent}/claims"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let started = Instant::now();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let took = started.elapsed();
+        let status = res.status();
+        let granted = res
+            .headers()
+            .get("ferry-wait-seconds")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let ids = v
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|c| c["run"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        (status, ids, granted, took)
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_claim_answers_when_a_run_is_created_and_empty_after_its_wait() {
+    let app = Arc::new(app().await);
+    // Nothing to claim: the claim waits its whole wait, then answers an empty list.
+    let (status, ids, granted, took) = app.long_poll("a1", 1.0).await;
+    assert_eq!(
+        (status, ids.len(), granted.as_str()),
+        (StatusCode::OK, 0, "1")
+    );
+    assert!(
+        took >= Duration::from_millis(950),
+        "answered after {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+
+    // Three agents wait; a run created through the API wakes all of them, one claims it.
+    let waiting: Vec<_> = (1..=3)
+        .map(|n| {
+            let app = app.clone();
+            tokio::spawn(async move { app.long_poll(&format!("a{n}"), 15.0).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = app.run_due_now(json!({})).await;
+    let mut claimed = Vec::new();
+    for w in waiting {
+        let (status, ids, granted, took) = w.await.unwrap();
+        assert_eq!((status, granted.as_str()), (StatusCode::OK, "15"));
+        assert!(took < Duration::from_secs(5), "woken after {took:?}");
+        claimed.extend(ids);
+    }
+    assert_eq!(claimed, vec![id], "claimed exactly once");
+}
+
+#[tokio::test]
+async fn a_waiting_claim_takes_a_run_when_it_comes_due() {
+    let app = app().await;
+    app.run_due_now(json!({})).await;
+    app.long_poll("a1", 0.0).await;
+    let later = app
+        .ok(
+            "POST",
+            "/v1/deployments/flow/d/runs",
+            Some(json!({"start_in_seconds": 2})),
+        )
+        .await;
+    // Nothing due now (the look-ahead is 0): the claim waits until the run is due, no longer.
+    let (_, ids, _, took) = app.long_poll("a2", 15.0).await;
+    assert_eq!(ids, vec![later["id"].as_str().unwrap().to_owned()]);
+    assert!(took >= Duration::from_millis(900), "claimed after {took:?}");
+    assert!(took < Duration::from_secs(5), "claimed after {took:?}");
+}
+
+#[tokio::test]
+async fn a_waiting_claim_takes_a_limited_deployment_s_run_when_it_is_due() {
+    let app = app().await;
+    app.run_due_now(json!({"concurrency_limit": 1})).await;
+    let (_, first, _, _) = app.long_poll("a1", 0.0).await;
+    assert_eq!(first.len(), 1);
+    for (step, body) in [
+        ("start", None),
+        ("finish", Some(json!({"end": {"state": "completed"}}))),
+    ] {
+        app.ok(
+            "POST",
+            &format!("/v1/agents/a1/runs/{}/{step}", first[0]),
+            body,
+        )
+        .await;
+    }
+    let later = app
+        .ok(
+            "POST",
+            "/v1/deployments/flow/d/runs",
+            Some(json!({"start_in_seconds": 2})),
+        )
+        .await;
+    // Within a 10 s look-ahead, but a limited deployment's run is claimed only when due: the
+    // claim waits for that, not for its whole wait.
+    let body = json!({"queues": ["default"], "prefetch_seconds": 10, "free": 4,
+                      "lease_seconds": 5, "wait_seconds": 15});
+    let started = Instant::now();
+    let v = app.ok("POST", "/v1/agents/a2/claims", Some(body)).await;
+    let took = started.elapsed();
+    assert_eq!(v[0]["run"]["id"], later["id"], "{v}");
+    assert!(took >= Duration::from_millis(900), "claimed after {took:?}");
+    assert!(took < Duration::from_secs(5), "claimed after {took:?}");
+}
+
+#[tokio::test]
+async fn the_lambda_s_api_answers_a_long_poll_at_once_granting_no_wait() {
+    let app = app_with(ClaimWaits::answer_at_once()).await;
+    let (status, ids, granted, took) = app.long_poll("a1", 20.0).await;
+    assert_eq!(
+        (status, ids.len(), granted.as_str()),
+        (StatusCode::OK, 0, "0")
+    );
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
 }

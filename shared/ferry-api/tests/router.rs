@@ -28,6 +28,7 @@ async fn app_with_token(token: Option<&str>) -> App {
         ferry,
         token: token.map(Into::into),
         backend: ferry_api::Backend::Embedded,
+        claim_waits: ferry_api::ClaimWaits::wait_in_process(),
     });
     App { router, _dir: dir }
 }

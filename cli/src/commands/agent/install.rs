@@ -131,6 +131,10 @@ impl Service {
         let user = ["USER", "LOGNAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()));
+        let mut start = start_args(&args.start.agent, args.start.via);
+        if let Some(wait) = args.start.long_poll {
+            start.extend(["--long-poll".into(), seconds(wait)]);
+        }
         Ok(Self {
             exe,
             dir,
@@ -138,7 +142,7 @@ impl Service {
             secrets,
             env_file,
             user,
-            args: start_args(&args.start.agent, args.start.via),
+            args: start,
             stop_timeout: stop_timeout(&args.start.agent),
             queues: args.start.agent.queues.clone(),
         })
@@ -538,6 +542,11 @@ pub(crate) fn fargate(args: &InstallArgs) -> Result<String> {
         (
             "--via api",
             args.start.via == Some(Via::Api),
+            "the stack: its agents reach the table directly",
+        ),
+        (
+            "--long-poll",
+            args.start.long_poll.is_some(),
             "the stack: its agents reach the table directly",
         ),
         (

@@ -249,9 +249,40 @@ def warm(path, name):
     if threading.active_count() > 1:
         server.reply(unfit=f"the flow's module started {threading.active_count() - 1} thread(s) at import, and a process with threads cannot be forked safely")
         os._exit(0)
+    # What the import allocated stays out of the collector's way: children do not touch
+    # (and so copy) those pages.
+    import gc
+    gc.freeze()
     server.reply(ready=os.getpid(), rss_kb=rss_kb())
     server.serve()  # returns only in a forked child
-    write_result(call(function, parameters()))
+    try:
+        write_result(call(function, parameters()))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    exit_child(code, threading)
+
+
+def exit_child(code, threading):
+    """Ends a forked run as interpreter exit would — its non-daemon threads joined, exit
+    handlers run, output flushed, SystemExit's code kept — but without tearing down the
+    interpreter it shares with the warm process (~20 ms of CPU per run, for nothing)."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        threading._shutdown()
+        import atexit
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code & 0xFF)
 
 
 if sys.argv[1] == "--warm":

@@ -141,7 +141,10 @@ pub(crate) async fn update_queue(
     PathParams(name): PathParams<String>,
     JsonBody(patch): JsonBody<QueuePatch>,
 ) -> ApiResult<Json<WorkQueue>> {
-    Ok(Json(s.ferry.update_queue(&name, patch).await?))
+    let queue = s.ferry.update_queue(&name, patch).await?;
+    // A resumed queue, or a higher limit, may have runs to claim now.
+    s.claim_waits.wake_all();
+    Ok(Json(queue))
 }
 
 /// Query of the queue preview.
@@ -248,7 +251,9 @@ pub(crate) async fn resume_deployment(
     PathParams((flow, name)): PathParams<(String, String)>,
 ) -> ApiResult<Json<ApplyOutcome>> {
     let id = deployment_id(&flow, &name)?;
-    Ok(Json(s.ferry.set_deployment_paused(&id, false).await?))
+    let outcome = s.ferry.set_deployment_paused(&id, false).await?;
+    s.claim_waits.wake_all();
+    Ok(Json(outcome))
 }
 
 #[utoipa::path(post, path = "/v1/deployments/{flow}/{name}/runs",

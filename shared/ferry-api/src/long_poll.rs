@@ -5,7 +5,8 @@
 //! A waiting claim claims once more and answers when
 //! - something in this process may have made a run claimable ([`ClaimWaits::wake_all`]): a
 //!   run created through this API, a tick that wrote runs or reaped leases, an agent that
-//!   finished or released a run here. Every waiting claim wakes, not one: they all race for the
+//!   finished or released a run here, a queue updated (resumed, its limit raised) or a
+//!   deployment resumed here. Every waiting claim wakes, not one: they all race for the
 //!   run through the same conditional claim, so it is still claimed exactly once;
 //! - the earliest waiting run of the agent's queues comes within the agent's look-ahead
 //!   ([`next_claimable_in`]: read from the store when the wait starts);
